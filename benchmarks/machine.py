@@ -1,0 +1,29 @@
+"""The machine a benchmark ran on, recorded in every result file."""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def machine_info() -> dict:
+    """CPU model, core count, torch version/threads and GPU name (if any)."""
+    import torch
+
+    cpu = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "python": platform.python_version(),
+    }

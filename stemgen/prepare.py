@@ -1,0 +1,73 @@
+"""Prepare the offline defaults: the embedded chorale dataset and the embedded codec.
+
+Both are cached under :func:`stemgen.paths.home` and reused when already there.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from . import paths
+from .audio import load_mono
+from .codec import default_embedded_dir
+
+log = logging.getLogger(__name__)
+
+
+def default_chorales_dir() -> Path:
+    """Where ``stemgen data chorales`` writes by default."""
+    return paths.data_dir() / "chorales"
+
+
+def track_dirs(root: Path, split: str) -> list[Path]:
+    """Track folders of a Slakh-layout split that have their metadata (complete tracks)."""
+    return sorted(p.parent for p in (Path(root) / split).glob("*/metadata.yaml"))
+
+
+def codec_fit_audio(root: Path, songs: int, sample_rate: int) -> list[np.ndarray]:
+    """Mono clips (every stem and the mix) of the first ``songs`` training tracks under ``root``."""
+    tracks = track_dirs(root, "train")[:songs]
+    if not tracks:
+        raise FileNotFoundError(f"no training tracks under {Path(root) / 'train'}: render the "
+                                f"chorales first (stemgen data chorales --out {root}).")
+    clips = []
+    for track in tracks:
+        for f in sorted((track / "stems").glob("*.flac")) + [track / "mix.flac"]:
+            clips.append(load_mono(f, sample_rate))
+    return clips
+
+
+def prepare_chorales(out: Path | None = None, limit: int | None = None, seed: int = 0,
+                     progress: bool = True) -> Path:
+    """Render (or reuse) the embedded chorale dataset; returns its root folder."""
+    from .data.chorales import render_chorales
+
+    out = Path(out) if out else default_chorales_dir()
+    render_chorales(out, limit=limit, seed=seed, progress=progress)
+    return out
+
+
+def prepare_embedded_codec(data: Path | None = None, out: Path | None = None, songs: int = 40,
+                           max_frames: int = 100_000, iters: int = 12, seed: int = 0,
+                           force: bool = False, progress: bool = True):
+    """Fit the embedded codec on the training chorales (or reuse the one in ``out``).
+
+    Returns the codec. ``data`` must hold rendered chorales (see :func:`prepare_chorales`).
+    """
+    from .codec.embedded import EmbeddedCodec, EmbeddedCodecConfig, fit_embedded_codec
+
+    out = Path(out) if out else default_embedded_dir()
+    if not force and (out / "model.safetensors").exists():
+        return EmbeddedCodec.load(out)
+    data = Path(data) if data else default_chorales_dir()
+    config = EmbeddedCodecConfig()
+    clips = codec_fit_audio(data, songs, config.sample_rate)
+    codec, stats = fit_embedded_codec(clips, config, max_frames=max_frames, iters=iters, seed=seed,
+                                      progress=progress)
+    stats.update(songs=min(songs, len(track_dirs(data, "train"))), data=str(data))
+    codec.save(out, extra=stats)
+    log.info("embedded codec fitted in %.1f s on %d frames -> %s", stats["seconds"], stats["frames"], out)
+    return codec

@@ -1,0 +1,112 @@
+"""The embedded codec: token contract, quality invariants, persistence, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from stemgen.codec import load_codec
+from stemgen.codec.embedded import EmbeddedCodec, EmbeddedCodecConfig, fit_embedded_codec
+from stemgen.codec.kmeans import kmeans, nearest
+from stemgen.errors import AudioError, CheckpointError, MissingWeightsError
+from stemgen.eval.codec_metrics import chroma_similarity
+
+from ..conftest import melody
+
+
+def test_nearest_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    x, c = torch.randn(500, 8, generator=g), torch.randn(32, 8, generator=g)
+    expected = torch.cdist(x, c).argmin(1)
+    assert torch.equal(nearest(x, c, chunk=64), expected)
+
+
+def test_kmeans_finds_separated_clusters():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = torch.cat([c + 0.1 * torch.randn(200, 2, generator=g) for c in centers])
+    found = kmeans(x, 3, iters=10, generator=torch.Generator().manual_seed(1))
+    dist = torch.cdist(centers, found).min(1).values
+    assert (dist < 0.1).all()
+
+
+def test_token_contract(tiny_codec):
+    wav = torch.from_numpy(melody([60, 64, 67, 72]))[None]  # 1 s
+    n = wav.shape[-1] - 100  # not a multiple of the hop
+    tokens = tiny_codec.encode(wav[:, :n])
+    assert tokens.shape == (1, 4, tiny_codec.num_frames(n)) == (1, 4, 50)
+    assert tokens.dtype == torch.int64 and 0 <= int(tokens.min()) and int(tokens.max()) < 64
+    assert tiny_codec.frame_rate == 50.0
+    out = tiny_codec.decode(tokens)
+    assert out.shape == (1, 50 * 640) and torch.isfinite(out).all()
+    batch = tiny_codec.encode(torch.cat([wav, wav.flip(-1)]))
+    assert batch.shape == (2, 4, 50) and torch.equal(batch[0], tiny_codec.encode(wav)[0])
+
+
+def test_each_level_reduces_the_feature_error(tiny_codec):
+    wav = torch.from_numpy(melody([45, 52, 57, 61, 64, 69, 73, 76]))[None]
+    feats = tiny_codec.features(wav)
+    tokens = tiny_codec.quantize(feats)
+    errors = []
+    for q in range(1, 5):
+        approx = sum(tiny_codec.codebooks[i][tokens[:, i]] for i in range(q))
+        errors.append(float(((feats - approx) ** 2).mean()))
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+
+
+def test_decoded_audio_keeps_the_notes(tiny_codec):
+    x = melody([57, 60, 64, 69, 72, 76, 81, 84], note_seconds=0.5)
+    y = tiny_codec.decode(tiny_codec.encode(torch.from_numpy(x)[None]))[0].numpy()
+    assert chroma_similarity(x, y, 32000) > 0.8
+    other = melody([58, 61, 65, 70, 73, 77, 82, 85], note_seconds=0.5)  # a semitone up
+    assert chroma_similarity(other, y, 32000) < chroma_similarity(x, y, 32000) - 0.2
+
+
+def test_fit_is_deterministic(training_clips):
+    cfg = EmbeddedCodecConfig(cardinality=16, num_levels=2)
+    a, _ = fit_embedded_codec(training_clips[:3], cfg, max_frames=1000, iters=2, seed=3, progress=False)
+    b, _ = fit_embedded_codec(training_clips[:3], cfg, max_frames=1000, iters=2, seed=3, progress=False)
+    assert torch.equal(a.codebooks, b.codebooks)
+
+
+def test_save_load_roundtrip(tmp_path, tiny_codec, isolated_home):
+    wav = torch.from_numpy(melody([50, 62, 74]))[None]
+    tiny_codec.save(tmp_path / "c", extra={"note": "test"})
+    loaded = load_codec(tmp_path / "c")
+    assert isinstance(loaded, EmbeddedCodec) and loaded.cardinality == 64
+    assert torch.equal(loaded.encode(wav), tiny_codec.encode(wav))
+    tokens = tiny_codec.encode(wav)
+    assert torch.allclose(loaded.decode(tokens), tiny_codec.decode(tokens))
+    tiny_codec.save(isolated_home / "codecs" / "embedded")
+    assert torch.equal(load_codec().encode(wav), tokens)
+
+
+def test_missing_codec_says_how_to_fit_one(tmp_path):
+    with pytest.raises(MissingWeightsError, match="stemgen codec fit"):
+        load_codec()
+    with pytest.raises(MissingWeightsError):
+        EmbeddedCodec.load(tmp_path)
+
+
+def test_corrupt_weights_are_a_clear_error(tmp_path, tiny_codec):
+    tiny_codec.save(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        EmbeddedCodec.load(tmp_path)
+
+
+def test_bad_inputs(tiny_codec):
+    with pytest.raises(AudioError, match="shorter than one codec frame"):
+        tiny_codec.encode(torch.zeros(1, 639))
+    with pytest.raises(AudioError, match="empty"):
+        tiny_codec.encode(torch.zeros(1, 0))
+    with pytest.raises(AudioError, match="NaN"):
+        tiny_codec.encode(torch.full((1, 1280), float("inf")))
+    with pytest.raises(AudioError, match="mono"):
+        tiny_codec.encode(torch.zeros(1, 2, 1280))
+    tokens = torch.zeros(1, 4, 10, dtype=torch.long)
+    with pytest.raises(CheckpointError, match="levels"):
+        tiny_codec.decode(torch.zeros(1, 5, 10, dtype=torch.long))
+    with pytest.raises(CheckpointError, match="0..63"):
+        tiny_codec.decode(tokens + 64)
+    with pytest.raises(CheckpointError, match="integer"):
+        tiny_codec.decode(tokens.float())
