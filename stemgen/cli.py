@@ -51,12 +51,13 @@ def fit(data: Optional[Path] = None, out: Optional[Path] = None, songs: int = 40
     print(f"embedded codec written to {out}: {json.dumps(codec.describe())}")
 
 
-def roundtrip(audio: Path, out: Path, codec: str = "embedded", plot: Optional[Path] = None) -> None:
+def roundtrip(audio: Path, out: Optional[Path] = None, codec: str = "embedded",
+              plot: Optional[Path] = None) -> None:
     """Encode an audio file to tokens and decode it again (to hear what the codec keeps).
 
     Args:
         audio: input audio file (wav, flac, ogg; any rate, mono or stereo).
-        out: output WAV at the codec's sample rate.
+        out: output WAV at the codec's sample rate (default: AUDIO_NAME.decoded.wav here).
         codec: "embedded" (default), "encodec_32khz", or a codec folder/file.
         plot: optional PNG comparing the two spectrograms.
     """
@@ -65,6 +66,7 @@ def roundtrip(audio: Path, out: Path, codec: str = "embedded", plot: Optional[Pa
     from .demo import codec_roundtrip
 
     c = load_codec(codec)
+    out = out or Path(f"{Path(audio).stem}.decoded.wav")
     wav = load_mono(audio, c.sample_rate, min_samples=c.hop_length, name="input")
     decoded = codec_roundtrip(c, wav)
     write_audio(out, decoded, c.sample_rate)
