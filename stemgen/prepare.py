@@ -27,17 +27,15 @@ def track_dirs(root: Path, split: str) -> list[Path]:
     return sorted(p.parent for p in (Path(root) / split).glob("*/metadata.yaml"))
 
 
-def codec_fit_audio(root: Path, songs: int, sample_rate: int) -> list[np.ndarray]:
-    """Mono clips (every stem and the mix) of the first ``songs`` training tracks under ``root``."""
+def codec_fit_audio(root: Path, songs: int, sample_rate: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``(stems, mixes)``: mono clips of the first ``songs`` training tracks under ``root``."""
     tracks = track_dirs(root, "train")[:songs]
     if not tracks:
         raise FileNotFoundError(f"no training tracks under {Path(root) / 'train'}: render the "
                                 f"chorales first (stemgen data chorales --out {root}).")
-    clips = []
-    for track in tracks:
-        for f in sorted((track / "stems").glob("*.flac")) + [track / "mix.flac"]:
-            clips.append(load_mono(f, sample_rate))
-    return clips
+    stems = [load_mono(f, sample_rate) for t in tracks for f in sorted((t / "stems").glob("*.flac"))]
+    mixes = [load_mono(t / "mix.flac", sample_rate) for t in tracks]
+    return stems, mixes
 
 
 def prepare_chorales(out: Path | None = None, limit: int | None = None, seed: int = 0,
@@ -64,9 +62,9 @@ def prepare_embedded_codec(data: Path | None = None, out: Path | None = None, so
         return EmbeddedCodec.load(out)
     data = Path(data) if data else default_chorales_dir()
     config = EmbeddedCodecConfig()
-    clips = codec_fit_audio(data, songs, config.sample_rate)
-    codec, stats = fit_embedded_codec(clips, config, max_frames=max_frames, iters=iters, seed=seed,
-                                      progress=progress)
+    stems, mixes = codec_fit_audio(data, songs, config.sample_rate)
+    codec, stats = fit_embedded_codec(stems, config, mix_clips=mixes, max_frames=max_frames,
+                                      iters=iters, seed=seed, progress=progress)
     stats.update(songs=min(songs, len(track_dirs(data, "train"))), data=str(data))
     codec.save(out, extra=stats)
     log.info("embedded codec fitted in %.1f s on %d frames -> %s", stats["seconds"], stats["frames"], out)

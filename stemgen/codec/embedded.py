@@ -44,6 +44,9 @@ class EmbeddedCodecConfig:
     floor_db: float = -90.0
     griffin_lim_iters: int = 32
     griffin_lim_momentum: float = 0.99
+    time_smoothing: float = 0.0
+    encode_beam: int = 1
+    level_power: float = 1.0
 
 
 def bin_weights(n_fft: int, sample_rate: int) -> torch.Tensor:
@@ -59,7 +62,7 @@ class EmbeddedCodec(Codec):
     name = "embedded"
 
     def __init__(self, config: EmbeddedCodecConfig | None = None, codebooks: torch.Tensor | None = None,
-                 db_max: float = 0.0):
+                 feature_max: float = 1e4):
         super().__init__()
         self.config = config = config or EmbeddedCodecConfig()
         self.sample_rate = config.sample_rate
@@ -76,7 +79,7 @@ class EmbeddedCodec(Codec):
         self.register_buffer("codebooks", codebooks.float().contiguous())
         self.register_buffer("sqrt_weight", bin_weights(config.n_fft, config.sample_rate).sqrt())
         self.register_buffer("window", torch.hann_window(config.n_fft))
-        self.register_buffer("db_max", torch.tensor(float(db_max)))
+        self.register_buffer("feature_max", torch.tensor(float(feature_max)))
         self.eval()
 
     # -- features --------------------------------------------------------------------------
@@ -86,23 +89,72 @@ class EmbeddedCodec(Codec):
         t = self.num_frames(wav.shape[-1])
         wav = torch.nn.functional.pad(wav, (0, t * self.hop_length - wav.shape[-1]))
         db = log_magnitude(wav, self.config.n_fft, self.hop_length, self.window, self.config.floor_db)
-        return db * self.sqrt_weight
+        return self.level_to_feature(db - self.config.floor_db) * self.sqrt_weight
+
+    def level_to_feature(self, level: torch.Tensor) -> torch.Tensor:
+        """dB above the floor (>= 0) -> un-weighted feature: ``level**p * 60**(1-p)``.
+
+        p = ``level_power``; p > 1 stretches loud levels so that k-means spends more of its
+        precision on the partials that carry pitch; 60 dB maps to itself for every p.
+        """
+        p = self.config.level_power
+        return level if p == 1.0 else level.clamp_min(0.0) ** p * 60.0 ** (1.0 - p)
+
+    def feature_to_level(self, feature: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`level_to_feature` (negative features clip to the floor)."""
+        p = self.config.level_power
+        feature = feature.clamp_min(0.0)
+        return feature if p == 1.0 else (feature * 60.0 ** (p - 1.0)) ** (1.0 / p)
 
     def quantize(self, feats: torch.Tensor) -> torch.Tensor:
-        """Residual VQ of weighted frames ``(B, T, F)`` -> tokens ``(B, Q, T)``."""
+        """Residual VQ of weighted frames ``(B, T, F)`` -> tokens ``(B, Q, T)``.
+
+        With ``encode_beam > 1`` the code sequence of each frame is chosen by beam search
+        (the best total error over all levels) instead of greedily level by level.
+        """
         b, t, f = feats.shape
-        residual = feats.reshape(b * t, f).clone()
-        codes = []
+        x = feats.reshape(b * t, f)
+        beam = self.config.encode_beam
+        if beam <= 1:
+            residual = x.clone()
+            codes = []
+            for book in self.codebooks:
+                idx = nearest(residual, book)
+                residual -= book[idx]
+                codes.append(idx)
+            out = torch.stack(codes, 0)
+        else:
+            out = torch.cat([self._beam_search(x[i : i + 2048], beam) for i in range(0, x.shape[0], 2048)], 1)
+        return out.reshape(self.num_levels, b, t).transpose(0, 1)
+
+    def _beam_search(self, x: torch.Tensor, beam: int) -> torch.Tensor:
+        """Beam-search RVQ of rows ``(N, F)`` -> codes ``(Q, N)``."""
+        n = x.shape[0]
+        approx = torch.zeros(n, 1, x.shape[1])  # (N, K, F) partial sums of the kept beams
+        paths = torch.zeros(n, 1, 0, dtype=torch.long)  # (N, K, q)
         for book in self.codebooks:
-            idx = nearest(residual, book)
-            residual -= book[idx]
-            codes.append(idx)
-        return torch.stack(codes, 0).reshape(self.num_levels, b, t).transpose(0, 1)
+            residual = x[:, None] - approx  # (N, K, F)
+            err = (residual * residual).sum(-1, keepdim=True) - 2 * residual @ book.T + (book * book).sum(1)
+            k = min(beam, err.shape[1] * err.shape[2])
+            best = err.reshape(n, -1).topk(k, largest=False).indices  # (N, k)
+            parent, code = best // book.shape[0], best % book.shape[0]
+            approx = approx.gather(1, parent[..., None].expand(-1, -1, x.shape[1])) + book[code]
+            paths = torch.cat([paths.gather(1, parent[..., None].expand(-1, -1, paths.shape[2])),
+                               code[..., None]], 2)
+        return paths[:, 0].T  # the best beam (topk is sorted)
 
     def dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens ``(B, q, T)`` -> log-magnitude in dB ``(B, T, F)`` (un-weighted, clipped)."""
         feats = sum(self.codebooks[q][tokens[:, q]] for q in range(tokens.shape[1]))  # (B, T, F)
-        return (feats / self.sqrt_weight).clamp(self.config.floor_db, float(self.db_max))
+        feats = (feats / self.sqrt_weight).clamp(max=float(self.feature_max))
+        db = self.feature_to_level(feats) + self.config.floor_db
+        a = self.config.time_smoothing
+        if a > 0 and db.shape[1] > 1:
+            # quantization error is independent from frame to frame while music is not:
+            # a short [a, 1-2a, a] filter over time averages part of the error away
+            padded = torch.cat([db[:, :1], db, db[:, -1:]], 1)
+            db = a * padded[:, :-2] + (1 - 2 * a) * db + a * padded[:, 2:]
+        return db
 
     # -- codec contract --------------------------------------------------------------------
     @torch.no_grad()
@@ -129,7 +181,7 @@ class EmbeddedCodec(Codec):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / (WEIGHTS_NAME + ".tmp")
-        save_file({"codebooks": self.codebooks.contiguous(), "db_max": self.db_max.reshape(1)}, str(tmp))
+        save_file({"codebooks": self.codebooks.contiguous(), "feature_max": self.feature_max.reshape(1)}, str(tmp))
         os.replace(tmp, folder / WEIGHTS_NAME)
         cfg = {"codec": KIND, **asdict(self.config), **({"fit": extra} if extra else {})}
         tmp = folder / (CONFIG_NAME + ".tmp")
@@ -156,39 +208,61 @@ class EmbeddedCodec(Codec):
             tensors = load_file(str(folder / WEIGHTS_NAME))
         except Exception as err:
             raise CheckpointError(f"cannot read the embedded codec in {folder}: {err}") from err
-        return cls(config, tensors["codebooks"], float(tensors["db_max"][0]))
+        return cls(config, tensors["codebooks"], float(tensors["feature_max"][0]))
 
 
-def fit_embedded_codec(audio: list[np.ndarray], config: EmbeddedCodecConfig | None = None, *,
+def _sounding_frames(codec: EmbeddedCodec, clips: list[np.ndarray], budget: int,
+                     gen: torch.Generator) -> torch.Tensor:
+    """Weighted feature frames ``(n, F)`` with a bin at least 20 dB above the floor: at most
+    ``budget`` frames, drawn at random with every clip contributing."""
+    if budget <= 0 or not clips:
+        return torch.zeros(0, codec.config.n_fft // 2 + 1)
+    per_clip = max(1, -(-2 * budget // len(clips)))  # bounds memory; trimmed to budget below
+    threshold = codec.level_to_feature(torch.tensor(20.0))
+    frames = []
+    for clip in clips:
+        f = codec.features(torch.from_numpy(np.asarray(clip, dtype=np.float32))[None])[0]  # (T, F)
+        f = f[(f / codec.sqrt_weight).amax(1) > threshold]
+        frames.append(f[torch.randperm(f.shape[0], generator=gen)[:per_clip]])
+    x = torch.cat(frames)
+    return x[torch.randperm(x.shape[0], generator=gen)[:budget]]
+
+
+def fit_embedded_codec(clips: list[np.ndarray], config: EmbeddedCodecConfig | None = None, *,
+                       mix_clips: list[np.ndarray] | None = None, mix_fraction: float = 0.4,
                        max_frames: int = 60_000, iters: int = 10, seed: int = 0,
                        progress: bool = True) -> tuple[EmbeddedCodec, dict]:
     """Fit the codebooks on mono clips at ``config.sample_rate``.
 
-    Frames that are silent (every bin at the floor) are left out; of the rest at most
-    ``max_frames`` are drawn at random. Returns the codec and a dict of fit statistics.
+    Args:
+        clips: single-instrument audio (stems), ``(N,)`` float arrays.
+        mix_clips: mixes, which the codec must also encode (they are the model's context);
+            they get ``mix_fraction`` of the frames, since mixes are harder to quantize.
+        max_frames: frames for k-means, drawn at random among the sounding ones.
+        iters: Lloyd iterations per level.
+
+    Returns:
+        The codec and a dict of fit statistics.
     """
     from tqdm.auto import tqdm
 
     config = config or EmbeddedCodecConfig()
     codec = EmbeddedCodec(config)
     start = time.perf_counter()
-    feats = []
-    for clip in audio:
-        f = codec.features(torch.from_numpy(np.asarray(clip, dtype=np.float32))[None])[0]  # (T, F)
-        loud = (f / codec.sqrt_weight).amax(1) > config.floor_db + 20.0
-        feats.append(f[loud])
-    x = torch.cat(feats)
+    gen = torch.Generator().manual_seed(seed)
+    n_mix = int(round(max_frames * mix_fraction)) if mix_clips else 0
+    stems = _sounding_frames(codec, clips, max_frames - n_mix, gen)
+    mixes = _sounding_frames(codec, mix_clips or [], n_mix, gen)
+    x = torch.cat([stems, mixes])
     if x.shape[0] == 0:
         raise ValueError("no sounding frames to fit the embedded codec on: the audio is silent.")
-    gen = torch.Generator().manual_seed(seed)
-    if x.shape[0] > max_frames:
-        x = x[torch.randperm(x.shape[0], generator=gen)[:max_frames]]
-    db_max = float((x / codec.sqrt_weight).max())
+    feature_max = float((x / codec.sqrt_weight).max())
     bar = tqdm(total=config.num_levels, desc="fitting codec levels", disable=not progress)
     books = residual_kmeans(x, config.num_levels, config.cardinality, iters, seed,
                             progress=lambda q: bar.update(1))
     bar.close()
-    fitted = EmbeddedCodec(config, books, db_max)
-    stats = {"frames": int(x.shape[0]), "clips": len(audio), "iters": iters, "seed": seed,
+    fitted = EmbeddedCodec(config, books, feature_max)
+    stats = {"frames": int(x.shape[0]), "stem_frames": int(stems.shape[0]), "mix_frames": int(mixes.shape[0]),
+             "clips": len(clips) + len(mix_clips or []), "iters": iters, "seed": seed,
              "seconds": round(time.perf_counter() - start, 1)}
     return fitted, stats

@@ -110,3 +110,37 @@ def test_bad_inputs(tiny_codec):
         tiny_codec.decode(tokens + 64)
     with pytest.raises(CheckpointError, match="integer"):
         tiny_codec.decode(tokens.float())
+
+
+def test_beam_search_never_does_worse_than_greedy(tiny_codec):
+    import dataclasses
+
+    wav = torch.from_numpy(melody([45, 57, 64, 71, 76, 52, 59, 67]))[None]
+    feats = tiny_codec.features(wav)
+    beam = EmbeddedCodec(dataclasses.replace(tiny_codec.config, encode_beam=4), tiny_codec.codebooks,
+                         float(tiny_codec.feature_max))
+
+    def total_error(codec):
+        tokens = codec.quantize(feats)
+        approx = sum(codec.codebooks[q][tokens[:, q]] for q in range(4))
+        return ((feats - approx) ** 2).sum(-1)  # (B, T)
+
+    greedy_err, beam_err = total_error(tiny_codec), total_error(beam)
+    assert (beam_err <= greedy_err + 1e-3).all() and beam_err.sum() < greedy_err.sum()
+
+
+@pytest.mark.parametrize("power", [1.0, 1.5, 2.0])
+def test_level_transform_roundtrip(power):
+    codec = EmbeddedCodec(EmbeddedCodecConfig(cardinality=4, level_power=power))
+    level = torch.linspace(0, 90, 50)
+    assert torch.allclose(codec.feature_to_level(codec.level_to_feature(level)), level, atol=1e-3)
+    assert codec.level_to_feature(torch.tensor(60.0)) == pytest.approx(60.0)
+
+
+def test_fit_balances_stems_and_mixes(training_clips):
+    cfg = EmbeddedCodecConfig(cardinality=16, num_levels=1)
+    _, stats = fit_embedded_codec(training_clips[:6], cfg, mix_clips=training_clips[6:], mix_fraction=0.25,
+                                  max_frames=400, iters=1, progress=False)
+    assert stats["mix_frames"] == 100 and stats["stem_frames"] == 300 and stats["frames"] == 400
+    with pytest.raises(ValueError, match="silent"):
+        fit_embedded_codec([np.zeros(32000, dtype=np.float32)], cfg, progress=False)
