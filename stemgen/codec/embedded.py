@@ -4,11 +4,13 @@ It needs no downloaded weights: ``fit_embedded_codec`` fits it on the embedded c
 minutes on 2 CPU cores. It keeps the paper codec's token contract (Q=4 levels of V=2048
 codes, 50 Hz frames at 32 kHz) so models, data and sampling work with either codec.
 
-Encoding: frame t of the STFT (n_fft 2048, hop 640, Hann) -> magnitude in dB re full scale,
-floored -> multiplied by a per-bin weight (the mel scale's density, so that the codebooks
-spend their precision where hearing and the log-mel metric do, not on the many high bins)
--> residual vector quantization. Decoding: sum of the chosen codes -> un-weight -> clip to
-the range seen in fitting -> magnitudes -> fast Griffin-Lim.
+Encoding: frame t of the STFT (n_fft 2048, hop 640, Hann) -> magnitude in dB re full scale
+-> level above the floor, stretched by a power (loud partials weigh more in k-means) ->
+multiplied by a per-bin weight (the mel scale's density, so that the codebooks spend their
+precision where hearing does, not on the many high bins) -> residual vector quantization
+(beam search over levels). Decoding: sum of the chosen codes -> un-weight -> clip to the
+range seen in fitting -> un-stretch -> magnitudes -> fast Griffin-Lim. The design and the
+measurements behind its defaults are in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 from ..errors import CheckpointError, MissingWeightsError
 from .base import Codec
-from .kmeans import nearest, residual_kmeans
+from .kmeans import residual_kmeans
 from .spectral import griffin_lim, log_magnitude, magnitude_scale
 
 CONFIG_NAME = "config.json"
@@ -34,7 +36,12 @@ KIND = "embedded-spectral-rvq"
 
 @dataclass
 class EmbeddedCodecConfig:
-    """Shape of the embedded codec. Units: Hz, samples, dB."""
+    """Shape of the embedded codec. Units: Hz, samples, dB.
+
+    ``floor_db``: levels below this (re full scale) count as silence. ``level_power``: the
+    stretch p of the level above the floor. ``encode_beam``: beam width of the encoder
+    (1 = greedy). ``time_smoothing``: a in the [a, 1-2a, a] filter over decoded frames (0 = off).
+    """
 
     sample_rate: int = 32000
     hop_length: int = 640
@@ -45,8 +52,8 @@ class EmbeddedCodecConfig:
     griffin_lim_iters: int = 32
     griffin_lim_momentum: float = 0.99
     time_smoothing: float = 0.0
-    encode_beam: int = 1
-    level_power: float = 1.0
+    encode_beam: int = 4
+    level_power: float = 3.0
 
 
 def bin_weights(n_fft: int, sample_rate: int) -> torch.Tensor:
@@ -109,39 +116,29 @@ class EmbeddedCodec(Codec):
     def quantize(self, feats: torch.Tensor) -> torch.Tensor:
         """Residual VQ of weighted frames ``(B, T, F)`` -> tokens ``(B, Q, T)``.
 
-        With ``encode_beam > 1`` the code sequence of each frame is chosen by beam search
-        (the best total error over all levels) instead of greedily level by level.
+        Each frame's code sequence is chosen by a beam search over the levels, keeping the
+        ``encode_beam`` best partial sums (width 1 is the plain greedy residual VQ).
         """
         b, t, f = feats.shape
         x = feats.reshape(b * t, f)
-        beam = self.config.encode_beam
-        if beam <= 1:
-            residual = x.clone()
-            codes = []
-            for book in self.codebooks:
-                idx = nearest(residual, book)
-                residual -= book[idx]
-                codes.append(idx)
-            out = torch.stack(codes, 0)
-        else:
-            out = torch.cat([self._beam_search(x[i : i + 2048], beam) for i in range(0, x.shape[0], 2048)], 1)
+        out = torch.cat([self._beam_search(x[i : i + 2048]) for i in range(0, x.shape[0], 2048)], 1)
         return out.reshape(self.num_levels, b, t).transpose(0, 1)
 
-    def _beam_search(self, x: torch.Tensor, beam: int) -> torch.Tensor:
+    def _beam_search(self, x: torch.Tensor) -> torch.Tensor:
         """Beam-search RVQ of rows ``(N, F)`` -> codes ``(Q, N)``."""
-        n = x.shape[0]
-        approx = torch.zeros(n, 1, x.shape[1])  # (N, K, F) partial sums of the kept beams
-        paths = torch.zeros(n, 1, 0, dtype=torch.long)  # (N, K, q)
+        n, f = x.shape
+        approx = x.new_zeros(n, 1, f)  # (N, K, F) partial sums of the kept beams
+        paths = torch.zeros(n, 1, 0, dtype=torch.long, device=x.device)  # (N, K, q)
         for book in self.codebooks:
             residual = x[:, None] - approx  # (N, K, F)
             err = (residual * residual).sum(-1, keepdim=True) - 2 * residual @ book.T + (book * book).sum(1)
-            k = min(beam, err.shape[1] * err.shape[2])
-            best = err.reshape(n, -1).topk(k, largest=False).indices  # (N, k)
+            k = min(max(1, self.config.encode_beam), err.shape[1] * err.shape[2])
+            best = err.reshape(n, -1).topk(k, largest=False).indices  # (N, k), best first
             parent, code = best // book.shape[0], best % book.shape[0]
-            approx = approx.gather(1, parent[..., None].expand(-1, -1, x.shape[1])) + book[code]
+            approx = approx.gather(1, parent[..., None].expand(-1, -1, f)) + book[code]
             paths = torch.cat([paths.gather(1, parent[..., None].expand(-1, -1, paths.shape[2])),
                                code[..., None]], 2)
-        return paths[:, 0].T  # the best beam (topk is sorted)
+        return paths[:, 0].T
 
     def dequantize(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens ``(B, q, T)`` -> log-magnitude in dB ``(B, T, F)`` (un-weighted, clipped)."""

@@ -117,15 +117,18 @@ def test_beam_search_never_does_worse_than_greedy(tiny_codec):
 
     wav = torch.from_numpy(melody([45, 57, 64, 71, 76, 52, 59, 67]))[None]
     feats = tiny_codec.features(wav)
-    beam = EmbeddedCodec(dataclasses.replace(tiny_codec.config, encode_beam=4), tiny_codec.codebooks,
-                         float(tiny_codec.feature_max))
+    def with_beam(width):
+        return EmbeddedCodec(dataclasses.replace(tiny_codec.config, encode_beam=width), tiny_codec.codebooks,
+                             float(tiny_codec.feature_max))
+
+    greedy, beam = with_beam(1), with_beam(4)
 
     def total_error(codec):
         tokens = codec.quantize(feats)
         approx = sum(codec.codebooks[q][tokens[:, q]] for q in range(4))
         return ((feats - approx) ** 2).sum(-1)  # (B, T)
 
-    greedy_err, beam_err = total_error(tiny_codec), total_error(beam)
+    greedy_err, beam_err = total_error(greedy), total_error(beam)
     assert (beam_err <= greedy_err + 1e-3).all() and beam_err.sum() < greedy_err.sum()
 
 
@@ -144,3 +147,18 @@ def test_fit_balances_stems_and_mixes(training_clips):
     assert stats["mix_frames"] == 100 and stats["stem_frames"] == 300 and stats["frames"] == 400
     with pytest.raises(ValueError, match="silent"):
         fit_embedded_codec([np.zeros(32000, dtype=np.float32)], cfg, progress=False)
+
+
+def test_greedy_encoding_is_the_nearest_code_per_level(tiny_codec):
+    import dataclasses
+
+    greedy = EmbeddedCodec(dataclasses.replace(tiny_codec.config, encode_beam=1), tiny_codec.codebooks,
+                           float(tiny_codec.feature_max))
+    feats = greedy.features(torch.from_numpy(melody([48, 55, 64, 67]))[None])
+    residual = feats[0].clone()
+    expected = []
+    for book in greedy.codebooks:
+        idx = torch.cdist(residual, book).argmin(1)
+        residual -= book[idx]
+        expected.append(idx)
+    assert torch.equal(greedy.quantize(feats)[0], torch.stack(expected))
