@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 
-def _power(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+def power_spectrogram(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     """``(N,)`` -> power spectrogram ``(F, T)``."""
     wav = torch.as_tensor(np.asarray(x, dtype=np.float32))
     spec = torch.stft(wav, n_fft, hop, window=torch.hann_window(n_fft), center=True,
@@ -56,7 +56,7 @@ def chroma_similarity(ref: np.ndarray, est: np.ndarray, sample_rate: int, hop: i
                       n_fft: int = 4096, energy_threshold: float = 0.01) -> float:
     """Mean frame-wise chroma cosine similarity of ``est`` to ``ref`` (both ``(N,)``)."""
     n = min(len(ref), len(est))
-    pr, pe = _power(ref[:n], n_fft, hop), _power(est[:n], n_fft, hop)
+    pr, pe = power_spectrogram(ref[:n], n_fft, hop), power_spectrogram(est[:n], n_fft, hop)
     cm = chroma_matrix(n_fft, sample_rate)
     cr, ce = cm @ pr, cm @ pe  # (12, T)
     energy = pr.sum(0)
@@ -71,8 +71,8 @@ def log_mel_distance(ref: np.ndarray, est: np.ndarray, sample_rate: int, hop: in
     """Log-mel distance in dB: ``{"logmel": all cells, "logmel_active": cells above the floor}``."""
     n = min(len(ref), len(est))
     fb = mel_filterbank(n_mels, n_fft, sample_rate)
-    mr = 10 * np.log10(fb @ _power(ref[:n], n_fft, hop) + 1e-20)
-    me = 10 * np.log10(fb @ _power(est[:n], n_fft, hop) + 1e-20)
+    mr = 10 * np.log10(fb @ power_spectrogram(ref[:n], n_fft, hop) + 1e-20)
+    me = 10 * np.log10(fb @ power_spectrogram(est[:n], n_fft, hop) + 1e-20)
     floor = mr.max() - floor_db
     mr, me = np.maximum(mr, floor), np.maximum(me, floor)
     diff = np.abs(mr - me)
