@@ -1,0 +1,84 @@
+"""A torch ``Dataset`` of training pairs over a list of songs.
+
+Item ``i`` of epoch ``e`` draws from segment ``i`` with a generator seeded by
+``(seed, e, i)``: examples are reproducible whatever the number of DataLoader workers or
+their order. Silent draws move to the next segment; a song whose audio turns out unreadable
+is reported once, counted and avoided from then on (within that worker process).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from .pairs import Pair, sample_pair, segments
+from .songs import DatasetError, Song
+
+log = logging.getLogger(__name__)
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Map-style dataset of (context, target, instrument) examples.
+
+    Args:
+        songs: the songs (see :func:`stemgen.data.songs.scan`).
+        sample_rate: rate of the returned audio (Hz), the codec's.
+        crop_seconds: example length in seconds (20 in the paper).
+        segment_seconds: songs are cut into segments of this length (60 in the paper).
+        silence_db: a context or target below this RMS level (dBFS) is rejected.
+        seed: base seed.
+
+    Items are dicts: ``context`` and ``target`` float32 ``(L,)``, ``instrument`` int64 (),
+    ``song`` str, ``segment`` int, ``start_seconds`` float.
+    """
+
+    def __init__(self, songs: list[Song], sample_rate: int, crop_seconds: float = 20.0,
+                 segment_seconds: float = 60.0, silence_db: float = -50.0, seed: int = 0):
+        self.songs = list(songs)
+        self.sample_rate = sample_rate
+        self.crop_seconds = crop_seconds
+        self.silence_db = silence_db
+        self.seed = seed
+        self.epoch = 0
+        self.index = [(s, seg) for s, song in enumerate(self.songs)
+                      for seg in segments(song, segment_seconds, min_seconds=min(crop_seconds, segment_seconds) / 2)]
+        if not self.index:
+            raise DatasetError(f"no segment of at least {crop_seconds / 2:g} s in {len(self.songs)} songs")
+        self.broken: set[int] = set()
+        self.silent_segments = 0
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw different crops and pairs in each epoch (like DistributedSampler.set_epoch)."""
+        self.epoch = epoch
+
+    def draw(self, i: int) -> Pair:
+        """The example for index ``i`` as a :class:`Pair` (numpy audio)."""
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        for k in range(len(self.index)):
+            song_idx, seg = self.index[(i + k) % len(self.index)]
+            if song_idx in self.broken:
+                continue
+            song = self.songs[song_idx]
+            try:
+                pair = sample_pair(song, seg, (i + k) % len(self.index), rng, sample_rate=self.sample_rate,
+                                   crop_seconds=self.crop_seconds, silence_db=self.silence_db)
+            except DatasetError as err:
+                self.broken.add(song_idx)
+                log.warning("skipping song %s from now on: %s (%d broken songs)", song.id, err, len(self.broken))
+                continue
+            if pair is not None:
+                return pair
+            self.silent_segments += 1
+        raise DatasetError("every segment of the dataset is silent or unreadable: check the audio "
+                           "and the silence threshold (silence_db).")
+
+    def __getitem__(self, i: int) -> dict:
+        p = self.draw(i)
+        return {"context": torch.from_numpy(p.context), "target": torch.from_numpy(p.target),
+                "instrument": torch.tensor(p.instrument, dtype=torch.long), "song": p.song,
+                "segment": p.segment, "start_seconds": p.start_seconds}

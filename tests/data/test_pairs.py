@@ -1,0 +1,93 @@
+"""Pair enumeration and sampling: counts, invariants, silence rejection, determinism."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from stemgen.audio import dbfs
+from stemgen.data.dataset import PairDataset
+from stemgen.data.pairs import draw_pair, enumerate_pairs, pair_count, read_crop, sample_pair, segments
+from stemgen.data.songs import scan
+
+from .fixtures import SR, make_slakh, stem_meta, tone, write_track
+
+
+@pytest.mark.parametrize("m", [2, 3, 4, 5, 6])
+def test_pair_count_matches_enumeration(m):
+    pairs = enumerate_pairs(m)
+    assert len(pairs) == len(set(pairs)) == pair_count(m) == m * (2 ** m - 2) // 2
+    assert all(t not in ctx and 1 <= len(ctx) < m for ctx, t in pairs)
+
+
+def test_draws_cover_exactly_the_enumerated_pairs():
+    rng = np.random.default_rng(0)
+    seen = {draw_pair(4, rng) for _ in range(3000)}
+    assert seen == set(enumerate_pairs(4))
+
+
+def test_segments_cut_songs_into_minutes(tmp_path):
+    write_track(tmp_path / "train" / "Track00001", {"S00": stem_meta(0), "S01": stem_meta(33)}, seconds=5.0)
+    song = scan(tmp_path, "train").songs[0]
+    assert segments(song, 2.0) == [(0, 2 * SR), (2 * SR, 4 * SR), (4 * SR, 5 * SR)]
+    assert segments(song, 2.0, min_seconds=1.5) == [(0, 2 * SR), (2 * SR, 4 * SR)]
+
+
+def test_context_is_the_sum_of_its_stems_at_the_target_rate(tmp_path):
+    root = make_slakh(tmp_path)
+    song = next(s for s in scan(root, "train").songs if s.id == "Track00001")
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        pair = sample_pair(song, (0, song.num_samples), 0, rng, sample_rate=32000, crop_seconds=1.0)
+        assert pair.context.shape == pair.target.shape == (32000,)
+        assert pair.target_stem not in pair.context_stems
+        start = round(pair.start_seconds * SR)
+        by_name = {s.name: s for s in song.stems}
+        parts = [read_crop(by_name[n].path, start, SR, SR, 32000, 32000) for n in pair.context_stems]
+        np.testing.assert_allclose(pair.context, np.sum(parts, axis=0), atol=1e-5)
+        assert pair.instrument == by_name[pair.target_stem].instrument
+
+
+def test_silent_stems_are_rejected(tmp_path):
+    write_track(tmp_path / "train" / "Track00001",
+                {"S00": stem_meta(0), "S01": stem_meta(33), "S02": stem_meta(40)},
+                audio={"S01": np.zeros(3 * SR, dtype=np.float32)})
+    song = scan(tmp_path, "train").songs[0]
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        pair = sample_pair(song, (0, song.num_samples), 0, rng, sample_rate=32000, crop_seconds=1.0)
+        assert pair.target_stem != "S01" and pair.context_stems != ("S01",)
+        assert dbfs(pair.target) > -50 and dbfs(pair.context) > -50
+    write_track(tmp_path / "quiet" / "Track00002", {"S00": stem_meta(0), "S01": stem_meta(33)},
+                audio={"S00": tone(100, 3.0, amp=1e-4), "S01": tone(200, 3.0, amp=1e-4)})
+    quiet = scan(tmp_path, "quiet").songs[0]
+    assert sample_pair(quiet, (0, quiet.num_samples), 0, rng, sample_rate=32000, crop_seconds=1.0) is None
+    assert sample_pair(quiet, (0, quiet.num_samples), 0, rng, sample_rate=32000, crop_seconds=1.0,
+                       silence_db=-90) is not None
+
+
+def test_dataset_is_reproducible_and_worker_independent(tmp_path):
+    songs = scan(make_slakh(tmp_path), "train").songs
+    ds = PairDataset(songs, 32000, crop_seconds=1.0, segment_seconds=1.5, seed=7)
+    assert len(ds) == 4  # two songs, two 1.5 s segments each
+    a = [ds[i] for i in range(len(ds))]
+    b = [ds[i] for i in range(len(ds))]
+    for x, y in zip(a, b):
+        assert torch.equal(x["context"], y["context"]) and x["instrument"] == y["instrument"]
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
+    batched = torch.cat([batch["context"] for batch in loader])
+    assert torch.equal(batched, torch.stack([x["context"] for x in a]))
+    ds.set_epoch(1)
+    assert not all(torch.equal(x["context"], ds[i]["context"]) for i, x in enumerate(a))
+
+
+def test_unreadable_audio_is_skipped_not_fatal(tmp_path, caplog):
+    write_track(tmp_path / "train" / "Track00001", {"S00": stem_meta(0), "S01": stem_meta(33)})
+    write_track(tmp_path / "train" / "Track00002", {"S00": stem_meta(0), "S01": stem_meta(33)})
+    songs = scan(tmp_path, "train").songs
+    path = tmp_path / "train" / "Track00001" / "stems" / "S00.flac"
+    path.write_bytes(path.read_bytes()[:200])  # header intact, audio gone
+    ds = PairDataset(songs, 32000, crop_seconds=1.0, segment_seconds=3.0, seed=0)
+    items = [ds[i] for i in range(len(ds))]
+    assert all(item["song"] == "Track00002" for item in items)
+    assert ds.broken == {0} and "Track00001" in caplog.text
