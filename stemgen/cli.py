@@ -22,8 +22,7 @@ def chorales(out: Optional[Path] = None, limit: Optional[int] = None, seed: int 
         seed: seed for the split, instrument programs, tempi and velocities.
         sample_rate: rendering rate in Hz.
     """
-    from .data.chorales import render_chorales
-    from .prepare import default_chorales_dir
+    from .data.chorales import default_chorales_dir, render_chorales
 
     out = out or default_chorales_dir()
     tracks = render_chorales(out, limit=limit, seed=seed, sample_rate=sample_rate)

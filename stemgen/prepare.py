@@ -10,16 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import paths
 from .audio import load_mono
 from .codec import default_embedded_dir
+from .data.chorales import default_chorales_dir
 
 log = logging.getLogger(__name__)
-
-
-def default_chorales_dir() -> Path:
-    """Where ``stemgen data chorales`` writes by default."""
-    return paths.data_dir() / "chorales"
 
 
 def track_dirs(root: Path, split: str) -> list[Path]:

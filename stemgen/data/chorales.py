@@ -58,6 +58,13 @@ class NoteEvent:
     velocity: int
 
 
+def default_chorales_dir() -> Path:
+    """Where ``stemgen data chorales`` writes by default: ``$STEMGEN_HOME/data/chorales``."""
+    from ..paths import data_dir
+
+    return data_dir() / "chorales"
+
+
 def soundfont_path() -> Path:
     """The General MIDI soundfont shipped inside ``pretty_midi``."""
     import pretty_midi

@@ -1,9 +1,11 @@
 """A torch ``Dataset`` of training pairs over a list of songs.
 
-Item ``i`` of epoch ``e`` draws from segment ``i`` with a generator seeded by
-``(seed, e, i)``: examples are reproducible whatever the number of DataLoader workers or
-their order. Silent draws move to the next segment; a song whose audio turns out unreadable
-is reported once, counted and avoided from then on (within that worker process).
+Index ``i`` draws from segment ``i mod len(dataset)`` with a generator seeded by
+``(seed, i)``: examples are reproducible whatever the number of DataLoader workers or their
+order. :class:`EpochSampler` hands out the indices ``epoch * n + permutation``, so every epoch
+draws new crops and pairs while any index always gives the same example. Silent draws move to
+the next segment; a song whose audio turns out unreadable is reported once, counted and
+avoided from then on (within that worker process).
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ class PairDataset(torch.utils.data.Dataset):
         self.crop_seconds = crop_seconds
         self.silence_db = silence_db
         self.seed = seed
-        self.epoch = 0
         self.index = [(s, seg) for s, song in enumerate(self.songs)
                       for seg in segments(song, segment_seconds, min_seconds=min(crop_seconds, segment_seconds) / 2)]
         if not self.index:
@@ -52,13 +53,9 @@ class PairDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Draw different crops and pairs in each epoch (like DistributedSampler.set_epoch)."""
-        self.epoch = epoch
-
     def draw(self, i: int) -> Pair:
-        """The example for index ``i`` as a :class:`Pair` (numpy audio)."""
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+        """The example for index ``i >= 0`` as a :class:`Pair` (numpy audio)."""
+        rng = np.random.default_rng([self.seed, i])
         for k in range(len(self.index)):
             song_idx, seg = self.index[(i + k) % len(self.index)]
             if song_idx in self.broken:
@@ -82,3 +79,25 @@ class PairDataset(torch.utils.data.Dataset):
         return {"context": torch.from_numpy(p.context), "target": torch.from_numpy(p.target),
                 "instrument": torch.tensor(p.instrument, dtype=torch.long), "song": p.song,
                 "segment": p.segment, "start_seconds": p.start_seconds}
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Indices ``epoch * n + p(i)`` for a (seeded, per-epoch) permutation p of ``range(n)``.
+
+    Lightning calls :meth:`set_epoch` at each epoch (also through its distributed wrapper),
+    so each epoch visits every segment once with fresh crops and pairs.
+    """
+
+    def __init__(self, n: int, shuffle: bool = True, seed: int = 0):
+        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = (torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+                 if self.shuffle else torch.arange(self.n))
+        return iter((self.epoch * self.n + order).tolist())

@@ -246,3 +246,61 @@ def scan(root: str | Path, split: str | None = "train", layout: str = "auto",
         log.warning("%s: %d songs usable, %d tracks and %d stems skipped", where, len(report.songs),
                     len(report.skipped), report.stems_skipped)
     return report
+
+
+def _signature(folders: list[Path]) -> str:
+    """Changes when a song folder appears, disappears or has its metadata/stems edited."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for f in folders:
+        for name in ("metadata.yaml", "stems.yaml"):
+            p = f / name
+            if p.exists():
+                h.update(f"{p}:{p.stat().st_mtime_ns}".encode())
+        stems = f / "stems"
+        if stems.exists():
+            h.update(f"{stems}:{stems.stat().st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def cached_scan(root: str | Path, split: str | None = "train", layout: str = "auto",
+                variant: str = "redux", cache_dir: Path | None = None) -> ScanReport:
+    """:func:`scan`, cached as JSON under ``$STEMGEN_HOME/index``: a second start over an
+    unchanged dataset reads one small file instead of probing every stem."""
+    import hashlib
+    import json
+
+    from ..paths import home
+
+    root = Path(root).resolve()
+    if not root.is_dir():
+        return scan(root, split, layout, variant)  # raises the clear error
+    folders = song_folders(root, split, variant)
+    key = hashlib.sha1(f"{root}|{split}|{layout}|{variant}".encode()).hexdigest()[:16]
+    path = (cache_dir or home() / "index") / f"{key}.json"
+    signature = _signature(folders)
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+            if data.get("signature") == signature:
+                report = ScanReport(
+                    [Song(s["id"], tuple(Stem(n, Path(p), i) for n, p, i in s["stems"]), s["sample_rate"],
+                          s["num_samples"]) for s in data["songs"]],
+                    dict(data["skipped"]), int(data["stems_skipped"]))
+                if report.skipped or report.stems_skipped:
+                    log.warning("%s/%s (cached index): %d tracks and %d stems skipped", root, split,
+                                len(report.skipped), report.stems_skipped)
+                return report
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable dataset index %s", path)
+    report = scan(root, split, layout, variant)
+    data = {"signature": signature, "root": str(root), "split": split,
+            "songs": [{"id": s.id, "sample_rate": s.sample_rate, "num_samples": s.num_samples,
+                       "stems": [[st.name, str(st.path), st.instrument] for st in s.stems]} for s in report.songs],
+            "skipped": report.skipped, "stems_skipped": report.stems_skipped}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+    return report

@@ -6,7 +6,7 @@ import soundfile as sf
 import torch
 
 from stemgen.audio import dbfs
-from stemgen.data.dataset import PairDataset
+from stemgen.data.dataset import EpochSampler, PairDataset
 from stemgen.data.pairs import draw_pair, enumerate_pairs, pair_count, read_crop, sample_pair, segments
 from stemgen.data.songs import scan
 
@@ -77,8 +77,24 @@ def test_dataset_is_reproducible_and_worker_independent(tmp_path):
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
     batched = torch.cat([batch["context"] for batch in loader])
     assert torch.equal(batched, torch.stack([x["context"] for x in a]))
-    ds.set_epoch(1)
-    assert not all(torch.equal(x["context"], ds[i]["context"]) for i, x in enumerate(a))
+
+
+def test_epoch_sampler_gives_new_examples_each_epoch():
+    sampler = EpochSampler(5, shuffle=True, seed=3)
+    first = list(sampler)
+    assert sorted(first) == [0, 1, 2, 3, 4] and first == list(sampler)
+    sampler.set_epoch(2)
+    second = list(sampler)
+    assert sorted(second) == [10, 11, 12, 13, 14]
+    assert list(EpochSampler(3, shuffle=False)) == [0, 1, 2]
+
+
+def test_later_epochs_draw_other_crops(tmp_path):
+    songs = scan(make_slakh(tmp_path), "train").songs
+    ds = PairDataset(songs, 32000, crop_seconds=1.0, segment_seconds=1.5, seed=7)
+    n = len(ds)
+    assert not all(torch.equal(ds[i]["context"], ds[n + i]["context"]) for i in range(n))
+    assert all(ds[i]["song"] == ds[n + i]["song"] for i in range(n))  # same segment, new draw
 
 
 def test_unreadable_audio_is_skipped_not_fatal(tmp_path, caplog):

@@ -64,3 +64,21 @@ def test_user_stem_folder(tmp_path, caplog):
     stems = {s.name: s.instrument for s in report.songs[0].stems}
     assert stems == {"bass": 4, "keys": 0, "beat": DRUMS_ID}
     assert "kazoo" in report.skipped[str(root / "odd_song")]
+
+
+def test_cached_scan_is_reused_and_invalidated(slakh, isolated_home, monkeypatch):
+    import time
+
+    from stemgen.data import songs as songs_mod
+
+    first = songs_mod.cached_scan(slakh, "train")
+    assert list((isolated_home / "index").glob("*.json"))
+    calls = []
+    monkeypatch.setattr(songs_mod, "scan", lambda *a, **k: calls.append(a) or first)
+    again = songs_mod.cached_scan(slakh, "train")
+    assert calls == [] and again.songs == first.songs and again.skipped == first.skipped
+    time.sleep(0.01)
+    meta = slakh / "train" / "Track00001" / "metadata.yaml"
+    meta.write_bytes(meta.read_bytes())  # touched: the index is rebuilt
+    songs_mod.cached_scan(slakh, "train")
+    assert len(calls) == 1

@@ -1,0 +1,216 @@
+"""LightningDataModules that serve batches of training pairs as audio and codec tokens.
+
+* :class:`SlakhData` - a local Slakh2100 copy (``redux`` or ``orig`` split);
+* :class:`ChoralesData` - the embedded Bach chorales (rendered on first use);
+* :class:`StemsData` - a folder of the user's own stems (``SONG/stems/`` + ``stems.yaml``).
+
+Batches are dicts: ``context``/``target`` audio ``(B, L)`` at the codec rate, ``instrument``
+``(B,)``, and, after the transfer to the training device, ``context_tokens``/
+``target_tokens`` ``(B, Q, T)``. Training tokens are computed on the fly by the frozen codec on
+the training device (crops and submixes are random, so their tokens cannot be precomputed);
+validation and test use fixed pairs whose tokens are computed once and cached on disk
+(``cache_eval_tokens``). ``benchmarks/data_throughput.py`` measures both paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from ..paths import home
+from .dataset import EpochSampler, PairDataset
+from .songs import DatasetError, Song, cached_scan
+
+try:  # lightning is a dependency, but keep `import stemgen.data` light
+    from lightning import LightningDataModule
+except ImportError:  # pragma: no cover
+    LightningDataModule = object
+
+log = logging.getLogger(__name__)
+
+
+class TokenCache(torch.utils.data.Dataset):
+    """Fixed examples with their codec tokens, computed once and stored as safetensors."""
+
+    def __init__(self, pairs: PairDataset, codec, path: Path, batch_size: int = 8):
+        from safetensors.torch import load_file, save_file
+
+        if not path.exists():
+            ctx, tgt, inst = [], [], []
+            for start in range(0, len(pairs), batch_size):
+                items = [pairs[i] for i in range(start, min(start + batch_size, len(pairs)))]
+                ctx.append(codec.encode(torch.stack([it["context"] for it in items])))
+                tgt.append(codec.encode(torch.stack([it["target"] for it in items])))
+                inst.append(torch.stack([it["instrument"] for it in items]))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file({"context_tokens": torch.cat(ctx).to(torch.int16), "target_tokens": torch.cat(tgt).to(torch.int16),
+                       "instrument": torch.cat(inst)}, str(tmp))
+            tmp.replace(path)
+        data = load_file(str(path))
+        self.context = data["context_tokens"].long()
+        self.target = data["target_tokens"].long()
+        self.instrument = data["instrument"]
+
+    def __len__(self) -> int:
+        return len(self.instrument)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"context_tokens": self.context[i], "target_tokens": self.target[i], "instrument": self.instrument[i]}
+
+
+class PairDataModule(LightningDataModule):
+    """Shared machinery; subclasses say where the songs come from (:meth:`songs`).
+
+    Args:
+        root: dataset folder.
+        codec: codec name or path (see :func:`stemgen.codec.load_codec`).
+        crop_seconds: example length in seconds (the paper: 20).
+        segment_seconds: songs are cut into segments of this length (the paper: 60).
+        silence_db: pairs whose context or target RMS is below this (dBFS) are redrawn.
+        batch_size: examples per batch (the paper: 40).
+        num_workers: DataLoader worker processes.
+        seed: seed of crops, submixes and shuffling.
+        tokens: add ``context_tokens``/``target_tokens`` to each batch (False: audio only).
+        cache_eval_tokens: cache validation/test tokens on disk (fixed pairs).
+    """
+
+    layout = "auto"
+    variant = "redux"
+
+    def __init__(self, root: str | Path | None = None, codec: str = "embedded", crop_seconds: float = 20.0,
+                 segment_seconds: float = 60.0, silence_db: float = -50.0, batch_size: int = 8,
+                 num_workers: int = 2, seed: int = 0, tokens: bool = True, cache_eval_tokens: bool = True):
+        super().__init__()
+        self.root = Path(root) if root is not None else None
+        self.codec_name = codec
+        self.crop_seconds = crop_seconds
+        self.segment_seconds = segment_seconds
+        self.silence_db = silence_db
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.tokens = tokens
+        self.cache_eval_tokens = cache_eval_tokens
+        self._codec = None
+        self.datasets: dict[str, torch.utils.data.Dataset] = {}
+        self.skipped: dict[str, int] = {}
+
+    # -- where songs come from -------------------------------------------------------------
+    def songs(self, split: str) -> list[Song]:
+        """Usable songs of a split (skipped tracks are counted in :attr:`skipped`)."""
+        if self.root is None:
+            raise DatasetError(f"{type(self).__name__} needs a dataset folder: pass --data.root PATH.")
+        report = cached_scan(self.root, split, self.layout, self.variant)
+        self.skipped[split] = len(report.skipped) + report.stems_skipped
+        return report.songs
+
+    @property
+    def codec(self):
+        """The frozen codec (loaded on first use)."""
+        if self._codec is None:
+            from ..codec import load_codec
+
+            self._codec = load_codec(self.codec_name)
+        return self._codec
+
+    # -- Lightning hooks -------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        splits = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",),
+                  "predict": ("test",)}.get(stage, ("train", "validation", "test"))
+        for split in splits:
+            if split in self.datasets:
+                continue
+            pairs = PairDataset(self.songs(split), self.codec.sample_rate, self.crop_seconds,
+                                self.segment_seconds, self.silence_db, seed=self.seed + {"train": 0}.get(split, 1))
+            if split != "train" and self.tokens and self.cache_eval_tokens:
+                self.datasets[split] = TokenCache(pairs, self.codec, self._cache_path(split, pairs))
+            else:
+                self.datasets[split] = pairs
+        if self.skipped:
+            log.info("skipped tracks/stems per split: %s", self.skipped)
+
+    def _cache_path(self, split: str, pairs: PairDataset) -> Path:
+        key = json.dumps({"root": str(self.root), "split": split, "songs": [s.id for s in pairs.songs],
+                          "codec": self.codec.describe(), "crop": self.crop_seconds, "segment": self.segment_seconds,
+                          "silence": self.silence_db, "seed": pairs.seed, "n": len(pairs)}, sort_keys=True)
+        return home() / "tokens" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.safetensors"
+
+    def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
+        if split not in self.datasets:
+            self.setup(None)
+        ds = self.datasets[split]
+        sampler = EpochSampler(len(ds), shuffle=shuffle, seed=self.seed) if isinstance(ds, PairDataset) else None
+        return torch.utils.data.DataLoader(ds, batch_size=self.batch_size, sampler=sampler,
+                                           num_workers=self.num_workers if isinstance(ds, PairDataset) else 0,
+                                           persistent_workers=self.num_workers > 0 and isinstance(ds, PairDataset),
+                                           drop_last=shuffle)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("validation", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)
+
+    @torch.no_grad()
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Encode audio to tokens with the frozen codec, on the device the batch is on."""
+        if self.tokens and "context_tokens" not in batch:
+            codec = self.codec.to(batch["context"].device)
+            batch["context_tokens"] = codec.encode(batch["context"])
+            batch["target_tokens"] = codec.encode(batch["target"])
+        return batch
+
+
+class SlakhData(PairDataModule):
+    """Slakh2100 from a local copy: ``--data.root`` holds ``train/ validation/ test/`` (and, in
+    the redux distribution, ``omitted/``).
+
+    Args:
+        variant: ``redux`` (1289/270/151 tracks; omitted/ is never read) or ``orig``
+            (1500/375/225, by track number).
+    """
+
+    layout = "slakh"
+
+    def __init__(self, root: str | Path | None = None, variant: str = "redux", **kwargs):
+        super().__init__(root, **kwargs)
+        if variant not in ("redux", "orig"):
+            raise ValueError(f"unknown Slakh split variant {variant!r}: 'redux' or 'orig'.")
+        self.variant = variant
+
+
+class StemsData(PairDataModule):
+    """A folder of your own songs: ``ROOT/{train,validation,test}/SONG/stems/*.{wav,flac}`` with
+    ``SONG/stems.yaml`` naming each stem's instrument (see docs/data.md)."""
+
+    layout = "stems"
+
+
+class ChoralesData(PairDataModule):
+    """The embedded Bach chorales (Slakh layout); rendered by :meth:`prepare_data` if absent.
+
+    Args:
+        limit: chorales to render when the folder is empty (None: all 353).
+    """
+
+    layout = "slakh"
+
+    def __init__(self, root: str | Path | None = None, limit: int | None = None, **kwargs):
+        from .chorales import default_chorales_dir
+
+        super().__init__(root or default_chorales_dir(), **kwargs)
+        self.limit = limit
+
+    def prepare_data(self) -> None:
+        if not any((self.root / "train").glob("*/metadata.yaml")):
+            from .chorales import render_chorales
+
+            render_chorales(self.root, limit=self.limit, seed=self.seed)
