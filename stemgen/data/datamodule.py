@@ -34,18 +34,27 @@ log = logging.getLogger(__name__)
 
 
 class TokenCache(torch.utils.data.Dataset):
-    """Fixed examples with their codec tokens, computed once and stored as safetensors."""
+    """Fixed examples with their codec tokens, computed once and stored as safetensors.
 
-    def __init__(self, pairs: PairDataset, codec, path: Path, batch_size: int = 8):
+    Holds examples ``0 .. num_examples-1`` of ``pairs`` (``num_examples`` may exceed
+    ``len(pairs)``: index ``i`` is then another draw from segment ``i mod len(pairs)``).
+    """
+
+    def __init__(self, pairs: PairDataset, codec, path: Path, num_examples: int | None = None,
+                 batch_size: int = 8, progress: bool = True):
         from safetensors.torch import load_file, save_file
+        from tqdm.auto import tqdm
 
+        n = len(pairs) if num_examples is None else num_examples
         if not path.exists():
             ctx, tgt, inst = [], [], []
-            for start in range(0, len(pairs), batch_size):
-                items = [pairs[i] for i in range(start, min(start + batch_size, len(pairs)))]
-                ctx.append(codec.encode(torch.stack([it["context"] for it in items])))
-                tgt.append(codec.encode(torch.stack([it["target"] for it in items])))
-                inst.append(torch.stack([it["instrument"] for it in items]))
+            with torch.no_grad():
+                for start in tqdm(range(0, n, batch_size), desc=f"caching tokens ({n} examples)",
+                                  disable=not progress):
+                    items = [pairs[i] for i in range(start, min(start + batch_size, n))]
+                    ctx.append(codec.encode(torch.stack([it["context"] for it in items])))
+                    tgt.append(codec.encode(torch.stack([it["target"] for it in items])))
+                    inst.append(torch.stack([it["instrument"] for it in items]))
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             save_file({"context_tokens": torch.cat(ctx).to(torch.int16), "target_tokens": torch.cat(tgt).to(torch.int16),
@@ -77,6 +86,9 @@ class PairDataModule(LightningDataModule):
         seed: seed of crops, submixes and shuffling.
         tokens: add ``context_tokens``/``target_tokens`` to each batch (False: audio only).
         cache_eval_tokens: cache validation/test tokens on disk (fixed pairs).
+        train_token_epochs: 0 (default): training tokens are computed on the fly from fresh
+            random pairs. N > 0: N draws per segment are encoded once and cached on disk, and
+            training reads them (fast on CPU, where encoding dominates; less variety).
     """
 
     layout = "auto"
@@ -84,7 +96,8 @@ class PairDataModule(LightningDataModule):
 
     def __init__(self, root: str | Path | None = None, codec: str = "embedded", crop_seconds: float = 20.0,
                  segment_seconds: float = 60.0, silence_db: float = -50.0, batch_size: int = 8,
-                 num_workers: int = 2, seed: int = 0, tokens: bool = True, cache_eval_tokens: bool = True):
+                 num_workers: int = 2, seed: int = 0, tokens: bool = True, cache_eval_tokens: bool = True,
+                 train_token_epochs: int = 0):
         super().__init__()
         self.root = Path(root) if root is not None else None
         self.codec_name = codec
@@ -96,6 +109,7 @@ class PairDataModule(LightningDataModule):
         self.seed = seed
         self.tokens = tokens
         self.cache_eval_tokens = cache_eval_tokens
+        self.train_token_epochs = train_token_epochs
         self._codec = None
         self.datasets: dict[str, torch.utils.data.Dataset] = {}
         self.skipped: dict[str, int] = {}
@@ -127,28 +141,35 @@ class PairDataModule(LightningDataModule):
                 continue
             pairs = PairDataset(self.songs(split), self.codec.sample_rate, self.crop_seconds,
                                 self.segment_seconds, self.silence_db, seed=self.seed + {"train": 0}.get(split, 1))
-            if split != "train" and self.tokens and self.cache_eval_tokens:
-                self.datasets[split] = TokenCache(pairs, self.codec, self._cache_path(split, pairs))
+            if split == "train" and self.tokens and self.train_token_epochs > 0:
+                n = self.train_token_epochs * len(pairs)
+                self.datasets[split] = TokenCache(pairs, self.codec, self._cache_path(split, pairs, n), n)
+            elif split != "train" and self.tokens and self.cache_eval_tokens:
+                self.datasets[split] = TokenCache(pairs, self.codec, self._cache_path(split, pairs, len(pairs)))
             else:
                 self.datasets[split] = pairs
         if self.skipped:
             log.info("skipped tracks/stems per split: %s", self.skipped)
 
-    def _cache_path(self, split: str, pairs: PairDataset) -> Path:
+    def _cache_path(self, split: str, pairs: PairDataset, n: int) -> Path:
         key = json.dumps({"root": str(self.root), "split": split, "songs": [s.id for s in pairs.songs],
                           "codec": self.codec.describe(), "crop": self.crop_seconds, "segment": self.segment_seconds,
-                          "silence": self.silence_db, "seed": pairs.seed, "n": len(pairs)}, sort_keys=True)
+                          "silence": self.silence_db, "seed": pairs.seed, "n": n}, sort_keys=True)
         return home() / "tokens" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.safetensors"
 
     def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
         if split not in self.datasets:
             self.setup(None)
         ds = self.datasets[split]
-        sampler = EpochSampler(len(ds), shuffle=shuffle, seed=self.seed) if isinstance(ds, PairDataset) else None
-        return torch.utils.data.DataLoader(ds, batch_size=self.batch_size, sampler=sampler,
-                                           num_workers=self.num_workers if isinstance(ds, PairDataset) else 0,
-                                           persistent_workers=self.num_workers > 0 and isinstance(ds, PairDataset),
-                                           drop_last=shuffle)
+        if isinstance(ds, PairDataset):
+            return torch.utils.data.DataLoader(ds, batch_size=self.batch_size, drop_last=shuffle,
+                                               sampler=EpochSampler(len(ds), shuffle=shuffle, seed=self.seed),
+                                               num_workers=self.num_workers,
+                                               persistent_workers=self.num_workers > 0)
+        # cached tokens: in memory already, no workers needed
+        gen = torch.Generator().manual_seed(self.seed)
+        sampler = torch.utils.data.RandomSampler(ds, generator=gen) if shuffle else None
+        return torch.utils.data.DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=shuffle)
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

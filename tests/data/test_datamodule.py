@@ -76,3 +76,16 @@ def test_chorales_module_renders_when_empty(tmp_path, codec_dir):
     dm.prepare_data()
     dm.setup("test")
     assert len(dm.datasets["test"].songs) == 1
+
+
+def test_cached_training_tokens(tmp_path, codec_dir):
+    root = make_slakh(tmp_path / "slakh")
+    dm = SlakhData(root, codec=str(codec_dir), crop_seconds=1.0, segment_seconds=1.5, batch_size=2,
+                   num_workers=0, train_token_epochs=3)
+    dm.setup("fit")
+    train = dm.datasets["train"]
+    assert isinstance(train, TokenCache) and len(train) == 3 * 4  # 3 draws of each of 4 segments
+    assert not torch.equal(train.context[0], train.context[4])  # another draw of segment 0
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["context_tokens"].shape == (2, 4, 50) and "context" not in batch
+    assert dm.on_after_batch_transfer(batch, 0) is batch
