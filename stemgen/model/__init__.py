@@ -1,0 +1,5 @@
+"""The masked-token transformer, its training masks and loss."""
+
+from .transformer import PRESETS, ModelConfig, StemGenModel
+
+__all__ = ["ModelConfig", "PRESETS", "StemGenModel"]

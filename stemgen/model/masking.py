@@ -1,0 +1,53 @@
+"""SoundStorm-style hierarchical masking (paper Fig. 4) and condition dropout for guidance.
+
+For each example a level q is drawn uniformly; target levels coarser than q are given, level q
+is masked at a cosine-scheduled ratio (at least one position), finer levels are fully masked.
+The context is never masked. Shapes: B batch, Q levels, T frames.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..instruments import NULL_ID
+
+
+@dataclass
+class MaskedTarget:
+    """``inputs (B, Q, T)``: target tokens with MASK ids; ``level (B,)``: the trained level;
+    ``loss_mask (B, T)``: the masked positions of that level (where the loss is taken)."""
+
+    inputs: torch.Tensor
+    level: torch.Tensor
+    loss_mask: torch.Tensor
+
+
+def cosine_mask_count(u: torch.Tensor, t: int) -> torch.Tensor:
+    """Positions to mask for u ~ U(0, 1): floor(T * cos(u * pi / 2)), at least 1. ``(B,) -> (B,)``."""
+    return torch.floor(t * torch.cos(u * math.pi / 2)).long().clamp(1, t)
+
+
+def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generator | None = None) -> MaskedTarget:
+    """Mask ``target (B, Q, T)`` for training (see module docstring)."""
+    b, q, t = target.shape
+    dev = target.device
+    level = torch.randint(q, (b,), generator=generator, device=dev)
+    count = cosine_mask_count(torch.rand(b, generator=generator, device=dev), t)  # (B,)
+    ranks = torch.rand(b, t, generator=generator, device=dev).argsort(1).argsort(1)  # random order
+    masked = ranks < count[:, None]  # (B, T): exactly count positions
+    lv = torch.arange(q, device=dev)[None, :, None]  # (1, Q, 1)
+    hide = (lv > level[:, None, None]) | ((lv == level[:, None, None]) & masked[:, None, :])
+    return MaskedTarget(target.masked_fill(hide, mask_id), level, masked)
+
+
+def drop_conditions(instrument: torch.Tensor, p_context: float, p_instrument: float,
+                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Independent condition dropout. Returns ``(drop_context (B,) bool, instrument (B,))`` with
+    dropped instruments replaced by the null entry."""
+    b = instrument.shape[0]
+    drop_ctx = torch.rand(b, generator=generator, device=instrument.device) < p_context
+    drop_inst = torch.rand(b, generator=generator, device=instrument.device) < p_instrument
+    return drop_ctx, torch.where(drop_inst, torch.full_like(instrument, NULL_ID), instrument)

@@ -1,0 +1,206 @@
+"""The StemGen model: a LLaMA-style bidirectional transformer over paired token channels.
+
+Input per frame t: the Q context tokens ``a[:, t]`` and the Q target tokens ``x[:, t]`` (a
+MASK id where not yet known), plus the instrument class of the target. Each channel's
+embedding is the sum of one table per level; the instrument embedding is added to both
+channels; the two channels (d/2 each) are concatenated into one sequence element, so the
+sequence length is T, not 2T. One output head per level gives V logits per position.
+
+Shapes: B batch, Q levels, T frames, V codes, D model width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..instruments import NULL_ID, NUM_INSTRUMENTS
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Model shape. ``num_levels``/``cardinality`` must match the codec (Q, V)."""
+
+    num_levels: int = 4
+    cardinality: int = 2048
+    num_instruments: int = NUM_INSTRUMENTS
+    dim: int = 1024
+    n_heads: int = 16
+    n_layers: int = 20
+    ffn_multiple_of: int = 256
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+
+    @property
+    def mask_id(self) -> int:
+        """The target-channel token that means "not decoded yet"."""
+        return self.cardinality
+
+    @property
+    def ffn_dim(self) -> int:
+        """SwiGLU hidden width: 2/3 of 4*D, rounded up to ``ffn_multiple_of`` (as in LLaMA)."""
+        hidden = int(2 * 4 * self.dim / 3)
+        return self.ffn_multiple_of * math.ceil(hidden / self.ffn_multiple_of)
+
+    @classmethod
+    def from_name(cls, name: str, **overrides) -> "ModelConfig":
+        """A preset from :data:`PRESETS`, with fields overridden (e.g. the codec's Q and V)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown model preset {name!r}: one of {', '.join(PRESETS)}.")
+        return replace(cls(**PRESETS[name]), **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+#: Named shapes: tiny for CPU tests (seconds), small for CPU demos, paper as in the paper.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(dim=64, n_heads=4, n_layers=2, ffn_multiple_of=32),
+    "small": dict(dim=256, n_heads=8, n_layers=6, ffn_multiple_of=64),
+    "paper": dict(dim=1024, n_heads=16, n_layers=20, ffn_multiple_of=256),
+}
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+def rotary_tables(t: int, head_dim: int, base: float, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of shape ``(T, head_dim/2)`` for rotary position embedding."""
+    inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    angles = torch.outer(torch.arange(t, device=device, dtype=torch.float32), inv)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of features of ``x (B, H, T, hd)`` by position-dependent angles."""
+    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, H, T, hd/2) each
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).flatten(-2)
+    return out.type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
+        self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).unflatten(-1, (3, self.n_heads, -1)).permute(2, 0, 3, 1, 4)  # (B, H, T, hd) each
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v)  # bidirectional: no causal mask
+        return self.out(y.transpose(1, 2).flatten(2))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate_up = nn.Linear(cfg.dim, 2 * cfg.ffn_dim, bias=False)
+        self.down = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, -1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn_norm, self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps), RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn, self.ffn = Attention(cfg), SwiGLU(cfg)
+
+    def forward(self, x, cos, sin):
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class StemGenModel(nn.Module):
+    """p(target tokens | context tokens, instrument) as a masked-token transformer."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.dim % 2 or (cfg.dim // cfg.n_heads) % 2:
+            raise ValueError(f"dim {cfg.dim} must be even and give an even head size with {cfg.n_heads} heads.")
+        self.cfg = cfg
+        half = cfg.dim // 2
+        self.context_embed = nn.ModuleList(nn.Embedding(cfg.cardinality, half) for _ in range(cfg.num_levels))
+        self.target_embed = nn.ModuleList(nn.Embedding(cfg.cardinality + 1, half) for _ in range(cfg.num_levels))
+        self.instrument_embed = nn.Embedding(cfg.num_instruments, half)
+        self.null_context = nn.Parameter(torch.zeros(half))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.heads = nn.Parameter(torch.empty(cfg.num_levels, cfg.cardinality, cfg.dim))  # (Q, V, D)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=0.02)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+        nn.init.normal_(self.heads, std=0.02)
+        nn.init.normal_(self.null_context, std=0.02)
+        for block in self.blocks:  # scaled residual branches (GPT-2 style)
+            for lin in (block.attn.out, block.ffn.down):
+                nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * self.cfg.n_layers))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(self, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
+              drop_context: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, Q, T)`` context and target tokens, ``(B,)`` instrument ids -> ``(B, T, D)``.
+
+        ``drop_context`` ``(B,)`` bool replaces the context channel by the learned null
+        context (classifier-free guidance); a dropped instrument is the id ``NULL_ID``.
+        """
+        ctx = sum(emb(context[:, q]) for q, emb in enumerate(self.context_embed))  # (B, T, D/2)
+        if drop_context is not None:
+            ctx = torch.where(drop_context[:, None, None], self.null_context.to(ctx.dtype).expand_as(ctx), ctx)
+        tgt = sum(emb(target[:, q]) for q, emb in enumerate(self.target_embed))  # (B, T, D/2)
+        inst = self.instrument_embed(instrument)[:, None]  # (B, 1, D/2)
+        return torch.cat([ctx + inst, tgt + inst], dim=-1)  # (B, T, D)
+
+    def hidden(self, context, target, instrument, drop_context=None) -> torch.Tensor:
+        """Final normalised hidden states ``(B, T, D)``."""
+        x = self.embed(context, target, instrument, drop_context)
+        cos, sin = rotary_tables(x.shape[1], self.cfg.dim // self.cfg.n_heads, self.cfg.rope_base, x.device)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        return self.norm(x)
+
+    def forward(self, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
+                drop_context: torch.Tensor | None = None, level: int | None = None) -> torch.Tensor:
+        """Logits ``(B, Q, T, V)``, or ``(B, T, V)`` for one ``level``."""
+        h = self.hidden(context, target, instrument, drop_context)  # (B, T, D)
+        if level is not None:
+            return h @ self.heads[level].T
+        return torch.einsum("btd,qvd->bqtv", h, self.heads)
+
+    def level_logits(self, h: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """Logits of hidden rows ``h (N, D)``, each under the head of its own level ``(N,)`` -> ``(N, V)``.
+
+        Only the rows that are scored pay for a head (training scores the masked positions of
+        one level per example), and each level's rows are one matrix product.
+        """
+        out = h.new_empty(h.shape[0], self.cfg.cardinality)
+        for q in range(self.cfg.num_levels):
+            rows = levels == q
+            if rows.any():
+                out[rows] = h[rows] @ self.heads[q].T
+        return out
+
+
+__all__ = ["ModelConfig", "PRESETS", "StemGenModel", "NULL_ID"]

@@ -1,0 +1,46 @@
+import math
+
+import torch
+
+from stemgen.instruments import NULL_ID
+from stemgen.model.masking import cosine_mask_count, drop_conditions, soundstorm_mask
+
+MASK = 99
+
+
+def test_cosine_count_bounds():
+    u = torch.tensor([0.0, 0.5, 0.999999])
+    assert cosine_mask_count(u, 100).tolist() == [100, 70, 1]
+
+
+def test_masking_invariants_over_many_draws():
+    g = torch.Generator().manual_seed(0)
+    b, q, t = 4000, 4, 50
+    target = torch.randint(64, (b, q, t), generator=g)
+    m = soundstorm_mask(target, MASK, g)
+    is_mask = m.inputs == MASK
+    lv = torch.arange(q)[None, :, None]
+    level = m.level[:, None, None]
+    assert torch.equal(m.inputs[~is_mask], target[~is_mask])  # only MASK ids are introduced
+    assert not (is_mask & (lv < level)).any()  # coarser levels are given
+    assert (is_mask | ~(lv > level)).all()  # finer levels are fully masked
+    at_level = is_mask.gather(1, m.level[:, None, None].expand(-1, 1, t))[:, 0]  # (B, T)
+    assert torch.equal(at_level, m.loss_mask)
+    counts = m.loss_mask.sum(1)
+    assert counts.min() >= 1 and counts.max() <= t
+    # mean masked fraction: E[cos(u pi/2)] = 2/pi (floor lowers it by < 1/T)
+    assert abs(counts.float().mean() / t - 2 / math.pi) < 0.02
+    freq = torch.bincount(m.level, minlength=q).float() / b
+    assert (freq - 0.25).abs().max() < 0.03
+
+
+def test_condition_dropout_rates_are_independent():
+    g = torch.Generator().manual_seed(0)
+    inst = torch.full((20000,), 4)
+    drop_ctx, new_inst = drop_conditions(inst, 0.1, 0.3, g)
+    dropped_inst = new_inst == NULL_ID
+    assert abs(drop_ctx.float().mean() - 0.1) < 0.01 and abs(dropped_inst.float().mean() - 0.3) < 0.015
+    assert abs((drop_ctx & dropped_inst).float().mean() - 0.03) < 0.006
+    assert (new_inst[~dropped_inst] == 4).all()
+    none_ctx, same = drop_conditions(inst, 0.0, 0.0, g)
+    assert not none_ctx.any() and torch.equal(same, inst)

@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from stemgen.instruments import NULL_ID
+from stemgen.model import PRESETS, ModelConfig, StemGenModel
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    return StemGenModel(ModelConfig.from_name("tiny", cardinality=32, **kw)).eval()
+
+
+def tokens(b=2, q=4, t=12, v=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(v, (b, q, t), generator=g)
+
+
+def test_shapes_and_level_heads():
+    m = tiny()
+    ctx, tgt = tokens(), tokens(seed=1)
+    inst = torch.tensor([4, NULL_ID])
+    logits = m(ctx, tgt, inst)
+    assert logits.shape == (2, 4, 12, 32)
+    assert torch.allclose(m(ctx, tgt, inst, level=2), logits[:, 2], atol=1e-5)
+    h = m.hidden(ctx, tgt, inst)
+    rows = torch.tensor([0, 3, 7])
+    levels = torch.tensor([1, 0, 3])
+    expected = torch.stack([logits[0, lv, t] for lv, t in zip(levels.tolist(), rows.tolist())])
+    assert torch.allclose(m.level_logits(h[0, rows], levels), expected, atol=1e-5)
+
+
+def test_mask_id_is_accepted_on_the_target_only():
+    m = tiny()
+    tgt = torch.full((1, 4, 5), m.cfg.mask_id)
+    assert torch.isfinite(m(tokens(1, t=5), tgt, torch.tensor([0]))).all()
+    with pytest.raises(IndexError):
+        m(tgt, tgt, torch.tensor([0]))
+
+
+def test_attention_is_bidirectional_and_position_aware():
+    m = tiny()
+    ctx, tgt, inst = tokens(1), tokens(1, seed=1), torch.tensor([3])
+    base = m(ctx, tgt, inst)
+    later = ctx.clone()
+    later[0, 0, -1] = (later[0, 0, -1] + 1) % 32
+    assert not torch.allclose(m(later, tgt, inst)[:, :, 0], base[:, :, 0])  # the past sees the future
+    flipped = m(ctx.flip(-1), tgt.flip(-1), inst).flip(2)
+    assert not torch.allclose(flipped, base, atol=1e-4)  # rotary: order matters
+
+
+def test_null_context_ignores_the_context():
+    m = tiny()
+    tgt, inst, drop = tokens(2, seed=1), torch.tensor([1, 2]), torch.tensor([True, False])
+    a = m(tokens(2, seed=5), tgt, inst, drop_context=drop)
+    b = m(tokens(2, seed=6), tgt, inst, drop_context=drop)
+    assert torch.allclose(a[0], b[0]) and not torch.allclose(a[1], b[1])
+
+
+def test_no_biases_and_presets():
+    m = tiny()
+    assert not [n for n, _ in m.named_parameters() if n.endswith("bias")]
+    assert set(PRESETS) >= {"tiny", "small", "paper"}
+    with pytest.raises(ValueError, match="tiny"):
+        ModelConfig.from_name("huge")
+
+
+def test_paper_preset_has_about_250m_parameters():
+    with torch.device("meta"):
+        m = StemGenModel(ModelConfig.from_name("paper"))
+    n = m.num_parameters()
+    assert abs(n - 250e6) / 250e6 < 0.10, n
+    cfg = m.cfg
+    assert (cfg.dim, cfg.n_heads, cfg.n_layers, cfg.num_levels, cfg.cardinality) == (1024, 16, 20, 4, 2048)
