@@ -1,0 +1,1 @@
+"""Training: the LR schedule, the LightningModule, metrics (Lightning is imported lazily)."""

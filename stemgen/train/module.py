@@ -1,0 +1,89 @@
+"""The LightningModule that trains a :class:`~stemgen.model.StemGenModel`."""
+
+from __future__ import annotations
+
+import torch
+from lightning import LightningModule
+
+from ..errors import CheckpointError
+from ..model import ModelConfig, StemGenModel
+from ..model.loss import masked_token_loss
+from .metrics import MaskedTokenAccuracy
+from .schedule import tri_stage_lr_scale
+
+
+class StemGenLightning(LightningModule):
+    """Masked-token training with SoundStorm masking and condition dropout.
+
+    Args:
+        preset: model shape (``tiny``, ``small``, ``paper``; see stemgen.model.PRESETS).
+        num_levels: Q, must equal the codec's.
+        cardinality: V, must equal the codec's.
+        lr: peak learning rate (the paper: 5e-4).
+        warmup_steps: linear warm-up steps (the paper: 10k).
+        hold_steps: steps at the peak (the paper: 50k).
+        decay_steps: exponential decay steps (the paper: 300k).
+        final_lr_scale: the decay's end, as a fraction of the peak.
+        weight_decay: AdamW weight decay (not applied to norms, embeddings' null vector or heads).
+        betas: AdamW betas.
+        p_drop_context: probability of replacing the context by the learned null context.
+        p_drop_instrument: probability of replacing the instrument by the null entry.
+        seed: seed of the masks and dropouts (drawn per step from (seed, global step)).
+    """
+
+    def __init__(self, preset: str = "tiny", num_levels: int = 4, cardinality: int = 2048, lr: float = 5e-4,
+                 warmup_steps: int = 10_000, hold_steps: int = 50_000, decay_steps: int = 300_000,
+                 final_lr_scale: float = 0.01, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.95),
+                 p_drop_context: float = 0.1, p_drop_instrument: float = 0.1, seed: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = StemGenModel(ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality))
+        self.val_accuracy = MaskedTokenAccuracy(num_levels)
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        codec = getattr(dm, "codec", None) if dm is not None else None
+        if codec is not None:
+            cfg = self.model.cfg
+            if (codec.num_levels, codec.cardinality) != (cfg.num_levels, cfg.cardinality):
+                raise CheckpointError(
+                    f"model and codec disagree: the model expects Q={cfg.num_levels} levels of "
+                    f"V={cfg.cardinality} codes, the codec '{codec.name}' gives Q={codec.num_levels}, "
+                    f"V={codec.cardinality}. Set --model.num_levels/--model.cardinality to the codec's.")
+
+    def _generator(self, offset: int) -> torch.Generator:
+        # masks depend only on (seed, step): a resumed run draws what the uninterrupted one would
+        return torch.Generator(device=self.device).manual_seed(self.hparams.seed * 1_000_003 + offset)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = masked_token_loss(self.model, batch["context_tokens"], batch["target_tokens"], batch["instrument"],
+                                self.hparams.p_drop_context, self.hparams.p_drop_instrument,
+                                self._generator(self.global_step))
+        self.log("train/loss", out.loss, prog_bar=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer else self.hparams.lr)
+        return out.loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        # no condition dropout and fixed masks: comparable across validations
+        out = masked_token_loss(self.model, batch["context_tokens"], batch["target_tokens"], batch["instrument"],
+                                0.0, 0.0, self._generator(10**9 + batch_idx))
+        self.val_accuracy.update(out.correct, out.count)
+        self.log("val/loss", out.loss, prog_bar=True, batch_size=batch["instrument"].shape[0])
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self.val_accuracy.compute()
+        for q, a in enumerate(acc):
+            self.log(f"val/accuracy_level{q}", a)
+        self.val_accuracy.reset()
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            (decay if p.dim() >= 2 and "embed" not in name else no_decay).append(p)
+        h = self.hparams
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": h.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=h.lr, betas=tuple(h.betas),
+                                fused=self.device.type == "cuda")
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: tri_stage_lr_scale(step, h.warmup_steps, h.hold_steps, h.decay_steps, h.final_lr_scale))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
