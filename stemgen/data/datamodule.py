@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ..paths import home
-from .dataset import EpochSampler, PairDataset
+from .dataset import EpochSampler, PairDataset, ResumableLoader
 from .songs import DatasetError, Song, cached_scan
 
 try:  # lightning is a dependency, but keep `import stemgen.data` light
@@ -162,14 +162,20 @@ class PairDataModule(LightningDataModule):
             self.setup(None)
         ds = self.datasets[split]
         if isinstance(ds, PairDataset):
-            return torch.utils.data.DataLoader(ds, batch_size=self.batch_size, drop_last=shuffle,
-                                               sampler=EpochSampler(len(ds), shuffle=shuffle, seed=self.seed),
-                                               num_workers=self.num_workers,
-                                               persistent_workers=self.num_workers > 0)
+            loader = ResumableLoader if shuffle else torch.utils.data.DataLoader
+            extra = {"progress": self._batches_done} if shuffle else {}
+            return loader(ds, batch_size=self.batch_size, drop_last=shuffle,
+                          sampler=EpochSampler(len(ds), shuffle=shuffle, seed=self.seed),
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **extra)
         # cached tokens: in memory already, no workers needed
         gen = torch.Generator().manual_seed(self.seed)
         sampler = torch.utils.data.RandomSampler(ds, generator=gen) if shuffle else None
         return torch.utils.data.DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=shuffle)
+
+    def _batches_done(self) -> int:
+        """Training batches finished in the current epoch (0 outside a Trainer)."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None else 0
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

@@ -85,11 +85,12 @@ class EpochSampler(torch.utils.data.Sampler):
     """Indices ``epoch * n + p(i)`` for a (seeded, per-epoch) permutation p of ``range(n)``.
 
     Lightning calls :meth:`set_epoch` at each epoch (also through its distributed wrapper),
-    so each epoch visits every segment once with fresh crops and pairs.
+    so each epoch visits every segment once with fresh crops and pairs. ``skip`` drops the
+    first indices of the next iteration only (resuming mid-epoch).
     """
 
     def __init__(self, n: int, shuffle: bool = True, seed: int = 0):
-        self.n, self.shuffle, self.seed, self.epoch = n, shuffle, seed, 0
+        self.n, self.shuffle, self.seed, self.epoch, self.skip = n, shuffle, seed, 0, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -100,4 +101,33 @@ class EpochSampler(torch.utils.data.Sampler):
     def __iter__(self):
         order = (torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
                  if self.shuffle else torch.arange(self.n))
-        return iter((self.epoch * self.n + order).tolist())
+        skip, self.skip = self.skip, 0
+        return iter((self.epoch * self.n + order[skip:]).tolist())
+
+
+class ResumableLoader(torch.utils.data.DataLoader):
+    """A DataLoader over an :class:`EpochSampler` whose position is saved in checkpoints.
+
+    Lightning stores ``state_dict()`` in each checkpoint and hands it back to
+    ``load_state_dict`` on resume, so a run stopped mid-epoch continues with the very batches
+    the uninterrupted run would have seen. ``progress()`` returns the batches of the current
+    epoch the training loop has finished.
+    """
+
+    def __init__(self, *args, progress=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._progress = progress
+        self._skip_batches = 0
+
+    def __iter__(self):
+        self.sampler.skip = self._skip_batches * self.batch_size
+        self._skip_batches = 0
+        return super().__iter__()
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.sampler.epoch, "batches": int(self._progress()) if self._progress else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.set_epoch(int(state["epoch"]))
+        done = int(state["batches"])
+        self._skip_batches = done if done < len(self) else 0  # a finished epoch: the next starts afresh

@@ -64,3 +64,35 @@ def test_masks_depend_on_seed_and_step_only():
     a = torch.rand(4, generator=m._generator(7))
     b = torch.rand(4, generator=m._generator(7))
     assert torch.equal(a, b) and not torch.equal(a, torch.rand(4, generator=m._generator(8)))
+
+
+def _weights_after(tmp_path, datamodule_factory, max_steps, ckpt=None, every=None):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    torch.manual_seed(123)  # the model's init; the resumed run overwrites it from the checkpoint
+    module = StemGenLightning("tiny", cardinality=64, warmup_steps=2, hold_steps=2, decay_steps=10)
+    callbacks = [ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=every, save_top_k=-1)] if every else []
+    t = Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path,
+                enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                enable_checkpointing=bool(every), callbacks=callbacks, num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t.fit(module, datamodule=datamodule_factory(), ckpt_path=ckpt)
+    return {k: v.clone() for k, v in module.state_dict().items()}, t
+
+
+def test_resume_mid_epoch_reaches_the_same_weights(tmp_path, tiny_codec):
+    codec = tiny_codec.save(tmp_path / "codec")
+    root = make_slakh(tmp_path / "slakh")
+
+    def dm():  # 4 segments, batch 2: 2 batches per epoch; two workers as in real runs
+        return SlakhData(root, codec=str(codec), crop_seconds=1.0, segment_seconds=1.5, batch_size=2,
+                         num_workers=2, seed=5)
+
+    straight, _ = _weights_after(tmp_path / "a", dm, 7)
+    _, stopped = _weights_after(tmp_path / "b", dm, 3, every=3)  # stopped mid-epoch 1
+    ckpt = tmp_path / "b" / "ckpt" / "epoch=1-step=3.ckpt"
+    assert ckpt.exists()
+    resumed, t = _weights_after(tmp_path / "c", dm, 7, ckpt=str(ckpt))
+    assert t.global_step == 7
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
