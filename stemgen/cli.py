@@ -96,10 +96,27 @@ def demo(out: Path = Path("demo_out"), songs: int = 40, seconds: float = 20.0, s
         print(f"  {name}: {path}")
 
 
+def export(checkpoint: Path, out_dir: Path) -> None:
+    """Export a stemgen-train checkpoint as model.safetensors + config.json (safe to share).
+
+    The checkpoint is read with torch.load(weights_only=True); the export records the model
+    shape, the codec the model was trained with and the training step.
+
+    Args:
+        checkpoint: a .ckpt file written by stemgen-train.
+        out_dir: output folder (stemgen.load_model reads it).
+    """
+    from .train.export import export_checkpoint
+
+    folder = export_checkpoint(checkpoint, out_dir)
+    print(f"exported {checkpoint} -> {folder}")
+
+
 COMMANDS = {
     "data": {"chorales": chorales},
     "codec": {"fit": fit, "roundtrip": roundtrip},
     "demo": demo,
+    "export": export,
 }
 
 

@@ -51,6 +51,12 @@ class StemGenLightning(LightningModule):
                     f"V={cfg.cardinality} codes, the codec '{codec.name}' gives Q={codec.num_levels}, "
                     f"V={codec.cardinality}. Set --model.num_levels/--model.cardinality to the codec's.")
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # which codec the tokens came from: an exported model must be paired with it
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if dm is not None and getattr(dm, "_codec", None) is not None:
+            checkpoint["stemgen_codec"] = {"name": str(dm.codec_name), **dm.codec.describe()}
+
     def _generator(self, offset: int) -> torch.Generator:
         # masks depend only on (seed, step): a resumed run draws what the uninterrupted one would
         return torch.Generator(device=self.device).manual_seed(self.hparams.seed * 1_000_003 + offset)

@@ -1,0 +1,55 @@
+"""Exported models: ``model.safetensors`` + ``config.json`` (no pickles, safe to share)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError, MissingWeightsError
+from .transformer import ModelConfig, StemGenModel
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+FORMAT = "stemgen-model-v1"
+
+
+def save_exported(model: StemGenModel, folder: str | Path, extra: dict | None = None) -> Path:
+    """Write ``folder/model.safetensors`` and ``folder/config.json`` (each atomically).
+
+    ``extra`` (JSON-able) is stored under ``config["info"]``: the codec the model was trained
+    with, the training step, ...
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (WEIGHTS + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, folder / WEIGHTS)
+    tmp = folder / (CONFIG + ".tmp")
+    tmp.write_text(json.dumps({"format": FORMAT, "model": model.cfg.to_dict(), "info": extra or {}}, indent=1))
+    os.replace(tmp, folder / CONFIG)
+    return folder
+
+
+def load_exported(folder: str | Path) -> tuple[StemGenModel, dict]:
+    """Load an exported model; returns ``(model in eval mode, info dict)``."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / CONFIG).exists() or not (folder / WEIGHTS).exists():
+        raise MissingWeightsError(f"no exported stemgen model in {folder} (need {CONFIG} and {WEIGHTS}); "
+                                  f"export a training checkpoint with `stemgen export CKPT {folder}`.")
+    cfg = json.loads((folder / CONFIG).read_text())
+    if cfg.get("format") != FORMAT:
+        raise CheckpointError(f"{folder / CONFIG} is not a stemgen model export (format {cfg.get('format')!r}).")
+    model = StemGenModel(ModelConfig(**cfg["model"]))
+    try:
+        state = load_file(str(folder / WEIGHTS))
+        model.load_state_dict(state)
+    except Exception as err:
+        raise CheckpointError(f"cannot load the weights in {folder / WEIGHTS}: {err}") from err
+    return model.eval(), cfg.get("info", {})
