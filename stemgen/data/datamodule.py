@@ -164,8 +164,10 @@ class PairDataModule(LightningDataModule):
         if isinstance(ds, PairDataset):
             loader = ResumableLoader if shuffle else torch.utils.data.DataLoader
             extra = {"progress": self._batches_done} if shuffle else {}
+            trainer = getattr(self, "trainer", None)
+            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
             return loader(ds, batch_size=self.batch_size, drop_last=shuffle,
-                          sampler=EpochSampler(len(ds), shuffle=shuffle, seed=self.seed),
+                          sampler=EpochSampler(len(ds), shuffle=shuffle, seed=self.seed, num_replicas=world, rank=rank),
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **extra)
         # cached tokens: in memory already, no workers needed
         gen = torch.Generator().manual_seed(self.seed)

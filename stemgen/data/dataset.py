@@ -81,28 +81,37 @@ class PairDataset(torch.utils.data.Dataset):
                 "segment": p.segment, "start_seconds": p.start_seconds}
 
 
-class EpochSampler(torch.utils.data.Sampler):
-    """Indices ``epoch * n + p(i)`` for a (seeded, per-epoch) permutation p of ``range(n)``.
+class EpochSampler(torch.utils.data.DistributedSampler):
+    """Indices ``epoch * n + p(i)`` for a (seeded, per-epoch) permutation p of ``range(n)``,
+    sharded over ``num_replicas`` processes.
 
-    Lightning calls :meth:`set_epoch` at each epoch (also through its distributed wrapper),
-    so each epoch visits every segment once with fresh crops and pairs. ``skip`` drops the
-    first indices of the next iteration only (resuming mid-epoch).
+    Lightning calls :meth:`set_epoch` at each epoch, so each epoch visits every segment once
+    with fresh crops and pairs. It is a ``DistributedSampler`` so that Lightning uses it as it
+    is under DDP/FSDP (rank r takes every ``num_replicas``-th index of the permutation; the
+    remainder is dropped so all ranks have the same length). ``skip`` drops the first indices
+    of the next iteration only (resuming mid-epoch).
     """
 
-    def __init__(self, n: int, shuffle: bool = True, seed: int = 0):
+    def __init__(self, n: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0):
+        # DistributedSampler.__init__ wants a dataset and an initialised process group: not needed here
+        if n < num_replicas:
+            raise ValueError(f"{n} examples cannot be shared by {num_replicas} processes.")
         self.n, self.shuffle, self.seed, self.epoch, self.skip = n, shuffle, seed, 0, 0
+        self.num_replicas, self.rank = num_replicas, rank
+        self.num_samples = n // num_replicas
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return self.num_samples
 
     def __iter__(self):
         order = (torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
                  if self.shuffle else torch.arange(self.n))
+        mine = order[self.rank :: self.num_replicas][: self.num_samples]
         skip, self.skip = self.skip, 0
-        return iter((self.epoch * self.n + order[skip:]).tolist())
+        return iter((self.epoch * self.n + mine[skip:]).tolist())
 
 
 class ResumableLoader(torch.utils.data.DataLoader):

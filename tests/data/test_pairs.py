@@ -107,3 +107,11 @@ def test_unreadable_audio_is_skipped_not_fatal(tmp_path, caplog):
     items = [ds[i] for i in range(len(ds))]
     assert all(item["song"] == "Track00002" for item in items)
     assert ds.broken == {0} and "Track00001" in caplog.text
+
+
+def test_epoch_sampler_shards_over_ranks():
+    shards = [list(EpochSampler(10, seed=1, num_replicas=3, rank=r)) for r in range(3)]
+    assert all(len(s) == 3 for s in shards)
+    flat = [i for s in shards for i in s]
+    assert len(set(flat)) == 9 and set(flat) <= set(range(10))
+    assert isinstance(EpochSampler(4), torch.utils.data.DistributedSampler)
