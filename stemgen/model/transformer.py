@@ -195,11 +195,13 @@ class StemGenModel(nn.Module):
         Only the rows that are scored pay for a head (training scores the masked positions of
         one level per example), and each level's rows are one matrix product.
         """
-        out = h.new_empty(h.shape[0], self.cfg.cardinality)
-        for q in range(self.cfg.num_levels):
-            rows = levels == q
-            if rows.any():
-                out[rows] = h[rows] @ self.heads[q].T
+        parts = [(levels == q, q) for q in range(self.cfg.num_levels)]
+        results = [(rows, h[rows] @ self.heads[q].T) for rows, q in parts if rows.any()]
+        if not results:
+            return (h @ self.heads[0].T)[:0]
+        out = results[0][1].new_empty(h.shape[0], self.cfg.cardinality)  # the dtype autocast chose
+        for rows, logits in results:
+            out[rows] = logits
         return out
 
 

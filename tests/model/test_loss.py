@@ -32,3 +32,14 @@ def test_tiny_model_learns_to_copy_the_context():
         first = out.loss.item() if first is None else first
         last = out.loss.item()
     assert last < 0.25 * first, (first, last)
+
+
+def test_loss_under_bf16_autocast():
+    torch.manual_seed(0)
+    m = StemGenModel(ModelConfig.from_name("tiny", cardinality=16))
+    g = torch.Generator().manual_seed(0)
+    ctx, tgt = torch.randint(16, (2, 4, 10), generator=g), torch.randint(16, (2, 4, 10), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = masked_token_loss(m, ctx, tgt, torch.tensor([1, 2]), generator=g)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
