@@ -23,10 +23,11 @@ class LossOutput:
 
 def masked_token_loss(model: StemGenModel, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
                       p_drop_context: float = 0.1, p_drop_instrument: float = 0.1,
-                      generator: torch.Generator | None = None) -> LossOutput:
-    """Mask ``target (B, Q, T)``, drop conditions, and score the masked tokens of each example's level."""
+                      generator: torch.Generator | None = None, level: int | None = None) -> LossOutput:
+    """Mask ``target (B, Q, T)``, drop conditions, and score the masked tokens of each example's
+    level (drawn per example, or ``level`` for all)."""
     q = model.cfg.num_levels
-    masked = soundstorm_mask(target, model.cfg.mask_id, generator)
+    masked = soundstorm_mask(target, model.cfg.mask_id, generator, level)
     drop_ctx, inst = drop_conditions(instrument, p_drop_context, p_drop_instrument, generator)
     h = model.hidden(context, masked.inputs, inst, drop_ctx)  # (B, T, D)
     b_idx, t_idx = masked.loss_mask.nonzero(as_tuple=True)  # masked positions

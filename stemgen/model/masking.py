@@ -30,11 +30,14 @@ def cosine_mask_count(u: torch.Tensor, t: int) -> torch.Tensor:
     return torch.floor(t * torch.cos(u * math.pi / 2)).long().clamp(1, t)
 
 
-def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generator | None = None) -> MaskedTarget:
-    """Mask ``target (B, Q, T)`` for training (see module docstring)."""
+def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generator | None = None,
+                    level: int | None = None) -> MaskedTarget:
+    """Mask ``target (B, Q, T)`` for training (see module docstring); ``level`` fixes q for every
+    example instead of drawing it (validation scores each level in turn)."""
     b, q, t = target.shape
     dev = target.device
-    level = torch.randint(q, (b,), generator=generator, device=dev)
+    level = (torch.randint(q, (b,), generator=generator, device=dev) if level is None
+             else torch.full((b,), level, dtype=torch.long, device=dev))
     count = cosine_mask_count(torch.rand(b, generator=generator, device=dev), t)  # (B,)
     ranks = torch.rand(b, t, generator=generator, device=dev).argsort(1).argsort(1)  # random order
     masked = ranks < count[:, None]  # (B, T): exactly count positions

@@ -70,11 +70,14 @@ class StemGenLightning(LightningModule):
         return out.loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        # no condition dropout and fixed masks: comparable across validations
-        out = masked_token_loss(self.model, batch["context_tokens"], batch["target_tokens"], batch["instrument"],
-                                0.0, 0.0, self._generator(10**9 + batch_idx))
-        self.val_accuracy.update(out.correct, out.count)
-        self.log("val/loss", out.loss, prog_bar=True, batch_size=batch["instrument"].shape[0])
+        # every level of every example, no condition dropout, fixed masks: comparable over time
+        losses = []
+        for q in range(self.model.cfg.num_levels):
+            out = masked_token_loss(self.model, batch["context_tokens"], batch["target_tokens"], batch["instrument"],
+                                    0.0, 0.0, self._generator(10**9 + 16 * batch_idx + q), level=q)
+            self.val_accuracy.update(out.correct, out.count)
+            losses.append(out.loss)
+        self.log("val/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=batch["instrument"].shape[0])
 
     def on_validation_epoch_end(self) -> None:
         acc = self.val_accuracy.compute()

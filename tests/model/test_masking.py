@@ -44,3 +44,11 @@ def test_condition_dropout_rates_are_independent():
     assert (new_inst[~dropped_inst] == 4).all()
     none_ctx, same = drop_conditions(inst, 0.0, 0.0, g)
     assert not none_ctx.any() and torch.equal(same, inst)
+
+
+def test_fixed_level():
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(64, (50, 4, 20), generator=g)
+    m = soundstorm_mask(target, MASK, g, level=2)
+    assert (m.level == 2).all()
+    assert (m.inputs[:, :2] == target[:, :2]).all() and (m.inputs[:, 3] == MASK).all()

@@ -96,3 +96,12 @@ def test_resume_mid_epoch_reaches_the_same_weights(tmp_path, tiny_codec):
     resumed, t = _weights_after(tmp_path / "c", dm, 7, ckpt=str(ckpt))
     assert t.global_step == 7
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_validation_scores_every_level(tmp_path, datamodule):
+    module = StemGenLightning("tiny", cardinality=64)
+    datamodule.setup("validate")
+    batch = next(iter(datamodule.val_dataloader()))
+    module.log = lambda *a, **k: None
+    module.validation_step(batch, 0)
+    assert (module.val_accuracy.total > 0).all()  # all four levels were scored
