@@ -5,8 +5,9 @@
 
 A step is the real one (SoundStorm masking, condition dropout, heads and loss on the masked
 positions only, AdamW), under bf16 autocast. Model FLOPs per step follow the usual count for
-a training step, 6 x (non-embedding parameters) x tokens + 12 x layers x width x T x tokens
-(attention), where a token is one frame of one example. The peak is the GPU's dense bf16 peak
+a training step, 6 x (body parameters) x tokens + the output head of the trained level on the
+masked positions only + 12 x layers x width x T x tokens (attention), where a token is one frame
+of one example. The peak is the GPU's dense bf16 peak
 (989 TFLOP/s for H100/H200) or, on CPU, a bf16 matrix product measured in the same run.
 Writes benchmarks/results/train_throughput_<preset>_<device>.json.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -31,11 +33,14 @@ GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
 
 def model_flops_per_step(model: StemGenModel, batch: int, frames: int) -> float:
+    """Training FLOPs of one step: 6 x (body parameters) x tokens, plus the output head of one
+    level on the masked positions only (2/pi of the frames on average), plus attention."""
     cfg = model.cfg
     embed = sum(p.numel() for n, p in model.named_parameters() if "embed" in n or n == "null_context")
-    dense = model.num_parameters() - embed
+    head = model.heads[0].numel()  # one level's head, V x D
+    body = model.num_parameters() - embed - model.heads.numel()
     tokens = batch * frames
-    return 6 * dense * tokens + 12 * cfg.n_layers * cfg.dim * frames * tokens
+    return 6 * body * tokens + 6 * head * tokens * 2 / math.pi + 12 * cfg.n_layers * cfg.dim * frames * tokens
 
 
 def measured_cpu_peak(n: int = 2048, reps: int = 10) -> float:
