@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -56,7 +57,7 @@ class TokenCache(torch.utils.data.Dataset):
                     tgt.append(codec.encode(torch.stack([it["target"] for it in items])))
                     inst.append(torch.stack([it["instrument"] for it in items]))
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # DDP ranks may build it at once: last rename wins
             save_file({"context_tokens": torch.cat(ctx).to(torch.int16), "target_tokens": torch.cat(tgt).to(torch.int16),
                        "instrument": torch.cat(inst)}, str(tmp))
             tmp.replace(path)
@@ -228,18 +229,20 @@ class ChoralesData(PairDataModule):
 
     Args:
         limit: chorales to render when the folder is empty (None: all 353).
+        render_seed: the dataset's seed (split, programs, tempi), independent of the training seed.
     """
 
     layout = "slakh"
 
-    def __init__(self, root: str | Path | None = None, limit: int | None = None, **kwargs):
+    def __init__(self, root: str | Path | None = None, limit: int | None = None, render_seed: int = 0, **kwargs):
         from .chorales import default_chorales_dir
 
         super().__init__(root or default_chorales_dir(), **kwargs)
         self.limit = limit
+        self.render_seed = render_seed
 
     def prepare_data(self) -> None:
         if not any((self.root / "train").glob("*/metadata.yaml")):
             from .chorales import render_chorales
 
-            render_chorales(self.root, limit=self.limit, seed=self.seed)
+            render_chorales(self.root, limit=self.limit, seed=self.render_seed)
