@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import dbfs, resample
+from ..audio import is_silent, resample
 from .songs import DatasetError, Song
 
 
@@ -107,10 +107,10 @@ def sample_pair(song: Song, segment: tuple[int, int], segment_index: int, rng: n
             return read_crop(song.stems[i].path, start, frames, song.sample_rate, sample_rate, length)
 
         target = load(tgt_idx)
-        if dbfs(target) < silence_db:
+        if is_silent(target, silence_db):
             continue
         context = np.sum([load(i) for i in ctx_idx], axis=0).astype(np.float32)
-        if dbfs(context) < silence_db:
+        if is_silent(context, silence_db):
             continue
         peak = float(np.abs(context).max())
         if peak > 1.0:
