@@ -1,0 +1,1 @@
+"""Iterative decoding: small pure functions (schedule, guidance, candidates, ranking, commit)."""

@@ -1,0 +1,78 @@
+"""The per-step pieces of causally biased iterative decoding (paper section 2.1.1-2.1.2).
+
+Each is a small pure function over one token level; randomness comes in as explicit tensors
+or generators so that a seed reproduces a generation. Shapes: B batch, T frames, V codes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def masked_counts(num_frames: int, steps: int) -> list[int]:
+    """Positions still masked after each of ``steps`` steps: floor(T cos(pi/2 (s+1)/S)); 0 after the last."""
+    if steps < 1:
+        raise ValueError(f"a level needs at least one decoding step, got {steps}")
+    counts = [int(math.floor(num_frames * math.cos(math.pi / 2 * (s + 1) / steps))) for s in range(steps)]
+    counts[-1] = 0
+    return counts
+
+
+def guided_log_probs(cond_context: torch.Tensor, cond_instrument: torch.Tensor, uncond: torch.Tensor,
+                     lambda_context: float, lambda_instrument: float) -> torch.Tensor:
+    """Multi-source classifier-free guidance (paper eq. 3) over normalised log-probabilities.
+
+    ``lambda_a log p(t|a) + lambda_i log p(t|i) + (1 - lambda_a - lambda_i) log p(t)`` from the
+    three branches' logits ``(..., V)``, renormalised to a distribution.
+    """
+    la, li = lambda_context, lambda_instrument
+    combined = (la * cond_context.float().log_softmax(-1) + li * cond_instrument.float().log_softmax(-1)
+                + (1.0 - la - li) * uncond.float().log_softmax(-1))
+    return combined.log_softmax(-1)
+
+
+def sample_candidates(log_probs: torch.Tensor, temperature: float, gumbel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One candidate per position and its probability under the tempered distribution.
+
+    ``log_probs (B, T, V)``; ``gumbel (B, T, V)`` standard Gumbel noise (see :func:`gumbel_noise`);
+    temperature 0 picks the most likely token. Returns ``(tokens (B, T), prob (B, T))``.
+    """
+    if temperature <= 0:
+        tempered = log_probs.log_softmax(-1)
+        tokens = tempered.argmax(-1)
+    else:
+        tempered = (log_probs / temperature).log_softmax(-1)
+        tokens = (tempered + gumbel).argmax(-1)
+    return tokens, tempered.gather(-1, tokens[..., None])[..., 0].exp()
+
+
+def gumbel_noise(shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Standard Gumbel noise ``-log(-log U)``."""
+    u = torch.rand(shape, generator=generator, device=device).clamp_(1e-20, 1.0 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
+def causal_bias_scores(confidence: torch.Tensor, uniform: torch.Tensor, w_confidence: float = 0.1,
+                       w_position: float = 0.1, w_random: float = 1.0) -> torch.Tensor:
+    """Ranking rho = w_c c + w_s (1 - n/T) + w_r U for candidates ``(B, T)`` (earlier frames score higher)."""
+    t = confidence.shape[-1]
+    position = 1.0 - torch.arange(t, device=confidence.device, dtype=confidence.dtype) / t
+    return w_confidence * confidence + w_position * position + w_random * uniform
+
+
+def commit(current: torch.Tensor, candidates: torch.Tensor, scores: torch.Tensor, mask_id: int,
+           remain_masked: int) -> torch.Tensor:
+    """Commit the top-scored candidates at masked positions so that ``remain_masked`` stay masked.
+
+    ``current (B, T)`` tokens of the level being decoded (``mask_id`` where undecoded). Decoded
+    positions never compete and never change.
+    """
+    masked = current == mask_id
+    n_masked = masked.sum(-1)  # (B,)
+    n_commit = (n_masked - remain_masked).clamp_min(0)  # (B,)
+    ranked = scores.masked_fill(~masked, float("-inf")).argsort(-1, descending=True)  # (B, T)
+    rank_of = ranked.argsort(-1)  # position -> its rank
+    chosen = masked & (rank_of < n_commit[:, None])
+    return torch.where(chosen, candidates, current)

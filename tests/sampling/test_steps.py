@@ -1,0 +1,62 @@
+import math
+
+import pytest
+import torch
+
+from stemgen.sampling.steps import (causal_bias_scores, commit, guided_log_probs, gumbel_noise, masked_counts,
+                                    sample_candidates)
+
+MASK = 99
+
+
+def test_schedule_is_cosine_and_ends_unmasked():
+    c = masked_counts(1000, 128)
+    assert c[0] == math.floor(1000 * math.cos(math.pi / 2 / 128)) and c[-1] == 0
+    assert all(a >= b for a, b in zip(c, c[1:]))
+    assert masked_counts(5, 1) == [0]
+    with pytest.raises(ValueError):
+        masked_counts(5, 0)
+
+
+def test_guidance_matches_a_hand_computation():
+    a = torch.tensor([2.0, 0.0, -1.0])
+    i = torch.tensor([0.0, 1.0, 0.0])
+    u = torch.tensor([0.5, 0.5, 0.5])
+    out = guided_log_probs(a, i, u, 3.0, 3.0)
+    expected = 3 * a.log_softmax(-1) + 3 * i.log_softmax(-1) - 5 * u.log_softmax(-1)
+    assert torch.allclose(out, expected.log_softmax(-1))
+    assert torch.allclose(out.exp().sum(), torch.tensor(1.0))
+    # one source at scale 1, the other at 0: exactly that branch's distribution
+    assert torch.allclose(guided_log_probs(a, i, u, 1.0, 0.0), a.log_softmax(-1), atol=1e-6)
+
+
+def test_candidates_follow_the_distribution_and_temperature():
+    g = torch.Generator().manual_seed(0)
+    logp = torch.tensor([0.7, 0.2, 0.1]).log().expand(20000, 1, 3)
+    tokens, prob = sample_candidates(logp, 1.0, gumbel_noise(logp.shape, g))
+    freq = torch.bincount(tokens.flatten(), minlength=3).float() / tokens.numel()
+    assert torch.allclose(freq, torch.tensor([0.7, 0.2, 0.1]), atol=0.015)
+    assert torch.allclose(prob[tokens == 0], torch.tensor(0.7))
+    greedy, p0 = sample_candidates(logp[:2], 0.0, gumbel_noise(logp[:2].shape, g))
+    assert (greedy == 0).all() and torch.allclose(p0, torch.tensor(0.7))
+
+
+def test_commit_counts_and_never_changes_decoded_tokens():
+    g = torch.Generator().manual_seed(0)
+    cur = torch.full((3, 10), MASK)
+    cur[:, :3] = 5  # already decoded
+    cand = torch.randint(8, (3, 10), generator=g)
+    out = commit(cur, cand, torch.rand(3, 10, generator=g), MASK, remain_masked=4)
+    assert ((out == MASK).sum(-1) == 4).all()
+    assert (out[:, :3] == 5).all()
+    newly = (cur == MASK) & (out != MASK)
+    assert torch.equal(out[newly], cand[newly])
+
+
+def test_strong_position_bias_decodes_in_time_order():
+    cur = torch.full((1, 8), MASK)
+    cand = torch.arange(8)[None]
+    scores = causal_bias_scores(torch.rand(1, 8), torch.rand(1, 8), w_confidence=0.0, w_position=10.0, w_random=0.0)
+    for remain, expect in ((6, 2), (3, 5)):
+        cur = commit(cur, cand, scores, MASK, remain)
+        assert (cur[0, :expect] != MASK).all() and (cur[0, expect:] == MASK).all()
