@@ -63,8 +63,9 @@ def causal_bias_scores(confidence: torch.Tensor, uniform: torch.Tensor, w_confid
 
 
 def commit(current: torch.Tensor, candidates: torch.Tensor, scores: torch.Tensor, mask_id: int,
-           remain_masked: int) -> torch.Tensor:
-    """Commit the top-scored candidates at masked positions so that ``remain_masked`` stay masked.
+           remain_masked: "int | torch.Tensor") -> torch.Tensor:
+    """Commit the top-scored candidates at masked positions so that ``remain_masked`` (an int, or
+    ``(B,)`` per example) stay masked.
 
     ``current (B, T)`` tokens of the level being decoded (``mask_id`` where undecoded). Decoded
     positions never compete and never change.
