@@ -19,6 +19,7 @@ Layouts:
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -300,7 +301,7 @@ def cached_scan(root: str | Path, split: str | None = "train", layout: str = "au
                        "stems": [[st.name, str(st.path), st.instrument] for st in s.stems]} for s in report.songs],
             "skipped": report.skipped, "stems_skipped": report.stems_skipped}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # DDP ranks may write it at once: last rename wins
     tmp.write_text(json.dumps(data))
     tmp.replace(path)
     return report

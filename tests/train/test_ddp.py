@@ -21,7 +21,7 @@ def test_two_process_ddp_runs_a_few_steps(tmp_path, tiny_codec):
            "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false",
            "--trainer.limit_val_batches", "1", "--trainer.logger", "false"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
     log = out.stdout + out.stderr
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log  # the second process joined
     assert list((tmp_path / "run").rglob("*.ckpt"))
