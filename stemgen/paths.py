@@ -25,3 +25,17 @@ def codecs_dir() -> Path:
 def data_dir() -> Path:
     """Folder holding prepared datasets, e.g. ``data/chorales``."""
     return home() / "data"
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Write ``path`` all at once: ``write(tmp)`` fills a temporary file beside it, which then
+    replaces ``path`` in one rename. The temporary name carries the process id, so processes
+    writing the same file at once (DDP ranks) never share a temporary file; the last rename wins.
+    Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path

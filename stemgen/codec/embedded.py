@@ -16,7 +16,6 @@ measurements behind its defaults are in docs/architecture.md.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, MissingWeightsError
+from ..paths import atomic_write
 from .base import Codec
 from .kmeans import residual_kmeans
 from .spectral import griffin_lim, log_magnitude, magnitude_scale
@@ -177,13 +177,10 @@ class EmbeddedCodec(Codec):
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (WEIGHTS_NAME + ".tmp")
-        save_file({"codebooks": self.codebooks.contiguous(), "feature_max": self.feature_max.reshape(1)}, str(tmp))
-        os.replace(tmp, folder / WEIGHTS_NAME)
+        tensors = {"codebooks": self.codebooks.contiguous(), "feature_max": self.feature_max.reshape(1)}
+        atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp)))
         cfg = {"codec": KIND, **asdict(self.config), **({"fit": extra} if extra else {})}
-        tmp = folder / (CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(cfg, indent=1))
-        os.replace(tmp, folder / CONFIG_NAME)
+        atomic_write(folder / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(cfg, indent=1)))
         return folder
 
     @classmethod

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 from ..audio import write_audio
 from ..errors import DependencyError
 from ..instruments import from_program
+from ..paths import atomic_write
 
 SPLITS = ("train", "validation", "test")
 
@@ -305,9 +305,8 @@ def render_chorale(index: int, name: str, split: str, out: Path, seed: int,
     }
     import yaml
 
-    tmp = track / "metadata.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(meta, sort_keys=True))
-    os.replace(tmp, track / "metadata.yaml")  # metadata last: a track with it is complete
+    # metadata last: a track with it is complete
+    atomic_write(track / "metadata.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(meta, sort_keys=True)))
     return track
 
 

@@ -9,7 +9,8 @@ Batches are dicts: ``context``/``target`` audio ``(B, L)`` at the codec rate, ``
 ``target_tokens`` ``(B, Q, T)``. Training tokens are computed on the fly by the frozen codec on
 the training device (crops and submixes are random, so their tokens cannot be precomputed);
 validation and test use fixed pairs whose tokens are computed once and cached on disk
-(``cache_eval_tokens``). ``benchmarks/data_throughput.py`` measures both paths.
+(``cache_eval_tokens``); ``train_token_epochs`` caches training draws the same way (for CPU
+training). ``benchmarks/data_throughput.py`` measures both paths.
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
 
-from ..paths import home
+from ..paths import atomic_write, home
 from .dataset import EpochSampler, PairDataset, ResumableLoader
 from .songs import DatasetError, Song, cached_scan
 
@@ -56,11 +56,9 @@ class TokenCache(torch.utils.data.Dataset):
                     ctx.append(codec.encode(torch.stack([it["context"] for it in items])))
                     tgt.append(codec.encode(torch.stack([it["target"] for it in items])))
                     inst.append(torch.stack([it["instrument"] for it in items]))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # DDP ranks may build it at once: last rename wins
-            save_file({"context_tokens": torch.cat(ctx).to(torch.int16), "target_tokens": torch.cat(tgt).to(torch.int16),
-                       "instrument": torch.cat(inst)}, str(tmp))
-            tmp.replace(path)
+            tensors = {"context_tokens": torch.cat(ctx).to(torch.int16), "target_tokens": torch.cat(tgt).to(torch.int16),
+                       "instrument": torch.cat(inst)}
+            atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))  # DDP ranks may build it at once
         data = load_file(str(path))
         self.context = data["context_tokens"].long()
         self.target = data["target_tokens"].long()

@@ -19,7 +19,6 @@ Layouts:
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -272,7 +271,7 @@ def cached_scan(root: str | Path, split: str | None = "train", layout: str = "au
     import hashlib
     import json
 
-    from ..paths import home
+    from ..paths import atomic_write, home
 
     root = Path(root).resolve()
     if not root.is_dir():
@@ -300,8 +299,5 @@ def cached_scan(root: str | Path, split: str | None = "train", layout: str = "au
             "songs": [{"id": s.id, "sample_rate": s.sample_rate, "num_samples": s.num_samples,
                        "stems": [[st.name, str(st.path), st.instrument] for st in s.stems]} for s in report.songs],
             "skipped": report.skipped, "stems_skipped": report.stems_skipped}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # DDP ranks may write it at once: last rename wins
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data)))  # DDP ranks may write it at once
     return report

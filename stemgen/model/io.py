@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from ..errors import CheckpointError, MissingWeightsError
+from ..paths import atomic_write
 from .transformer import ModelConfig, StemGenModel
 
 WEIGHTS = "model.safetensors"
@@ -26,12 +26,10 @@ def save_exported(model: StemGenModel, folder: str | Path, extra: dict | None = 
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (WEIGHTS + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, folder / WEIGHTS)
-    tmp = folder / (CONFIG + ".tmp")
-    tmp.write_text(json.dumps({"format": FORMAT, "model": model.cfg.to_dict(), "info": extra or {}}, indent=1))
-    os.replace(tmp, folder / CONFIG)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+    config = {"format": FORMAT, "model": model.cfg.to_dict(), "info": extra or {}}
+    atomic_write(folder / CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=1)))
     return folder
 
 
