@@ -24,7 +24,7 @@ import torch
 
 from ..paths import atomic_write, home
 from .dataset import EpochSampler, PairDataset, ResumableLoader
-from .songs import DatasetError, Song, cached_scan
+from .songs import DatasetError, Song, cached_scan, check_variant
 
 try:  # lightning is a dependency, but keep `import stemgen.data` light
     from lightning import LightningDataModule
@@ -210,9 +210,7 @@ class SlakhData(PairDataModule):
 
     def __init__(self, root: str | Path | None = None, variant: str = "redux", **kwargs):
         super().__init__(root, **kwargs)
-        if variant not in ("redux", "orig"):
-            raise ValueError(f"unknown Slakh split variant {variant!r}: 'redux' or 'orig'.")
-        self.variant = variant
+        self.variant = check_variant(variant)
 
 
 class StemsData(PairDataModule):

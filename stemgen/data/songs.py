@@ -178,6 +178,13 @@ SPLITS = ("train", "validation", "test")
 SLAKH_ORIG_RANGES = {"train": (1, 1500), "validation": (1501, 1875), "test": (1876, 2100)}
 
 
+def check_variant(variant: str) -> str:
+    """``variant`` if it names a Slakh split variant (``redux`` or ``orig``), else ValueError."""
+    if variant not in ("redux", "orig"):
+        raise ValueError(f"unknown Slakh split variant {variant!r}: 'redux' or 'orig'.")
+    return variant
+
+
 def song_folders(root: str | Path, split: str | None = "train", variant: str = "redux") -> list[Path]:
     """Folders of a split.
 
@@ -187,13 +194,12 @@ def song_folders(root: str | Path, split: str | None = "train", variant: str = "
     every split folder and ``omitted/``, so it works on either distribution.
     """
     root = Path(root)
+    check_variant(variant)
     if split is None:
         return sorted(p for p in root.iterdir() if p.is_dir())
     if variant == "redux":
         base = root / split
         return sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-    if variant != "orig":
-        raise ValueError(f"unknown Slakh split variant {variant!r}: 'redux' or 'orig'.")
     if split not in SLAKH_ORIG_RANGES:
         raise ValueError(f"the orig split has no {split!r}: use one of {', '.join(SLAKH_ORIG_RANGES)}.")
     lo, hi = SLAKH_ORIG_RANGES[split]
