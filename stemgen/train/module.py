@@ -24,7 +24,7 @@ class StemGenLightning(LightningModule):
         hold_steps: steps at the peak (the paper: 50k).
         decay_steps: exponential decay steps (the paper: 300k).
         final_lr_scale: the decay's end, as a fraction of the peak.
-        weight_decay: AdamW weight decay (not applied to norms, embeddings' null vector or heads).
+        weight_decay: AdamW weight decay (not applied to embeddings, norms or the null context).
         betas: AdamW betas.
         p_drop_context: probability of replacing the context by the learned null context.
         p_drop_instrument: probability of replacing the instrument by the null entry.
@@ -66,7 +66,7 @@ class StemGenLightning(LightningModule):
                                 self.hparams.p_drop_context, self.hparams.p_drop_instrument,
                                 self._generator(self.global_step))
         self.log("train/loss", out.loss, prog_bar=True)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer else self.hparams.lr)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return out.loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
