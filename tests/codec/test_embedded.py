@@ -162,3 +162,13 @@ def test_greedy_encoding_is_the_nearest_code_per_level(tiny_codec):
         residual -= book[idx]
         expected.append(idx)
     assert torch.equal(greedy.quantize(feats)[0], torch.stack(expected))
+
+
+def test_time_smoothing_filters_decoded_levels(tiny_codec):
+    import dataclasses
+
+    smooth = EmbeddedCodec(dataclasses.replace(tiny_codec.config, time_smoothing=0.25), tiny_codec.codebooks,
+                           float(tiny_codec.feature_max))
+    tokens = tiny_codec.encode(torch.from_numpy(melody([48, 60, 72]))[None])
+    raw, out = tiny_codec.dequantize(tokens), smooth.dequantize(tokens)
+    assert torch.allclose(out[:, 1:-1], 0.25 * raw[:, :-2] + 0.5 * raw[:, 1:-1] + 0.25 * raw[:, 2:], atol=1e-4)
