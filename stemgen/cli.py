@@ -96,19 +96,21 @@ def demo(out: Path = Path("demo_out"), songs: int = 40, seconds: float = 20.0, s
         print(f"  {name}: {path}")
 
 
-def export(checkpoint: Path, out_dir: Path) -> None:
+def export(checkpoint: Path, out_dir: Path, half: bool = False) -> None:
     """Export a stemgen-train checkpoint as model.safetensors + config.json (safe to share).
 
     The checkpoint is read with torch.load(weights_only=True); the export records the model
-    shape, the codec the model was trained with and the training step.
+    shape, the codec the model was trained with, its training window and step. A fitted
+    embedded codec is copied into OUT_DIR/codec so the export is self-contained.
 
     Args:
         checkpoint: a .ckpt file written by stemgen-train.
         out_dir: output folder (stemgen.load_model reads it).
+        half: store weights and codebooks as float16 (half the size).
     """
     from .train.export import export_checkpoint
 
-    folder = export_checkpoint(checkpoint, out_dir)
+    folder = export_checkpoint(checkpoint, out_dir, half=half)
     print(f"exported {checkpoint} -> {folder}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import torch
@@ -89,7 +90,26 @@ class Codec(nn.Module):
         raise NotImplementedError
 
     def describe(self) -> dict:
-        """The token contract as a plain dict (for configs and logs)."""
+        """The token contract as a plain dict (for configs, logs and compatibility checks).
+
+        ``fingerprint`` identifies the weights that map audio to tokens: two codecs with equal
+        shapes but different fingerprints give different tokens for the same audio.
+        """
         return {"codec": self.name, "sample_rate": self.sample_rate, "hop_length": self.hop_length,
                 "frame_rate": self.frame_rate, "num_levels": self.num_levels,
-                "cardinality": self.cardinality}
+                "cardinality": self.cardinality, "fingerprint": self.fingerprint()}
+
+    def fingerprint(self) -> str:
+        """A short hash of the codec's weights (as float32, so a half-precision copy of the
+        same weights has the same fingerprint) and of :meth:`fingerprint_extra`."""
+        import hashlib
+
+        h = hashlib.sha1(json.dumps(self.fingerprint_extra(), sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def fingerprint_extra(self) -> dict:
+        """Settings outside the state dict that change the tokens (subclasses add theirs)."""
+        return {}

@@ -171,17 +171,31 @@ class EmbeddedCodec(Codec):
                            self.config.griffin_lim_iters, self.config.griffin_lim_momentum)
 
     # -- persistence -----------------------------------------------------------------------
-    def save(self, folder: str | Path, extra: dict | None = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` into ``folder`` (atomically per file)."""
+    def fingerprint_extra(self) -> dict:
+        return asdict(self.config)
+
+    def save(self, folder: str | Path, extra: dict | None = None, half: bool = False) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` into ``folder`` (atomically per file).
+
+        ``half`` stores the codebooks as float16 (half the size). Call :meth:`to_half_precision`
+        first so that the codec in memory gives the same tokens as the one on disk.
+        """
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {"codebooks": self.codebooks.contiguous(), "feature_max": self.feature_max.reshape(1)}
+        books = self.codebooks.half() if half else self.codebooks
+        tensors = {"codebooks": books.contiguous(), "feature_max": self.feature_max.reshape(1)}
         atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp)))
         cfg = {"codec": KIND, **asdict(self.config), **({"fit": extra} if extra else {})}
         atomic_write(folder / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(cfg, indent=1)))
         return folder
+
+    def to_half_precision(self) -> "EmbeddedCodec":
+        """Round the codebooks to float16 values (kept as float32), as :meth:`save` with
+        ``half=True`` stores them; returns ``self``."""
+        self.codebooks.copy_(self.codebooks.half().float())
+        return self
 
     @classmethod
     def load(cls, folder: str | Path) -> "EmbeddedCodec":

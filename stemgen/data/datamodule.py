@@ -98,7 +98,7 @@ class PairDataModule(LightningDataModule):
                  num_workers: int = 2, seed: int = 0, tokens: bool = True, cache_eval_tokens: bool = True,
                  train_token_epochs: int = 0):
         super().__init__()
-        self.root = Path(root) if root is not None else None
+        self.root = Path(root).expanduser() if root is not None else None
         self.codec_name = codec
         self.crop_seconds = crop_seconds
         self.segment_seconds = segment_seconds

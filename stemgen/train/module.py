@@ -56,6 +56,9 @@ class StemGenLightning(LightningModule):
         dm = getattr(self._trainer, "datamodule", None) if self._trainer else None
         if dm is not None and getattr(dm, "_codec", None) is not None:
             checkpoint["stemgen_codec"] = {"name": str(dm.codec_name), **dm.codec.describe()}
+        if dm is not None and getattr(dm, "crop_seconds", None):
+            # the window the model saw in training: generation uses it for long inputs
+            checkpoint["stemgen_window_seconds"] = float(dm.crop_seconds)
 
     def _generator(self, offset: int) -> torch.Generator:
         # masks depend only on (seed, step): a resumed run draws what the uninterrupted one would

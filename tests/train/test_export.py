@@ -8,7 +8,9 @@ import torch
 from stemgen.cli import main
 from stemgen.data.datamodule import SlakhData
 from stemgen.errors import CheckpointError, MissingWeightsError
+from stemgen.codec.embedded import EmbeddedCodec
 from stemgen.model.io import load_exported
+from stemgen.train.export import export_checkpoint
 
 from ..data.fixtures import make_slakh
 from .test_module import _weights_after
@@ -26,10 +28,30 @@ def test_export_roundtrip(tmp_path, tiny_codec):
     assert main(["export", str(ckpt), str(tmp_path / "export")]) == 0
     model, info = load_exported(tmp_path / "export")
     assert all(torch.equal(weights["model." + k], v) for k, v in model.state_dict().items())
-    assert info["codec"]["name"] == str(codec) and info["codec"]["cardinality"] == 64
+    assert info["codec"]["cardinality"] == 64 and info["window_seconds"] == 1.0
     assert info["global_step"] == 2 and info["training"]["preset"] == "tiny"
     cfg = json.loads((tmp_path / "export" / "config.json").read_text())
     assert cfg["model"]["cardinality"] == 64 and not list((tmp_path / "export").glob("*.tmp"))
+    # the fitted embedded codec travels with the model, unchanged
+    assert info["codec"]["name"] == "codec"
+    bundled = EmbeddedCodec.load(tmp_path / "export" / "codec")
+    assert bundled.fingerprint() == tiny_codec.fingerprint() == info["codec"]["fingerprint"]
+
+    # half precision: half the bytes, weights within float16 rounding, codec rounded the same way
+    assert main(["export", str(ckpt), str(tmp_path / "half"), "--half", "true"]) == 0
+    half, info_h = load_exported(tmp_path / "half")
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(half.state_dict()[k], v, rtol=1e-3, atol=1e-4)
+    size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(tmp_path / "half") < 0.55 * size(tmp_path / "export")
+    assert EmbeddedCodec.load(tmp_path / "half" / "codec").fingerprint() == info_h["codec"]["fingerprint"]
+
+    # a codec refitted after training would give other tokens: export refuses
+    refit = EmbeddedCodec.load(codec)
+    refit.codebooks.add_(1.0)
+    refit.save(codec)
+    with pytest.raises(CheckpointError, match="refitted"):
+        export_checkpoint(ckpt, tmp_path / "bad")
 
 
 def test_export_errors(tmp_path, capsys):
@@ -42,8 +64,6 @@ def test_export_errors(tmp_path, capsys):
 
     torch.save({"hyper_parameters": argparse.Namespace(preset="tiny")}, tmp_path / "evil.ckpt")
     with pytest.raises(CheckpointError, match="weights_only"):
-        from stemgen.train.export import export_checkpoint
-
         export_checkpoint(tmp_path / "evil.ckpt", tmp_path / "out")
     with pytest.raises(MissingWeightsError, match="stemgen export"):
         load_exported(tmp_path / "nothing")
