@@ -8,17 +8,33 @@ Shapes: B batch, Q levels, T frames, V codes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
 
 import torch
 
 from ..instruments import NULL_ID
 from .steps import causal_bias_scores, commit, guided_log_probs, gumbel_noise, masked_counts, sample_candidates
 
+# callback(level, step, steps_of_level) after every committed step
+StepCallback = Callable[[int, int, int], None]
+
 
 @dataclass
 class SamplingSettings:
-    """Decoding settings; defaults are the paper's best (section 3.2.1)."""
+    """Decoding settings; the defaults are the paper's *best* setting (section 3.2.1).
+
+    Attributes:
+        steps: decoding steps per level (paper: 128, 64, 32, 32).
+        guidance: multi-source classifier-free guidance (paper eq. 3); False runs one fully
+            conditioned pass p(t|a,i) per step (the paper's *naive* setting).
+        lambda_context: guidance scale of the audio context, lambda_a (paper: 3).
+        lambda_instrument: guidance scale of the instrument, lambda_i (paper: 3).
+        temperature: per level; 0 picks the most likely token.
+        w_confidence: ranking weight of the candidate's probability, w_c (paper: 0.1).
+        w_position: causal-bias weight, w_s (paper: 0.1; 0 is VampNet-like).
+        w_random: ranking weight of the uniform noise, w_r (paper: 1.0).
+    """
 
     steps: tuple[int, ...] = (128, 64, 32, 32)
     guidance: bool = True
@@ -28,6 +44,31 @@ class SamplingSettings:
     w_confidence: float = 0.1
     w_position: float = 0.1
     w_random: float = 1.0
+
+    @classmethod
+    def naive(cls, **overrides) -> "SamplingSettings":
+        """The paper's *naive* setting: no guidance, no causal bias."""
+        return cls(**{"guidance": False, "w_position": 0.0, **overrides})
+
+    def check(self, num_levels: int) -> "SamplingSettings":
+        """Validate against a model with ``num_levels`` levels; returns ``self``.
+
+        Raises ValueError naming the bad setting.
+        """
+        if len(self.steps) != num_levels or len(self.temperature) != num_levels:
+            raise ValueError(f"steps and temperature need one value per level ({num_levels}); got "
+                             f"{len(self.steps)} and {len(self.temperature)}.")
+        if any(int(s) < 1 for s in self.steps):
+            raise ValueError(f"every level needs at least one decoding step, got steps={self.steps}.")
+        if any(not t >= 0 for t in self.temperature):
+            raise ValueError(f"temperatures must be >= 0, got {self.temperature}.")
+        weights = (self.lambda_context, self.lambda_instrument, self.w_confidence, self.w_position, self.w_random)
+        if any(not torch.isfinite(torch.tensor(float(w))) for w in weights):
+            raise ValueError(f"guidance scales and ranking weights must be finite numbers, got {weights}.")
+        return self
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
 @torch.no_grad()
@@ -47,30 +88,46 @@ def level_log_probs(model, context: torch.Tensor, target: torch.Tensor, instrume
 
 
 @torch.no_grad()
+def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, level: int,
+                 settings: SamplingSettings, generator: torch.Generator | None = None,
+                 callback: Optional[StepCallback] = None) -> torch.Tensor:
+    """Decode the masked positions of one level; returns new target tokens ``(B, Q, T)``.
+
+    Levels coarser than ``level`` must be decoded; positions of ``level`` already decoded are
+    kept. Each example follows the cosine schedule over its own masked positions.
+    """
+    mask_id = model.cfg.mask_id
+    b, _, t = context.shape
+    target = target.clone()
+    total = (target[:, level] == mask_id).sum(-1)  # (B,) positions this level decodes
+    steps = int(settings.steps[level])
+    for step, remain_count in enumerate(masked_counts(t, steps)):
+        if not (target[:, level] == mask_id).any():  # few free positions: done before the last step
+            if callback is not None:
+                callback(level, steps, steps)
+            break
+        remain = (total * remain_count) // t  # (B,)
+        logp = level_log_probs(model, context, target, instrument, level, settings)
+        cand, conf = sample_candidates(logp, settings.temperature[level], gumbel_noise(logp.shape, generator, logp.device))
+        u = torch.rand(b, t, generator=generator, device=logp.device)
+        scores = causal_bias_scores(conf, u, settings.w_confidence, settings.w_position, settings.w_random)
+        target[:, level] = commit(target[:, level], cand, scores, mask_id, remain)
+        if callback is not None:
+            callback(level, step + 1, steps)
+    return target
+
+
+@torch.no_grad()
 def decode_tokens(model, context: torch.Tensor, instrument: torch.Tensor, settings: SamplingSettings | None = None,
-                  generator: torch.Generator | None = None, prefix: torch.Tensor | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, prefix: torch.Tensor | None = None,
+                  callback: Optional[StepCallback] = None) -> torch.Tensor:
     """Generate target tokens ``(B, Q, T)`` for ``context (B, Q, T)`` and ``instrument (B,)``.
 
     ``prefix`` (``(B, Q, T)`` with the model's MASK id where free) fixes known target tokens
     (continuation, inpainting); they are never changed.
     """
-    settings = settings or SamplingSettings()
-    cfg = model.cfg
-    b, q_levels, t = context.shape
-    if len(settings.steps) != q_levels or len(settings.temperature) != q_levels:
-        raise ValueError(f"steps and temperature need one value per level ({q_levels}); got "
-                         f"{len(settings.steps)} and {len(settings.temperature)}.")
-    target = (torch.full_like(context, cfg.mask_id) if prefix is None else prefix.clone())
-    for q in range(q_levels):
-        total = (target[:, q] == cfg.mask_id).sum(-1)  # (B,) positions this level decodes
-        for remain_count in masked_counts(t, settings.steps[q]):
-            still = target[:, q] == cfg.mask_id
-            if not still.any():
-                break
-            remain = (total * remain_count) // t  # (B,): the schedule over this example's free positions
-            logp = level_log_probs(model, context, target, instrument, q, settings)
-            cand, conf = sample_candidates(logp, settings.temperature[q], gumbel_noise(logp.shape, generator, logp.device))
-            u = torch.rand(b, t, generator=generator, device=logp.device)
-            scores = causal_bias_scores(conf, u, settings.w_confidence, settings.w_position, settings.w_random)
-            target[:, q] = commit(target[:, q], cand, scores, cfg.mask_id, remain)
+    settings = (settings or SamplingSettings()).check(context.shape[1])
+    target = torch.full_like(context, model.cfg.mask_id) if prefix is None else prefix.clone()
+    for q in range(context.shape[1]):
+        target = decode_level(model, context, target, instrument, q, settings, generator, callback)
     return target

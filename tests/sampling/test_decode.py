@@ -1,9 +1,11 @@
 """The reference decoder's invariants on a tiny random model."""
 
+import pytest
 import torch
 
+from stemgen.instruments import NULL_ID
 from stemgen.model import ModelConfig, StemGenModel
-from stemgen.sampling.decode import SamplingSettings, decode_tokens
+from stemgen.sampling.decode import SamplingSettings, decode_tokens, level_log_probs
 from stemgen.sampling.steps import masked_counts
 
 V, T = 16, 24
@@ -63,3 +65,63 @@ def test_prefix_tokens_are_kept():
     out = decode_tokens(model, ctx, inst, SamplingSettings(steps=(3, 3, 3, 3)), torch.Generator().manual_seed(0),
                         prefix=prefix)
     assert torch.equal(out[:, :, :5], ctx[:, :, :5]) and (out != V).all()
+
+
+class Additive(torch.nn.Module):
+    """A log-linear model: logits = H + F[context] + G[instrument], F dropped with the context
+    and G zero for the null instrument. For it, p(t|a) p(t|i) / p(t) = p(t|a,i) exactly."""
+
+    def __init__(self, levels=2, t=T, v=V, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.cfg = ModelConfig.from_name("tiny", num_levels=levels, cardinality=v)
+        self.h = torch.randn(t, v, generator=g)
+        self.f = torch.randn(v, v, generator=g)
+        self.g = torch.randn(NULL_ID + 1, v, generator=g)
+        self.g[NULL_ID] = 0.0
+
+    def terms(self, context, instrument):
+        return self.h, self.f[context[:, 0]], self.g[instrument][:, None]  # (T,V), (B,T,V), (B,1,V)
+
+    def forward(self, context, target, instrument, drop_context=None, level=None):
+        h, f, g = self.terms(context, instrument)
+        if drop_context is not None:
+            f = f * (~drop_context)[:, None, None]
+        return h + f + g
+
+
+def test_unit_guidance_scales_reproduce_the_naive_distribution():
+    model = Additive()
+    ctx, inst = torch.randint(V, (3, 2, T)), torch.tensor([0, 4, 16])
+    tgt = torch.full_like(ctx, V)
+    naive = level_log_probs(model, ctx, tgt, inst, 0, SamplingSettings.naive(steps=(2, 2), temperature=(1.0, 1.0)))
+    unit = level_log_probs(model, ctx, tgt, inst, 0, SamplingSettings(lambda_context=1.0, lambda_instrument=1.0))
+    torch.testing.assert_close(unit, naive, atol=1e-5, rtol=0)
+    # other scales weight each source's term: log p~ = log softmax(H + la F + li G), by hand
+    h, f, g = model.terms(ctx, inst)
+    guided = level_log_probs(model, ctx, tgt, inst, 0, SamplingSettings(lambda_context=2.0, lambda_instrument=0.5))
+    torch.testing.assert_close(guided, (h + 2.0 * f + 0.5 * g).log_softmax(-1), atol=1e-5, rtol=0)
+    # so the whole decode is the same at unit scales (same seed, same draws)
+    s1 = SamplingSettings(steps=(4, 3), temperature=(1.0, 1.0), lambda_context=1.0, lambda_instrument=1.0)
+    s0 = SamplingSettings(steps=(4, 3), temperature=(1.0, 1.0), guidance=False)
+    a = decode_tokens(model, ctx, inst, s1, torch.Generator().manual_seed(3))
+    b = decode_tokens(model, ctx, inst, s0, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_naive_preset_and_settings_errors():
+    s = SamplingSettings.naive()
+    assert not s.guidance and s.w_position == 0.0 and s.w_random == 1.0 and s.steps == (128, 64, 32, 32)
+    model, ctx, inst = setup()
+    for bad, match in [(dict(steps=(2, 2)), "one value per level"), (dict(steps=(2, 0, 2, 2)), "at least one"),
+                       (dict(temperature=(1.0, -1.0, 1.0, 1.0)), ">= 0"), (dict(w_position=float("nan")), "finite")]:
+        with pytest.raises(ValueError, match=match):
+            decode_tokens(model, ctx, inst, SamplingSettings(**bad))
+
+
+def test_callback_reports_every_step_of_every_level():
+    model, ctx, inst = setup()
+    seen = []
+    decode_tokens(model, ctx, inst, SamplingSettings(steps=(3, 2, 2, 1)), torch.Generator().manual_seed(0),
+                  callback=lambda q, s, n: seen.append((q, s, n)))
+    assert seen == [(0, 1, 3), (0, 2, 3), (0, 3, 3), (1, 1, 2), (1, 2, 2), (2, 1, 2), (2, 2, 2), (3, 1, 1)]
