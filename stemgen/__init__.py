@@ -10,11 +10,16 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"audio", "instruments", "codec", "data", "eval", "errors", "paths"}
+_SUBMODULES = {"api", "audio", "instruments", "codec", "data", "eval", "errors", "paths", "sampling"}
 _ATTRS = {
     "load_codec": ("stemgen.codec", "load_codec"),
     "resolve_instrument": ("stemgen.instruments", "resolve"),
     "load_mono": ("stemgen.audio", "load_mono"),
+    "generate": ("stemgen.api", "generate"),
+    "load_model": ("stemgen.api", "load_model"),
+    "Stem": ("stemgen.api", "Stem"),
+    "StemModel": ("stemgen.api", "StemModel"),
+    "SamplingSettings": ("stemgen.sampling.decode", "SamplingSettings"),
 }
 
 __all__ = sorted(_SUBMODULES | set(_ATTRS))

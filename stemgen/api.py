@@ -1,0 +1,383 @@
+"""The public API: :func:`load_model`, :func:`generate` and the :class:`Stem` they return.
+
+    import stemgen
+    stem = stemgen.generate("song.wav", instrument="bass", seed=0)
+    stem.save("bass.wav"); stem.save_mix("song_with_bass.wav")
+
+Default model (``model=None``): the ``STEMGEN_MODEL`` environment variable if set (any name or
+path :func:`load_model` accepts), else ``"demo"``, the small chorale model shipped in the
+package (``stemgen/assets/demo_chorales``, trained by ``make demo-model``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .audio import dbfs, load_mono, write_audio
+from .codec import Codec, load_codec
+from .errors import AudioError, CheckpointError, MissingWeightsError
+from .instruments import resolve as resolve_instrument
+from .model.io import CODEC_DIR, CONFIG, load_exported
+from .model.transformer import StemGenModel
+from .sampling.decode import SamplingSettings
+from .sampling.windows import decode_windows
+
+DEMO = "demo"
+ENV_MODEL = "STEMGEN_MODEL"
+#: context quieter than this (dBFS) is treated as silence: there is nothing to listen to
+SILENCE_DBFS = -70.0
+PAPER_STEPS = (128, 64, 32, 32)
+
+
+def demo_model_dir() -> Path:
+    """The shipped demo model (exported weights + its embedded codec)."""
+    return Path(__file__).resolve().parent / "assets" / "demo_chorales"
+
+
+@dataclass
+class Stem:
+    """A generated stem.
+
+    Attributes:
+        audio: ``(N,)`` float32 at ``sample_rate`` (the codec's rate), as long as the context;
+            scaled down if it would clip (``settings["gain"]`` < 1).
+        sample_rate: Hz.
+        tokens: ``(Q, T)`` the codec tokens the audio was decoded from.
+        instrument: the instrument class name.
+        context: ``(N,)`` the mono context at ``sample_rate`` the stem was generated for.
+        settings: everything needed to reproduce it (model, seed, sampling settings).
+    """
+
+    audio: np.ndarray
+    sample_rate: int
+    tokens: torch.Tensor
+    instrument: str
+    context: np.ndarray
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        """Seconds."""
+        return self.audio.shape[-1] / self.sample_rate
+
+    def mix(self, stem_gain_db: float = 0.0) -> np.ndarray:
+        """Context plus stem ``(N,)``, scaled down together only if the sum would clip."""
+        mixed = self.context + self.audio * 10.0 ** (stem_gain_db / 20.0)
+        peak = float(np.abs(mixed).max())
+        return (mixed / peak * 0.99 if peak > 0.99 else mixed).astype(np.float32)
+
+    def save(self, path: Union[str, Path]) -> Path:
+        """Write the stem (format from the extension: wav, flac, ogg)."""
+        return write_audio(path, self.audio, self.sample_rate)
+
+    def save_mix(self, path: Union[str, Path], stem_gain_db: float = 0.0) -> Path:
+        """Write the stem mixed with its context."""
+        return write_audio(path, self.mix(stem_gain_db), self.sample_rate)
+
+
+class StemModel:
+    """A masked-token transformer with the codec its tokens come from, ready to generate.
+
+    Get one with :func:`load_model`; reuse it across :meth:`generate` calls.
+    """
+
+    def __init__(self, model: StemGenModel, codec: Codec, info: dict | None = None, name: str = "",
+                 device: str | torch.device | None = None):
+        check_compatible(model, codec, info or {})
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.eval().to(self.device)
+        self.codec = codec.eval().to(self.device)
+        self.info = info or {}
+        self.name = name
+        seconds = self.info.get("window_seconds") or 10.0
+        #: frames per decoding window: the crop length the model was trained on
+        self.window_frames = max(2, int(round(seconds * codec.frame_rate)))
+
+    def __repr__(self) -> str:
+        cfg = self.model.cfg
+        return (f"StemModel({self.name!r}, {self.model.num_parameters() / 1e6:.1f}M parameters, codec "
+                f"{self.codec.name} Q={cfg.num_levels} V={cfg.cardinality}, window "
+                f"{self.window_frames / self.codec.frame_rate:.1f} s, device {self.device})")
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    def settings(self, steps=None, guidance=True, causal_bias: float = 0.1, temperature=1.0,
+                 base: SamplingSettings | None = None) -> SamplingSettings:
+        """Sampling settings from the short arguments of :meth:`generate` (see there)."""
+        q = self.model.cfg.num_levels
+        s = base or SamplingSettings(steps=_per_level(PAPER_STEPS, q), temperature=(1.0,) * q)
+        kw = {"w_position": float(causal_bias)}
+        if steps is not None:
+            kw["steps"] = tuple(int(x) for x in ([steps] * q if np.isscalar(steps) else steps))
+        if temperature is not None:
+            kw["temperature"] = tuple(float(x) for x in ([temperature] * q if np.isscalar(temperature) else temperature))
+        if guidance is False or guidance is None:
+            kw["guidance"] = False
+        elif guidance is not True:
+            la, li = (guidance, guidance) if np.isscalar(guidance) else tuple(guidance)
+            kw.update(guidance=True, lambda_context=float(la), lambda_instrument=float(li))
+        return dataclasses.replace(s, **kw).check(q)
+
+    @torch.no_grad()
+    def generate(self, context, instrument: Union[str, int, Sequence] = "bass", *, sample_rate: int | None = None,
+                 seed: int | None = None, steps=None, guidance=True, causal_bias: float = 0.1, temperature=1.0,
+                 settings: SamplingSettings | None = None, num_samples: int = 1, keep=None,
+                 regenerate: tuple[float, float] | None = None, overlap_seconds: float = 1.0,
+                 progress: bool = False) -> Union[Stem, list[Stem]]:
+        """Generate a stem that fits ``context``. See :func:`stemgen.generate` for the arguments."""
+        contexts = list(context) if isinstance(context, (list, tuple)) else [context]
+        plural = isinstance(context, (list, tuple)) or num_samples > 1
+        instruments = list(instrument) if isinstance(instrument, (list, tuple)) else [instrument] * len(contexts)
+        if len(instruments) != len(contexts):
+            raise ValueError(f"{len(instruments)} instruments for {len(contexts)} contexts: give one "
+                             f"instrument, or one per context.")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be at least 1, got {num_samples}.")
+        if regenerate is not None and keep is None:
+            raise ValueError("regenerate=(start, end) needs keep=: the stem whose span is regenerated.")
+        classes = [resolve_instrument(i) for i in instruments]
+        s = self.settings(steps, guidance, causal_bias, temperature, settings)
+        seed = secrets.randbits(31) if seed is None else int(seed)
+        wavs = [self._context_audio(c, sample_rate) for c in contexts]
+        tokens = [self.codec.encode(torch.from_numpy(w)[None].to(self.device))[0] for w in wavs]  # (Q, T) each
+        prefixes = [self._prefix(keep, regenerate, t, sample_rate) for t in tokens]
+        overlap = int(round(overlap_seconds * self.codec.frame_rate))
+        overlap = min(max(overlap, 0), self.window_frames // 2)
+
+        # one batch per context length; num_samples copies of each request
+        jobs = [(k, n) for k in range(len(contexts)) for n in range(num_samples)]
+        results: dict[tuple[int, int], torch.Tensor] = {}
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        for length in sorted({t.shape[-1] for t in tokens}):
+            group = [(k, n) for k, n in jobs if tokens[k].shape[-1] == length]
+            ctx = torch.stack([tokens[k] for k, _ in group])  # (B, Q, T)
+            inst = torch.tensor([classes[k].id for k, _ in group], device=self.device)
+            prefix = torch.stack([prefixes[k] for k, _ in group])
+            out = decode_windows(self.model, ctx, inst, self.window_frames, overlap, s, gen, prefix,
+                                 callback=_progress_bars(s, progress, len(group)))
+            results.update({job: out[b] for b, job in enumerate(group)})
+        stems = []
+        for k, n in jobs:
+            toks = results[(k, n)]
+            audio = self.codec.decode(toks[None])[0, : wavs[k].shape[-1]].float().cpu().numpy()
+            peak = float(np.abs(audio).max())
+            gain = min(1.0, 0.99 / peak) if peak > 0 else 1.0  # never write a clipping stem
+            audio = audio * gain
+            record = {"model": self.name, "seed": seed, "sample": n, **s.to_dict(), "gain": gain,
+                      "overlap_seconds": overlap / self.codec.frame_rate,
+                      "window_seconds": self.window_frames / self.codec.frame_rate}
+            if regenerate is not None:
+                record["regenerate"] = list(regenerate)
+            stems.append(Stem(audio.astype(np.float32), self.sample_rate, toks.cpu(), classes[k].name, wavs[k], record))
+        return stems if plural else stems[0]
+
+    def _context_audio(self, context, sample_rate: int | None) -> np.ndarray:
+        wav = load_mono(context, self.sample_rate, sample_rate=sample_rate, min_samples=self.codec.hop_length,
+                        name="context")
+        level = dbfs(wav)
+        if level < SILENCE_DBFS:
+            raise AudioError(f"context is silent ({level:.0f} dBFS, below {SILENCE_DBFS:.0f}): there is nothing "
+                             f"to listen to. Pass the music the stem should fit.")
+        return wav
+
+    def _prefix(self, keep, regenerate, context_tokens: torch.Tensor, sample_rate: int | None) -> torch.Tensor:
+        """``(Q, T)`` target tokens fixed before decoding (MASK id where free)."""
+        mask_id = self.model.cfg.mask_id
+        prefix = torch.full_like(context_tokens, mask_id)
+        if keep is None:
+            return prefix
+        if isinstance(keep, Stem):
+            kept = keep.tokens.to(self.device)
+        else:
+            wav = load_mono(keep, self.sample_rate, sample_rate=sample_rate, min_samples=self.codec.hop_length,
+                            name="kept stem")
+            kept = self.codec.encode(torch.from_numpy(wav)[None].to(self.device))[0]
+        t, tk = context_tokens.shape[-1], kept.shape[-1]
+        if kept.shape[0] != prefix.shape[0] or tk > t:
+            raise ValueError(f"the stem to keep has {kept.shape[0]} levels x {tk} frames; the context has "
+                             f"{prefix.shape[0]} x {t}. A kept stem must come from this model's codec and be "
+                             f"no longer than the context.")
+        prefix[:, :tk] = kept
+        if regenerate is not None:
+            start, end = (float(x) for x in regenerate)
+            duration = t / self.codec.frame_rate
+            if not 0.0 <= start < end <= duration + 1e-9:
+                raise ValueError(f"regenerate=({start}, {end}) is not a span inside the context "
+                                 f"(0 to {duration:.2f} s): give (start, end) seconds with start < end.")
+            fr = self.codec.frame_rate
+            prefix[:, int(math.floor(start * fr)): int(math.ceil(end * fr))] = mask_id
+        return prefix
+
+
+def _per_level(values: Sequence[int], q: int) -> tuple[int, ...]:
+    """The paper's per-level values for Q=4, extended with the last one for other Q."""
+    return tuple(values[min(i, len(values) - 1)] for i in range(q))
+
+
+def _progress_bars(settings: SamplingSettings, enabled: bool, batch: int):
+    """A callback drawing one tqdm bar per level, or None."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    bars: dict[int, tqdm] = {}
+
+    def update(level: int, done: int, total: int) -> None:
+        if level not in bars:
+            bars[level] = tqdm(total=total, desc=f"level {level + 1}/{len(settings.steps)} (batch {batch})",
+                               unit="step", leave=True)
+        bar = bars[level]
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def check_compatible(model: StemGenModel, codec: Codec, info: dict) -> None:
+    """Raise :class:`CheckpointError` unless ``codec`` makes the tokens ``model`` was trained on."""
+    cfg = model.cfg
+    if (codec.num_levels, codec.cardinality) != (cfg.num_levels, cfg.cardinality):
+        raise CheckpointError(
+            f"model and codec do not match: the model reads Q={cfg.num_levels} levels of V={cfg.cardinality} "
+            f"codes, the codec '{codec.name}' writes Q={codec.num_levels} levels of V={codec.cardinality}. "
+            f"Use the codec the model was trained with.")
+    trained = (info.get("codec") or {}).get("fingerprint")
+    if trained and codec.fingerprint() and trained != codec.fingerprint():
+        raise CheckpointError(
+            f"model and codec do not match: the model was trained on tokens of codec {trained}, this "
+            f"'{codec.name}' codec is {codec.fingerprint()} (refitted or another codec). Its tokens would "
+            f"mean nothing to the model; use the codec exported with it.")
+
+
+def _codec_for(folder: Path | None, info: dict, codec) -> Codec:
+    if codec is not None:
+        return codec if isinstance(codec, Codec) else load_codec(codec)
+    if folder is not None and (folder / CODEC_DIR / CONFIG).exists():
+        return load_codec(folder / CODEC_DIR)
+    name = (info.get("codec") or {}).get("name")
+    if not name:
+        raise MissingWeightsError("the model does not say which codec it was trained with: pass codec=...")
+    return load_codec(name)
+
+
+def _hub_folder(repo_id: str) -> Path:
+    """Download (or find in the local hub cache) an exported model on the Hugging Face hub."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", f"{CODEC_DIR}/*"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        pass
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as err:
+        raise MissingWeightsError(
+            f"model '{repo_id}' is not a local folder or checkpoint, and the hub could not provide it "
+            f"({type(err).__name__}). Pass an exported folder (stemgen export), a .ckpt from stemgen-train, "
+            f"or '{DEMO}' for the shipped demo model.") from err
+
+
+def load_model(name_or_path: Union[str, Path, StemModel, None] = None, *, codec=None,
+               device: str | torch.device | None = None) -> StemModel:
+    """Load a model with its codec.
+
+    Args:
+        name_or_path: ``None`` (the default model: ``$STEMGEN_MODEL`` or ``"demo"``); ``"demo"``
+            (shipped chorale model); a folder written by ``stemgen export``; a ``.ckpt`` written by
+            ``stemgen-train``; or a Hugging Face hub id ``owner/name`` holding an export.
+        codec: override the codec (a :class:`Codec`, name or path); it must match the model's.
+        device: default CUDA when available, else CPU.
+
+    Raises:
+        MissingWeightsError: nothing found under that name; CheckpointError: unreadable weights,
+        or a codec that does not make the model's tokens.
+    """
+    if isinstance(name_or_path, StemModel):
+        return name_or_path
+    name = str(name_or_path or os.environ.get(ENV_MODEL) or DEMO)
+    path = demo_model_dir() if name == DEMO else Path(name).expanduser()
+    if path.is_file():
+        from .train.export import read_checkpoint
+
+        model, info = read_checkpoint(path)
+        return StemModel(model, _codec_for(None, info, codec), info, name, device)
+    if not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not name.startswith("."):
+        path = _hub_folder(name)
+    if not path.is_dir():
+        raise MissingWeightsError(f"no model at '{name}': give an exported folder (stemgen export), a .ckpt "
+                                  f"from stemgen-train, a hub id owner/name, or '{DEMO}'.")
+    model, info = load_exported(path)
+    return StemModel(model, _codec_for(path, info, codec), info, name, device)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(name: str, device: str | None) -> StemModel:
+    return load_model(name, device=device)
+
+
+def generate(context, instrument: Union[str, int, Sequence] = "bass", *, model=None,
+             sample_rate: int | None = None, seed: int | None = None, steps=None, guidance=True,
+             causal_bias: float = 0.1, temperature=1.0, settings: SamplingSettings | None = None,
+             num_samples: int = 1, keep=None, regenerate: tuple[float, float] | None = None,
+             overlap_seconds: float = 1.0, progress: bool = False,
+             device: str | None = None) -> Union[Stem, list[Stem]]:
+    """Generate a stem of ``instrument`` that fits the music in ``context``.
+
+    Args:
+        context: a path (wav/flac/ogg), or a numpy array / torch tensor ``(N,)`` or
+            ``(channels, N)`` with ``sample_rate``; any rate, stereo is downmixed. A list of
+            contexts generates one stem each, batched.
+        instrument: class name (``"bass"``, ``"drums"``, ``"piano"``, ... see
+            :func:`stemgen.instruments.valid_names`), id, or one per context.
+        model: a :class:`StemModel`, or anything :func:`load_model` accepts (default: the demo
+            model, or ``$STEMGEN_MODEL``).
+        sample_rate: the rate of an array/tensor context (Hz).
+        seed: makes the result reproducible (same seed, model and request: same tokens). Random
+            if omitted; the seed used is in ``stem.settings["seed"]``.
+        steps: decoding steps, one int for every level or one per level (paper: 128, 64, 32, 32).
+        guidance: multi-source classifier-free guidance. ``True``: the paper's scales
+            lambda_a = lambda_i = 3; a number: both scales; ``(lambda_a, lambda_i)``: context and
+            instrument scales; ``False``: no guidance (one fully conditioned pass per step).
+        causal_bias: the ranking's position weight w_s (paper: 0.1; 0 is VampNet-like).
+        temperature: one for every level or one per level (paper: 1.0); 0 is greedy.
+        settings: a full :class:`~stemgen.sampling.decode.SamplingSettings` (also w_c, w_r, e.g.
+            ``SamplingSettings.naive()``); the short arguments above override it.
+        num_samples: stems per context (a batch); more than one returns a list.
+        keep: a :class:`Stem`, path or array of a stem to keep (continuation: a stem shorter than the
+            context is continued to its end).
+        regenerate: ``(start, end)`` seconds of ``keep`` to generate again (inpainting).
+        overlap_seconds: contexts longer than the model's window are generated in windows that
+            overlap by this much (at most half a window); the overlap is carried over as decoded
+            prefix.
+        progress: draw a progress bar per level.
+        device: default CUDA when available, else CPU.
+
+    Returns:
+        A :class:`Stem` (audio at the codec's rate, tokens, settings), or a list of them for a
+        list of contexts or ``num_samples > 1``.
+    """
+    if isinstance(model, StemModel):
+        sm = model
+    elif model is None or isinstance(model, (str, Path)):
+        sm = _cached_model(str(model or os.environ.get(ENV_MODEL) or DEMO), device)
+    else:
+        raise TypeError(f"model must be a StemModel, a name or a path, not {type(model).__name__}.")
+    return sm.generate(context, instrument, sample_rate=sample_rate, seed=seed, steps=steps, guidance=guidance,
+                       causal_bias=causal_bias, temperature=temperature, settings=settings,
+                       num_samples=num_samples, keep=keep, regenerate=regenerate,
+                       overlap_seconds=overlap_seconds, progress=progress)
