@@ -62,12 +62,11 @@ def roundtrip(audio: Path, out: Optional[Path] = None, codec: str = "embedded",
     """
     from .audio import load_mono, write_audio
     from .codec import load_codec
-    from .demo import codec_roundtrip
 
     c = load_codec(codec)
     out = out or Path(f"{Path(audio).stem}.decoded.wav")
     wav = load_mono(audio, c.sample_rate, min_samples=c.hop_length, name="input")
-    decoded = codec_roundtrip(c, wav)
+    decoded = c.roundtrip(wav)
     write_audio(out, decoded, c.sample_rate)
     if plot:
         from .plots import spectrogram_figure
@@ -77,23 +76,82 @@ def roundtrip(audio: Path, out: Optional[Path] = None, codec: str = "embedded",
     print(f"wrote {out}" + (f" and {plot}" if plot else ""))
 
 
-def demo(out: Path = Path("demo_out"), songs: int = 40, seconds: float = 20.0, seed: int = 0) -> None:
-    """Prepare the offline defaults (chorales, embedded codec) and round-trip a held-out mix.
+def demo(out: Path = Path("demo_out"), songs: int = 10, seconds: float = 20.0, seed: int = 0,
+         model: Optional[str] = None, steps: Optional[list[int]] = None) -> None:
+    """Generate a bass and a drums stem for a held-out chorale; write WAVs, the mix and a PNG.
 
     Args:
-        out: folder for the WAVs, the PNG and demo.json.
-        songs: chorales to render (the codec is fitted on their training split).
-        seconds: length of the excerpt to round-trip.
-        seed: dataset seed.
+        out: folder for the WAVs, demo.png and demo.json.
+        songs: chorales to render (one or more are held out from the demo model's training).
+        seconds: length of the excerpt.
+        seed: seed of the bass (the drums use seed + 1).
+        model: the model (default: the shipped demo model).
+        steps: decoding steps per level (default: the paper's 128, 64, 32, 32).
     """
     from .demo import run_demo
 
-    summary = run_demo(out, songs=songs, seconds=seconds, seed=seed)
-    m = summary["metrics"]
-    print(f"held-out mix {Path(summary['track']).name}: chroma similarity "
-          f"{m['chroma_similarity']:.3f}, log-mel distance {m['logmel']:.2f} dB")
+    summary = run_demo(out, songs=songs, seconds=seconds, seed=seed, model=model, steps=steps)
+    print(f"held-out chorale {Path(summary['track']).name}, {summary['seconds']:.1f} s; generation took "
+          f"{summary['generation_seconds']['bass']:.0f} s (bass) and {summary['generation_seconds']['drums']:.0f} s (drums)")
     for name, path in summary["files"].items():
         print(f"  {name}: {path}")
+
+
+def generate(context: Path, instrument: str = "bass", output: Optional[Path] = None, model: Optional[str] = None,
+             seed: Optional[int] = None, steps: Optional[list[int]] = None, guidance: float = 3.0,
+             lambda_context: Optional[float] = None, lambda_instrument: Optional[float] = None,
+             naive: bool = False, causal_bias: float = 0.1, temperature: float = 1.0,
+             overlap: float = 1.0, mix: Optional[Path] = None, plot: Optional[Path] = None,
+             device: Optional[str] = None) -> None:
+    """Generate a stem that fits CONTEXT (a wav/flac/ogg file; any rate, mono or stereo).
+
+    Example: stemgen generate song.wav --instrument bass -o bass.wav --mix mix.wav --plot bass.png
+
+    Args:
+        context: the music to listen to.
+        instrument: the stem to generate: bass, drums, piano, guitar, strings, organ, brass, reed,
+            pipe, synth lead, synth pad, ... (see stemgen.instruments.valid_names()).
+        output: the stem's WAV (default: INSTRUMENT.wav); also -o.
+        model: "demo" (default, the shipped chorale model), an exported folder, a .ckpt from
+            stemgen-train, or a hub id (default also from $STEMGEN_MODEL).
+        seed: random seed; the same seed reproduces the stem (printed when omitted).
+        steps: decoding steps per level, e.g. [128,64,32,32] (the paper's; fewer is faster).
+        guidance: classifier-free guidance scale for both sources (paper: 3.0; 1.0 is no
+            guidance in the paper's sense).
+        lambda_context: guidance scale of the context alone (overrides --guidance).
+        lambda_instrument: guidance scale of the instrument alone (overrides --guidance).
+        naive: the paper's naive sampling: no guidance, no causal bias.
+        causal_bias: position weight w_s of the candidate ranking (paper: 0.1; 0 = VampNet-like).
+        temperature: sampling temperature on every level (paper: 1.0; 0 = greedy).
+        overlap: seconds of overlap between windows for contexts longer than the model's window.
+        mix: also write the stem mixed with the context here.
+        plot: also write a PNG of the context, stem and mix spectrograms here.
+        device: cpu or cuda (default: cuda when available).
+    """
+    from .api import load_model
+    from .sampling.decode import SamplingSettings
+
+    m = load_model(model, device=device)
+    la = lambda_context if lambda_context is not None else guidance
+    li = lambda_instrument if lambda_instrument is not None else guidance
+    base = SamplingSettings.naive() if naive else None
+    print(f"{m}\ngenerating {instrument} for {context} ...", file=sys.stderr)
+    stem = m.generate(context, instrument, seed=seed, steps=steps, guidance=False if naive else (la, li),
+                      causal_bias=0.0 if naive else causal_bias, temperature=temperature, settings=base,
+                      overlap_seconds=overlap, progress=True)
+    output = output or Path(f"{stem.instrument.lower().replace(' ', '_')}.wav")
+    written = [stem.save(output)]
+    if mix:
+        written.append(stem.save_mix(mix))
+    if plot:
+        from .plots import spectrogram_figure
+
+        spectrogram_figure({f"context ({Path(context).name})": stem.context,
+                            f"generated {stem.instrument} (seed {stem.settings['seed']})": stem.audio,
+                            "mix": stem.mix()}, stem.sample_rate, plot)
+        written.append(Path(plot))
+    print(f"{stem.instrument}, {stem.duration:.1f} s, seed {stem.settings['seed']}: "
+          + ", ".join(str(p) for p in written))
 
 
 def export(checkpoint: Path, out_dir: Path, half: bool = False) -> None:
@@ -117,6 +175,7 @@ def export(checkpoint: Path, out_dir: Path, half: bool = False) -> None:
 COMMANDS = {
     "data": {"chorales": chorales},
     "codec": {"fit": fit, "roundtrip": roundtrip},
+    "generate": generate,
     "demo": demo,
     "export": export,
 }
@@ -129,10 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import StemgenError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = ["--output" if a == "-o" else a for a in argv]  # `stemgen generate X -o out.wav`
     try:
         CLI(COMMANDS, args=argv, prog="stemgen",
             description="stemgen: music stem generation that listens (StemGen).")
-    except (StemgenError, FileNotFoundError) as err:
+    except (StemgenError, FileNotFoundError, ValueError) as err:
         print(f"stemgen: error: {err}", file=sys.stderr)
         return 2
     return 0

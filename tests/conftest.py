@@ -56,3 +56,26 @@ def chorales_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("chorales")
     render_chorales(root, limit=3, seed=0, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny_codec):
+    """A tiny random model exported with its codec and a 0.5 s training window."""
+    import torch
+
+    from stemgen.model import ModelConfig, StemGenModel
+    from stemgen.model.io import save_exported
+
+    folder = tmp_path_factory.mktemp("export")
+    torch.manual_seed(0)
+    model = StemGenModel(ModelConfig.from_name("tiny", cardinality=tiny_codec.cardinality))
+    tiny_codec.save(folder / "codec")
+    save_exported(model, folder, {"codec": {"name": "codec", **tiny_codec.describe()}, "window_seconds": 0.5})
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_export):
+    from stemgen.api import load_model
+
+    return load_model(tiny_export, device="cpu")

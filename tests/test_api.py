@@ -10,29 +10,11 @@ import torch
 import stemgen
 from stemgen.api import StemModel, load_model
 from stemgen.errors import AudioError, CheckpointError, InstrumentError, MissingWeightsError
-from stemgen.model import ModelConfig, StemGenModel
-from stemgen.model.io import save_exported
 from stemgen.sampling.decode import SamplingSettings
 
 from .conftest import SR, melody
 
 FAST = dict(steps=(3, 2, 2, 1), seed=0)
-
-
-@pytest.fixture(scope="session")
-def tiny_export(tmp_path_factory, tiny_codec):
-    """A tiny random model exported with its codec and a 0.5 s training window."""
-    folder = tmp_path_factory.mktemp("export")
-    torch.manual_seed(0)
-    model = StemGenModel(ModelConfig.from_name("tiny", cardinality=tiny_codec.cardinality))
-    tiny_codec.save(folder / "codec")
-    save_exported(model, folder, {"codec": {"name": "codec", **tiny_codec.describe()}, "window_seconds": 0.5})
-    return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tiny_export):
-    return load_model(tiny_export, device="cpu")
 
 
 def song(seconds=1.0, seed=0):

@@ -59,3 +59,41 @@ def test_missing_codec_is_a_clear_error(tmp_path, capsys):
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "stemgen", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "subcommands" in out.stdout
+
+
+def test_generate_command_writes_stem_mix_and_plot(tmp_path, tiny_export, capsys):
+    import soundfile as sf
+
+    from .conftest import SR, melody
+
+    sf.write(tmp_path / "song.wav", melody([60, 64, 67, 72, 48, 52]), SR)
+    args = ["generate", str(tmp_path / "song.wav"), "--instrument", "bass", "-o", str(tmp_path / "bass.wav"),
+            "--model", str(tiny_export), "--seed", "3", "--steps", "[3,2,2,1]", "--mix", str(tmp_path / "mix.wav"),
+            "--plot", str(tmp_path / "bass.png")]
+    assert main(args) == 0
+    err = capsys.readouterr()
+    assert "level 1/4" in err.err and "level 4/4" in err.err and "seed 3" in err.out
+    assert sf.info(str(tmp_path / "bass.wav")).frames == sf.info(str(tmp_path / "song.wav")).frames
+    assert sf.info(str(tmp_path / "mix.wav")).samplerate == SR
+    assert (tmp_path / "bass.png").read_bytes()[:4] == b"\x89PNG"
+    first, _ = sf.read(tmp_path / "bass.wav")
+    assert main(args[:-4] + ["--naive", "true"]) == 0  # other settings, other stem
+    second, _ = sf.read(tmp_path / "bass.wav")
+    assert main(args[:-4]) == 0  # same seed and settings: the same stem again
+    third, _ = sf.read(tmp_path / "bass.wav")
+    assert np.array_equal(first, third) and not np.array_equal(first, second)
+
+
+def test_generate_command_errors(tmp_path, tiny_export, capsys):
+    import soundfile as sf
+
+    from .conftest import SR, melody
+
+    sf.write(tmp_path / "song.wav", melody([60, 64]), SR)
+    assert main(["generate", str(tmp_path / "song.wav"), "--instrument", "kazoo", "--model", str(tiny_export)]) == 2
+    assert "unknown instrument 'kazoo'" in capsys.readouterr().err
+    sf.write(tmp_path / "silent.wav", np.zeros(SR, np.float32), SR)
+    assert main(["generate", str(tmp_path / "silent.wav"), "--model", str(tiny_export)]) == 2
+    assert "silence" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "song.wav"), "--model", str(tmp_path / "no_model")]) == 2
+    assert "no model at" in capsys.readouterr().err

@@ -89,6 +89,14 @@ class Codec(nn.Module):
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    @torch.no_grad()
+    def roundtrip(self, wav) -> "np.ndarray":
+        """Encode and decode mono audio ``(N,)`` at :attr:`sample_rate`; returns ``(N,)`` float32."""
+        import numpy as np
+
+        x = torch.as_tensor(np.asarray(wav, dtype=np.float32))[None]
+        return self.decode(self.encode(x))[0, : x.shape[-1]].float().cpu().numpy()
+
     def describe(self) -> dict:
         """The token contract as a plain dict (for configs, logs and compatibility checks).
 

@@ -80,7 +80,13 @@ def test_save_load_roundtrip(tmp_path, tiny_codec, isolated_home):
     assert torch.equal(load_codec().encode(wav), tokens)
 
 
-def test_missing_codec_says_how_to_fit_one(tmp_path):
+def test_default_is_the_fitted_codec_else_the_shipped_one(tmp_path, monkeypatch):
+    import stemgen.codec as codec_pkg
+
+    shipped = load_codec()  # nothing fitted in this test's STEMGEN_HOME
+    assert shipped.cardinality == 2048 and shipped.fingerprint() == EmbeddedCodec.load(
+        codec_pkg.shipped_embedded_dir()).fingerprint()
+    monkeypatch.setattr(codec_pkg, "shipped_embedded_dir", lambda: tmp_path / "none")
     with pytest.raises(MissingWeightsError, match="stemgen codec fit"):
         load_codec()
     with pytest.raises(MissingWeightsError):
