@@ -93,9 +93,14 @@ class StemModel:
     """
 
     def __init__(self, model: StemGenModel, codec: Codec, info: dict | None = None, name: str = "",
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, precision: str = "auto"):
         check_compatible(model, codec, info or {})
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}.")
+        #: the transformer's matmuls under bf16 autocast (about 10x faster on CPUs with bf16
+        #: instructions); the codec and the sampling math stay float32
+        self.precision = _auto_precision(self.device) if precision == "auto" else precision
         self.model = model.eval().to(self.device)
         self.codec = codec.eval().to(self.device)
         self.info = info or {}
@@ -108,7 +113,7 @@ class StemModel:
         cfg = self.model.cfg
         return (f"StemModel({self.name!r}, {self.model.num_parameters() / 1e6:.1f}M parameters, codec "
                 f"{self.codec.name} Q={cfg.num_levels} V={cfg.cardinality}, window "
-                f"{self.window_frames / self.codec.frame_rate:.1f} s, device {self.device})")
+                f"{self.window_frames / self.codec.frame_rate:.1f} s, device {self.device}, {self.precision})")
 
     @property
     def sample_rate(self) -> int:
@@ -166,8 +171,9 @@ class StemModel:
             ctx = torch.stack([tokens[k] for k, _ in group])  # (B, Q, T)
             inst = torch.tensor([classes[k].id for k, _ in group], device=self.device)
             prefix = torch.stack([prefixes[k] for k, _ in group])
-            out = decode_windows(self.model, ctx, inst, self.window_frames, overlap, s, gen, prefix,
-                                 callback=_progress_bars(s, progress, len(group)))
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                out = decode_windows(self.model, ctx, inst, self.window_frames, overlap, s, gen, prefix,
+                                     callback=_progress_bars(s, progress, len(group)))
             results.update({job: out[b] for b, job in enumerate(group)})
         stems = []
         for k, n in jobs:
@@ -177,6 +183,7 @@ class StemModel:
             gain = min(1.0, 0.99 / peak) if peak > 0 else 1.0  # never write a clipping stem
             audio = audio * gain
             record = {"model": self.name, "seed": seed, "sample": n, **s.to_dict(), "gain": gain,
+                      "precision": self.precision,
                       "overlap_seconds": overlap / self.codec.frame_rate,
                       "window_seconds": self.window_frames / self.codec.frame_rate}
             if regenerate is not None:
@@ -220,6 +227,16 @@ class StemModel:
             fr = self.codec.frame_rate
             prefix[:, int(math.floor(start * fr)): int(math.ceil(end * fr))] = mask_id
         return prefix
+
+
+def _auto_precision(device: torch.device) -> str:
+    """bf16 where the hardware runs it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX)."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    except (AttributeError, RuntimeError):
+        return "fp32"
 
 
 def _per_level(values: Sequence[int], q: int) -> tuple[int, ...]:
@@ -293,7 +310,7 @@ def _hub_folder(repo_id: str) -> Path:
 
 
 def load_model(name_or_path: Union[str, Path, StemModel, None] = None, *, codec=None,
-               device: str | torch.device | None = None) -> StemModel:
+               device: str | torch.device | None = None, precision: str = "auto") -> StemModel:
     """Load a model with its codec.
 
     Args:
@@ -302,6 +319,8 @@ def load_model(name_or_path: Union[str, Path, StemModel, None] = None, *, codec=
             ``stemgen-train``; or a Hugging Face hub id ``owner/name`` holding an export.
         codec: override the codec (a :class:`Codec`, name or path); it must match the model's.
         device: default CUDA when available, else CPU.
+        precision: ``"auto"`` (bf16 autocast where the hardware has native bf16, else float32),
+            ``"bf16"`` or ``"fp32"``.
 
     Raises:
         MissingWeightsError: nothing found under that name; CheckpointError: unreadable weights,
@@ -315,14 +334,14 @@ def load_model(name_or_path: Union[str, Path, StemModel, None] = None, *, codec=
         from .train.export import read_checkpoint
 
         model, info = read_checkpoint(path)
-        return StemModel(model, _codec_for(None, info, codec), info, name, device)
+        return StemModel(model, _codec_for(None, info, codec), info, name, device, precision)
     if not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not name.startswith("."):
         path = _hub_folder(name)
     if not path.is_dir():
         raise MissingWeightsError(f"no model at '{name}': give an exported folder (stemgen export), a .ckpt "
                                   f"from stemgen-train, a hub id owner/name, or '{DEMO}'.")
     model, info = load_exported(path)
-    return StemModel(model, _codec_for(path, info, codec), info, name, device)
+    return StemModel(model, _codec_for(path, info, codec), info, name, device, precision)
 
 
 @functools.lru_cache(maxsize=2)

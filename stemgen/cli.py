@@ -30,7 +30,7 @@ def chorales(out: Optional[Path] = None, limit: Optional[int] = None, seed: int 
 
 
 def fit(data: Optional[Path] = None, out: Optional[Path] = None, songs: int = 40,
-        max_frames: int = 100_000, iters: int = 12, seed: int = 0) -> None:
+        max_frames: int = 100_000, iters: int = 12, seed: int = 0, half: bool = False) -> None:
     """Fit the embedded codec (residual k-means over log-magnitude STFT frames) on chorales.
 
     Args:
@@ -40,13 +40,14 @@ def fit(data: Optional[Path] = None, out: Optional[Path] = None, songs: int = 40
         max_frames: at most this many STFT frames (random subset) for k-means.
         iters: Lloyd iterations per level.
         seed: seed of the frame subset and the k-means initialisation.
+        half: store the codebooks as float16 (half the size; how the shipped codec is stored).
     """
     from .codec import default_embedded_dir
     from .prepare import prepare_embedded_codec
 
     out = out or default_embedded_dir()
     codec = prepare_embedded_codec(data, out, songs=songs, max_frames=max_frames, iters=iters,
-                                   seed=seed, force=True)
+                                   seed=seed, force=True, half=half)
     print(f"embedded codec written to {out}: {json.dumps(codec.describe())}")
 
 

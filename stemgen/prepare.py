@@ -45,10 +45,11 @@ def prepare_chorales(out: Path | None = None, limit: int | None = None, seed: in
 
 def prepare_embedded_codec(data: Path | None = None, out: Path | None = None, songs: int = 40,
                            max_frames: int = 100_000, iters: int = 12, seed: int = 0,
-                           force: bool = False, progress: bool = True):
+                           force: bool = False, progress: bool = True, half: bool = False):
     """Fit the embedded codec on the training chorales (or reuse the one in ``out``).
 
     Returns the codec. ``data`` must hold rendered chorales (see :func:`prepare_chorales`).
+    ``half`` rounds the codebooks to float16 and stores them so (half the size).
     """
     from .codec.embedded import EmbeddedCodec, EmbeddedCodecConfig, fit_embedded_codec
 
@@ -61,6 +62,8 @@ def prepare_embedded_codec(data: Path | None = None, out: Path | None = None, so
     codec, stats = fit_embedded_codec(stems, config, mix_clips=mixes, max_frames=max_frames,
                                       iters=iters, seed=seed, progress=progress)
     stats.update(songs=min(songs, len(track_dirs(data, "train"))), data=str(data))
-    codec.save(out, extra=stats)
+    if half:
+        codec.to_half_precision()
+    codec.save(out, extra=stats, half=half)
     log.info("embedded codec fitted in %.1f s on %d frames -> %s", stats["seconds"], stats["frames"], out)
     return codec

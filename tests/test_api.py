@@ -135,6 +135,12 @@ def test_other_bad_input(tmp_path, tiny_model):
 def test_load_model_sources_and_errors(tmp_path, tiny_export, tiny_codec, monkeypatch):
     m = load_model(str(tiny_export), device="cpu")
     assert isinstance(m, StemModel) and load_model(m) is m and "window 0.5 s" in repr(m)
+    assert m.precision in ("bf16", "fp32")  # auto: bf16 only where the CPU runs it natively
+    for precision in ("fp32", "bf16"):
+        stem = load_model(tiny_export, device="cpu", precision=precision).generate(song(0.5), sample_rate=SR, **FAST)
+        assert stem.settings["precision"] == precision and stem.tokens.shape == (4, 25)
+    with pytest.raises(ValueError, match="precision"):
+        load_model(tiny_export, precision="fp8")
     # $STEMGEN_MODEL picks the default model
     monkeypatch.setenv("STEMGEN_MODEL", str(tiny_export))
     assert load_model(device="cpu").codec.fingerprint() == tiny_codec.fingerprint()
