@@ -23,6 +23,11 @@ ANALYSIS_RATE = 44100  # madmom's models are trained at 44.1 kHz
 PERCUSSIVE_WINDOW = 0.6  # seconds (paper)
 STRUCTURE_CLUSTERS = 4
 PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+#: madmom's key vocabulary (``madmom.features.key.KEY_LABELS``), in its order
+KEY_LABELS = ("A major", "Bb major", "B major", "C major", "Db major", "D major", "Eb major", "E major", "F major",
+              "F# major", "G major", "Ab major", "A minor", "Bb minor", "B minor", "C minor", "C# minor", "D minor",
+              "D# minor", "E minor", "F minor", "F# minor", "G minor", "G# minor")
+TRIAD_LABELS = ("N",) + tuple(f"{p}:{q}" for p in PITCH_NAMES for q in ("maj", "min"))
 
 NAMES = ("key", "pitch_range", "unique_pitch_classes", "percussive_density", "beats_per_bar", "chord_variety",
          "tonality_alteration", "note_pitches", "note_pitch_classes", "chord_triads", "structure")
@@ -50,6 +55,17 @@ class Descriptors:
         if name == "tonality_alteration":
             return [round(v, 1)]
         return list(v) if isinstance(v, list) else [v]
+
+    def codes(self, name: str) -> list[int]:
+        """:meth:`values` as integers (labels by their index in a fixed vocabulary), so that a
+        population can live in tensors (torchmetrics state, synced across processes)."""
+        if name == "key":
+            return [KEY_LABELS.index(self.key)]
+        if name == "chord_triads":
+            return [TRIAD_LABELS.index(t) for t in self.chord_triads]
+        if name == "tonality_alteration":
+            return [int(round(10 * self.tonality_alteration))]
+        return [int(v) for v in self.values(name)]
 
     def to_dict(self) -> dict:
         return asdict(self)
