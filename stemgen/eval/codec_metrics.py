@@ -52,18 +52,30 @@ def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int) -> np.ndarray:
     return np.maximum(0.0, np.minimum(up, down))
 
 
+def chroma_frames(x: np.ndarray, sample_rate: int, hop: int = 640, n_fft: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """``(N,)`` -> ``(chroma (12, T), energy (T,))``: pitch-class power per frame and total power."""
+    power = power_spectrogram(x, n_fft, hop)
+    return chroma_matrix(n_fft, sample_rate) @ power, power.sum(0)
+
+
+def frame_cosine(ref: np.ndarray, est: np.ndarray, ref_energy: np.ndarray, energy_threshold: float = 0.01) -> float:
+    """Mean cosine similarity of the columns of ``(12, T)`` matrices over the frames whose
+    reference energy is above ``energy_threshold`` of its maximum."""
+    t = min(ref.shape[1], est.shape[1])
+    ref, est, ref_energy = ref[:, :t], est[:, :t], ref_energy[:t]
+    keep = ref_energy > energy_threshold * ref_energy.max()
+    num = (ref * est).sum(0)
+    den = np.linalg.norm(ref, axis=0) * np.linalg.norm(est, axis=0) + 1e-20
+    return float((num / den)[keep].mean()) if keep.any() else 0.0
+
+
 def chroma_similarity(ref: np.ndarray, est: np.ndarray, sample_rate: int, hop: int = 640,
                       n_fft: int = 4096, energy_threshold: float = 0.01) -> float:
     """Mean frame-wise chroma cosine similarity of ``est`` to ``ref`` (both ``(N,)``)."""
     n = min(len(ref), len(est))
-    pr, pe = power_spectrogram(ref[:n], n_fft, hop), power_spectrogram(est[:n], n_fft, hop)
-    cm = chroma_matrix(n_fft, sample_rate)
-    cr, ce = cm @ pr, cm @ pe  # (12, T)
-    energy = pr.sum(0)
-    keep = energy > energy_threshold * energy.max()
-    num = (cr * ce).sum(0)
-    den = np.linalg.norm(cr, axis=0) * np.linalg.norm(ce, axis=0) + 1e-20
-    return float((num / den)[keep].mean())
+    cr, energy = chroma_frames(ref[:n], sample_rate, hop, n_fft)
+    ce, _ = chroma_frames(est[:n], sample_rate, hop, n_fft)
+    return frame_cosine(cr, ce, energy, energy_threshold)
 
 
 def log_mel_distance(ref: np.ndarray, est: np.ndarray, sample_rate: int, hop: int = 640,

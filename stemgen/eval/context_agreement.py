@@ -1,0 +1,117 @@
+"""Context agreement (beyond the paper): does a stem fit *its own* context?
+
+Two measures per (stem, context) pair:
+
+* chroma: mean frame-wise cosine similarity of the stem's and the context's pitch-class profiles
+  (over the frames where the context sounds) — does it play in the harmony?
+* beat: F-measure (mir_eval, 70 ms window) of the stem's beats against the context's beats
+  (madmom's RNN + DBN beat tracker) — does it play in time?
+
+Each is also computed with the stem paired with another example's context (a cyclic shift
+over the population). The gap, own minus mismatched, is the "listens" score: a model that
+ignores its context scores the same on both.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torchmetrics import Metric
+
+from .codec_metrics import chroma_frames, frame_cosine
+
+BEAT_WINDOW = 0.07  # seconds, mir_eval's default F-measure window
+
+
+def beat_f_measure(reference: np.ndarray, estimated: np.ndarray) -> float:
+    """F-measure of ``estimated`` beat times against ``reference`` (0 when either is empty)."""
+    import mir_eval
+
+    reference, estimated = np.asarray(reference, float), np.asarray(estimated, float)
+    if len(reference) == 0 or len(estimated) == 0:
+        return 0.0
+    return float(mir_eval.beat.f_measure(reference, estimated, f_measure_threshold=BEAT_WINDOW))
+
+
+class BeatTracker:
+    """madmom's RNN beat activation + DBN tracking, built once; ``(N,)`` audio -> beat times (s)."""
+
+    def __init__(self):
+        from .madmom_import import import_madmom
+
+        import_madmom()
+        from madmom.features.beats import DBNBeatTrackingProcessor, RNNBeatProcessor
+
+        self.activation = RNNBeatProcessor(num_threads=1)
+        self.tracker = DBNBeatTrackingProcessor(fps=100)
+
+    def __call__(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
+        from madmom.audio.signal import Signal
+
+        from ..audio import resample
+
+        x = resample(np.asarray(wav, dtype=np.float32), int(sample_rate), 44100)
+        try:
+            return np.asarray(self.tracker(self.activation(Signal(x, sample_rate=44100, num_channels=1))))
+        except (ValueError, IndexError):  # silent or too short
+            return np.zeros(0)
+
+
+def agreement_table(stems: Sequence[dict], contexts: Sequence[dict]) -> dict[str, float]:
+    """Mean chroma and beat agreement of each stem with its own context and with the next
+    example's context. ``stems``/``contexts``: per example ``{"chroma", "energy", "beats"}``."""
+    n = len(stems)
+    if n < 2 or len(contexts) != n:
+        raise ValueError(f"context agreement needs at least 2 (stem, context) pairs, got {n} stems and {len(contexts)} contexts")
+    out = {}
+    for key, shift in (("", 0), ("_mismatched", 1)):
+        pairs = [(stems[i], contexts[(i + shift) % n]) for i in range(n)]
+        out["chroma" + key] = float(np.mean([frame_cosine(c["chroma"], s["chroma"], c["energy"]) for s, c in pairs]))
+        out["beat" + key] = float(np.mean([beat_f_measure(c["beats"], s["beats"]) for s, c in pairs]))
+    out["chroma_gap"] = out["chroma"] - out["chroma_mismatched"]
+    out["beat_gap"] = out["beat"] - out["beat_mismatched"]
+    return out
+
+
+class ContextAgreement(Metric):
+    """Context agreement as a torchmetrics ``Metric``: ``update(stems, contexts, sample_rate)``
+    with lists of mono clips, ``compute()`` -> chroma/beat agreement, mismatched, and gaps.
+
+    The per-example chroma profiles and beat times are the state (list states, concatenated
+    across processes); mismatched pairs are formed over the whole population at ``compute``.
+    """
+
+    full_state_update = False
+
+    def __init__(self, beats: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.tracker = BeatTracker() if beats else None
+        for side in ("stem", "context"):
+            for what in ("chroma", "energy", "beats"):
+                self.add_state(f"{side}_{what}", default=[], dist_reduce_fx=None)
+
+    def _features(self, wav: np.ndarray, sample_rate: int) -> dict:
+        chroma, energy = chroma_frames(np.asarray(wav, np.float32), sample_rate)
+        beats = self.tracker(wav, sample_rate) if self.tracker is not None else np.zeros(0)
+        return {"chroma": chroma, "energy": energy, "beats": beats}
+
+    def update(self, stems, contexts, sample_rate: int) -> None:
+        if len(stems) != len(contexts):
+            raise ValueError(f"{len(stems)} stems but {len(contexts)} contexts")
+        for side, clips in (("stem", stems), ("context", contexts)):
+            for clip in clips:
+                f = self._features(clip, sample_rate)
+                for what, value in f.items():
+                    getattr(self, f"{side}_{what}").append(torch.as_tensor(value, dtype=torch.float64, device=self.device))
+
+    def _examples(self, side: str) -> list[dict]:
+        cols = [getattr(self, f"{side}_{w}") for w in ("chroma", "energy", "beats")]
+        return [{"chroma": c.cpu().numpy(), "energy": e.cpu().numpy(), "beats": b.cpu().numpy()} for c, e, b in zip(*cols)]
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        table = agreement_table(self._examples("stem"), self._examples("context"))
+        if self.tracker is None:
+            table = {k: v for k, v in table.items() if not k.startswith("beat")}
+        return {k: torch.tensor(v) for k, v in table.items()}
