@@ -18,6 +18,15 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def descriptor_histograms(real: list, generated: list, path: str | Path, title: str = "") -> Path:
     """One panel per descriptor: the share of each value in the real and the generated population."""
     from .distances import shared_histograms
@@ -36,12 +45,7 @@ def descriptor_histograms(real: list, generated: list, path: str | Path, title: 
     axes.flat[-1].axis("off")
     axes.flat[0].legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def metric_by_setting(results: dict, path: str | Path) -> Path:
@@ -75,9 +79,4 @@ def metric_by_setting(results: dict, path: str | Path) -> Path:
     for ax in axes:
         ax.set_xticks(x, names, rotation=20, fontsize=8)
     fig.suptitle(f"{results['grid']} (N={results['n']})")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
