@@ -125,3 +125,14 @@ def test_callback_reports_every_step_of_every_level():
     decode_tokens(model, ctx, inst, SamplingSettings(steps=(3, 2, 2, 1)), torch.Generator().manual_seed(0),
                   callback=lambda q, s, n: seen.append((q, s, n)))
     assert seen == [(0, 1, 3), (0, 2, 3), (0, 3, 3), (1, 1, 2), (1, 2, 2), (2, 1, 2), (2, 2, 2), (3, 1, 1)]
+
+
+def test_pure_causal_bias_decodes_every_level_left_to_right():
+    model, ctx, inst = setup()
+    rec = Recorder(model)
+    s = SamplingSettings(steps=(5, 4, 3, 3), w_confidence=0.0, w_position=1.0, w_random=0.0)
+    decode_tokens(rec, ctx, inst, s, torch.Generator().manual_seed(0))
+    for level, tgt, _ in rec.calls:
+        decoded = tgt[:2, level] != V  # (B, T)
+        n = decoded.sum(-1, keepdim=True)
+        assert torch.equal(decoded, torch.arange(T)[None] < n)  # always a prefix in time
