@@ -186,6 +186,7 @@ class EmbeddedCodec(Codec):
         folder.mkdir(parents=True, exist_ok=True)
         books = self.codebooks.half() if half else self.codebooks
         tensors = {"codebooks": books.contiguous(), "feature_max": self.feature_max.reshape(1)}
+        extra = extra if extra is not None else getattr(self, "fit_info", None)  # keep how it was fitted
         atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(tensors, str(tmp)))
         cfg = {"codec": KIND, **asdict(self.config), **({"fit": extra} if extra else {})}
         atomic_write(folder / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(cfg, indent=1)))
@@ -210,13 +211,15 @@ class EmbeddedCodec(Codec):
         cfg = json.loads((folder / CONFIG_NAME).read_text())
         if cfg.pop("codec", None) != KIND:
             raise CheckpointError(f"{folder / CONFIG_NAME} does not describe an embedded codec.")
-        cfg.pop("fit", None)
+        fit_info = cfg.pop("fit", None)
         try:
             config = EmbeddedCodecConfig(**cfg)
             tensors = load_file(str(folder / WEIGHTS_NAME))
         except Exception as err:
             raise CheckpointError(f"cannot read the embedded codec in {folder}: {err}") from err
-        return cls(config, tensors["codebooks"], float(tensors["feature_max"][0]))
+        codec = cls(config, tensors["codebooks"], float(tensors["feature_max"][0]))
+        codec.fit_info = fit_info
+        return codec
 
 
 def _sounding_frames(codec: EmbeddedCodec, clips: list[np.ndarray], budget: int,
