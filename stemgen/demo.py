@@ -8,7 +8,6 @@ voices plus the new bass, and writes the WAVs, the mix and a PNG a person can lo
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
@@ -20,8 +19,6 @@ from .data.songs import ScanReport, read_slakh_track
 from .instruments import DRUMS_ID, resolve
 from .plots import spectrogram_figure
 from .prepare import prepare_chorales, track_dirs
-
-log = logging.getLogger(__name__)
 
 
 def _sum(signals: list[np.ndarray]) -> np.ndarray:
@@ -37,11 +34,6 @@ def run_demo(out: Path = Path("demo_out"), songs: int = 10, seconds: float = 20.
     out = Path(out)
     data = prepare_chorales(data, limit=songs, seed=0, progress=progress)  # dataset seed 0: the demo model's split
     sm = load_model(model)
-    if steps is None and sm.precision == "fp32" and sm.device.type == "cpu":
-        # without native bf16 the transformer runs ~10x slower on CPU: a quarter of the paper's
-        # steps keeps the demo within minutes (quality drops a little)
-        steps = [max(1, s // 4) for s in sm.settings().steps]
-        log.info("this CPU has no native bf16: the demo decodes with %s steps instead of the paper's", steps)
     sr = sm.sample_rate
     test = track_dirs(data, "test")
     if not test:
