@@ -50,7 +50,10 @@ def test_clear_error_and_exit_code(tmp_path, tiny_codec, capsys):
     assert "not found" in err and "Traceback" not in err
 
 
-def test_missing_codec_is_a_clear_error(tmp_path, capsys):
+def test_missing_codec_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    import stemgen.codec as codec_pkg
+
+    monkeypatch.setattr(codec_pkg, "shipped_embedded_dir", lambda: tmp_path / "no_shipped_codec")
     write_audio(tmp_path / "in.wav", np.full(3200, 0.1, dtype=np.float32), 32000)
     assert main(["codec", "roundtrip", str(tmp_path / "in.wav"), "--out", str(tmp_path / "o.wav")]) == 2
     assert "stemgen codec fit" in capsys.readouterr().err
