@@ -24,7 +24,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .audio import dbfs, load_mono, write_audio
+from .audio import dbfs, load_mono, mix_down, write_audio
 from .codec import Codec, load_codec
 from .errors import AudioError, CheckpointError, MissingWeightsError
 from .instruments import resolve as resolve_instrument
@@ -36,7 +36,7 @@ from .sampling.windows import decode_windows
 DEMO = "demo"
 ENV_MODEL = "STEMGEN_MODEL"
 #: context quieter than this (dBFS) is treated as silence: there is nothing to listen to
-SILENCE_DBFS = -70.0
+MIN_CONTEXT_DBFS = -70.0
 PAPER_STEPS = (128, 64, 32, 32)
 
 
@@ -73,9 +73,7 @@ class Stem:
 
     def mix(self, stem_gain_db: float = 0.0) -> np.ndarray:
         """Context plus stem ``(N,)``, scaled down together only if the sum would clip."""
-        mixed = self.context + self.audio * 10.0 ** (stem_gain_db / 20.0)
-        peak = float(np.abs(mixed).max())
-        return (mixed / peak * 0.99 if peak > 0.99 else mixed).astype(np.float32)
+        return mix_down([self.context, self.audio * 10.0 ** (stem_gain_db / 20.0)])
 
     def save(self, path: Union[str, Path]) -> Path:
         """Write the stem (format from the extension: wav, flac, ogg)."""
@@ -195,8 +193,8 @@ class StemModel:
         wav = load_mono(context, self.sample_rate, sample_rate=sample_rate, min_samples=self.codec.hop_length,
                         name="context")
         level = dbfs(wav)
-        if level < SILENCE_DBFS:
-            raise AudioError(f"context is silent ({level:.0f} dBFS, below {SILENCE_DBFS:.0f}): there is nothing "
+        if level < MIN_CONTEXT_DBFS:
+            raise AudioError(f"context is silent ({level:.0f} dBFS, below {MIN_CONTEXT_DBFS:.0f}): there is nothing "
                              f"to listen to. Pass the music the stem should fit.")
         return wav
 

@@ -93,6 +93,15 @@ def write_audio(path: PathLike, wav, sample_rate: int) -> Path:
     return path
 
 
+def mix_down(signals) -> np.ndarray:
+    """Sum of mono ``(N,)`` signals (cut to the shortest), scaled down together only if the sum
+    would clip (peak 0.99); float32."""
+    n = min(len(x) for x in signals)
+    out = np.sum([np.asarray(x[:n], dtype=np.float32) for x in signals], axis=0)
+    peak = float(np.abs(out).max()) if n else 0.0
+    return (out / peak * 0.99 if peak > 0.99 else out).astype(np.float32)
+
+
 def dbfs(wav) -> float:
     """RMS level of a signal in dBFS; :data:`SILENCE_DBFS` for an all-zero or empty signal."""
     wav = _as_numpy(wav).astype(np.float64)

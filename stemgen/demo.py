@@ -14,18 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from .api import load_model
-from .audio import load_mono, write_audio
+from .audio import load_mono, mix_down, write_audio
 from .data.songs import ScanReport, read_slakh_track
 from .instruments import DRUMS_ID, resolve
 from .plots import spectrogram_figure
 from .prepare import prepare_chorales, track_dirs
-
-
-def _sum(signals: list[np.ndarray]) -> np.ndarray:
-    """Sum of ``(N,)`` signals, scaled down only if it would clip."""
-    out = np.sum(signals, axis=0)
-    peak = float(np.abs(out).max())
-    return (out / peak * 0.99 if peak > 0.99 else out).astype(np.float32)
 
 
 def run_demo(out: Path = Path("demo_out"), songs: int = 10, seconds: float = 20.0, seed: int = 0,
@@ -43,16 +36,16 @@ def run_demo(out: Path = Path("demo_out"), songs: int = 10, seconds: float = 20.
     n = int(seconds * sr)
     audio = {s.name: load_mono(s.path, sr)[:n] for s in song.stems}
     bass_id = resolve("bass").id
-    voices = _sum([audio[s.name] for s in song.stems if s.instrument not in (bass_id, DRUMS_ID)])
+    voices = mix_down([audio[s.name] for s in song.stems if s.instrument not in (bass_id, DRUMS_ID)])
     reference = {s.instrument: audio[s.name] for s in song.stems if s.instrument in (bass_id, DRUMS_ID)}
 
     t0 = time.perf_counter()
     bass = sm.generate(voices, "bass", sample_rate=sr, seed=seed, steps=steps, progress=progress)
     t_bass = time.perf_counter() - t0
-    drums = sm.generate(_sum([voices, bass.audio]), "drums", sample_rate=sr, seed=seed + 1, steps=steps,
+    drums = sm.generate(mix_down([voices, bass.audio]), "drums", sample_rate=sr, seed=seed + 1, steps=steps,
                         progress=progress)
     t_drums = time.perf_counter() - t0 - t_bass
-    mix = _sum([voices, bass.audio, drums.audio])
+    mix = mix_down([voices, bass.audio, drums.audio])
 
     files = {
         "context": write_audio(out / "context_upper_voices.wav", voices, sr),

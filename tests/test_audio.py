@@ -96,3 +96,12 @@ def test_array_needs_rate_and_channels_first():
 def test_write_refuses_nan(tmp_path):
     with pytest.raises(AudioError, match="NaN"):
         write_audio(tmp_path / "x.wav", np.array([0.0, np.nan], dtype=np.float32), 32000)
+
+
+def test_mix_down_sums_cuts_and_never_clips():
+    from stemgen.audio import mix_down
+
+    out = mix_down([np.full(10, 0.2, np.float32), np.full(8, 0.3, np.float32)])
+    assert out.shape == (8,) and out.dtype == np.float32 and np.allclose(out, 0.5)
+    loud = mix_down([np.full(4, 0.8, np.float32), np.full(4, 0.8, np.float32)])
+    assert np.allclose(loud, 0.99)  # scaled together, not clipped

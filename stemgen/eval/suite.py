@@ -84,12 +84,6 @@ def draw_triples(root: str | Path, n: int, sample_rate: int, seconds: float, spl
     return [ds.draw(i) for i in range(n)]
 
 
-def _mix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    m = a[: min(len(a), len(b))] + b[: min(len(a), len(b))]
-    peak = float(np.abs(m).max()) if len(m) else 0.0
-    return (m / peak * 0.99 if peak > 0.99 else m).astype(np.float32)
-
-
 def generate_population(model, triples: list, entry: GridEntry, out: Path, batch_size: int = 8,
                         seed: int = 0) -> list[np.ndarray]:
     """One stem per triple for ``entry``, cached as ``out/NNNN.wav``; existing files are reused."""
@@ -127,7 +121,9 @@ class Scorer:
         self.beats = beats
 
     def describe(self, stems: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> list:
-        return [self.descriptors(_mix(s, c), sr) for s, c in zip(stems, contexts)]
+        from ..audio import mix_down
+
+        return [self.descriptors(mix_down([s, c]), sr) for s, c in zip(stems, contexts)]
 
     def frechet(self, real: list[np.ndarray], generated: list[np.ndarray], sr: int) -> dict:
         from .fad import FrechetAudioDistance
