@@ -155,8 +155,9 @@ class StemModel:
         s = self.settings(steps, guidance, causal_bias, temperature, settings)
         seed = secrets.randbits(31) if seed is None else int(seed)
         wavs = [self._context_audio(c, sample_rate) for c in contexts]
-        tokens = [self.codec.encode(torch.from_numpy(w)[None].to(self.device))[0] for w in wavs]  # (Q, T) each
-        prefixes = [self._prefix(keep, regenerate, t, sample_rate) for t in tokens]
+        tokens = [self._encode(w) for w in wavs]  # (Q, T) each
+        kept = self._kept_tokens(keep, sample_rate)
+        prefixes = [self._prefix(kept, regenerate, t) for t in tokens]
         overlap = int(round(overlap_seconds * self.codec.frame_rate))
         overlap = min(max(overlap, 0), self.window_frames // 2)
 
@@ -198,18 +199,25 @@ class StemModel:
                              f"to listen to. Pass the music the stem should fit.")
         return wav
 
-    def _prefix(self, keep, regenerate, context_tokens: torch.Tensor, sample_rate: int | None) -> torch.Tensor:
+    def _encode(self, wav: np.ndarray) -> torch.Tensor:
+        """Mono ``(N,)`` at the codec's rate -> tokens ``(Q, T)`` on the model's device."""
+        return self.codec.encode(torch.from_numpy(wav)[None].to(self.device))[0]
+
+    def _kept_tokens(self, keep, sample_rate: int | None) -> torch.Tensor | None:
+        """Tokens ``(Q, Tk)`` of the stem to keep (a :class:`Stem`'s own, or its audio encoded)."""
+        if keep is None:
+            return None
+        if isinstance(keep, Stem):
+            return keep.tokens.to(self.device)
+        return self._encode(load_mono(keep, self.sample_rate, sample_rate=sample_rate,
+                                      min_samples=self.codec.hop_length, name="kept stem"))
+
+    def _prefix(self, kept: torch.Tensor | None, regenerate, context_tokens: torch.Tensor) -> torch.Tensor:
         """``(Q, T)`` target tokens fixed before decoding (MASK id where free)."""
         mask_id = self.model.cfg.mask_id
         prefix = torch.full_like(context_tokens, mask_id)
-        if keep is None:
+        if kept is None:
             return prefix
-        if isinstance(keep, Stem):
-            kept = keep.tokens.to(self.device)
-        else:
-            wav = load_mono(keep, self.sample_rate, sample_rate=sample_rate, min_samples=self.codec.hop_length,
-                            name="kept stem")
-            kept = self.codec.encode(torch.from_numpy(wav)[None].to(self.device))[0]
         t, tk = context_tokens.shape[-1], kept.shape[-1]
         if kept.shape[0] != prefix.shape[0] or tk > t:
             raise ValueError(f"the stem to keep has {kept.shape[0]} levels x {tk} frames; the context has "

@@ -85,6 +85,9 @@ def test_inpainting_and_continuation(tiny_model):
     longer = np.concatenate([ctx[: SR // 2], song(1.0, seed=3)])
     cont = stemgen.generate(longer, "bass", model=tiny_model, sample_rate=SR, keep=short, **FAST)
     assert cont.tokens.shape == (4, 75) and torch.equal(cont.tokens[:, :25], short.tokens)
+    # a kept stem given as audio is encoded with the model's codec
+    from_audio = stemgen.generate(longer, "bass", model=tiny_model, sample_rate=SR, keep=short.audio, **FAST)
+    assert torch.equal(from_audio.tokens[:, :25], tiny_model.codec.encode(torch.from_numpy(short.audio)[None])[0])
     with pytest.raises(ValueError, match="inside the context"):
         stemgen.generate(ctx, "bass", model=tiny_model, sample_rate=SR, keep=first, regenerate=(0.8, 3.0), **FAST)
     with pytest.raises(ValueError, match="needs keep"):
