@@ -14,7 +14,8 @@ from typing import Callable, Optional
 import torch
 
 from ..instruments import NULL_ID
-from .steps import causal_bias_scores, commit, guided_log_probs, gumbel_noise, masked_counts, sample_candidates
+from . import fused
+from .steps import guided_log_probs, masked_counts
 
 # callback(level, step, steps_of_level) after every committed step
 StepCallback = Callable[[int, int, int], None]
@@ -34,6 +35,13 @@ class SamplingSettings:
         w_confidence: ranking weight of the candidate's probability, w_c (paper: 0.1).
         w_position: causal-bias weight, w_s (paper: 0.1; 0 is VampNet-like).
         w_random: ranking weight of the uniform noise, w_r (paper: 1.0).
+        sampler: how the per-step work after the forward pass runs: "fused" (the
+            ``torch.ops.stemgen`` ops: compiled C++ on CPU, Triton on CUDA, the eager reference where
+            neither builds) or "eager" (the reference functions of :mod:`.steps`). Both commit the
+            same tokens from the same noise.
+        compile: run each decoding step (forward pass of all branches + the step ops) through
+            ``torch.compile``; on CUDA with CUDA graphs ("reduce-overhead"). The first level pays the
+            compilation.
     """
 
     steps: tuple[int, ...] = (128, 64, 32, 32)
@@ -44,6 +52,8 @@ class SamplingSettings:
     w_confidence: float = 0.1
     w_position: float = 0.1
     w_random: float = 1.0
+    sampler: str = "fused"
+    compile: bool = False
 
     @classmethod
     def naive(cls, **overrides) -> "SamplingSettings":
@@ -65,26 +75,64 @@ class SamplingSettings:
         weights = (self.lambda_context, self.lambda_instrument, self.w_confidence, self.w_position, self.w_random)
         if any(not torch.isfinite(torch.tensor(float(w))) for w in weights):
             raise ValueError(f"guidance scales and ranking weights must be finite numbers, got {weights}.")
+        if self.sampler not in ("fused", "eager"):
+            raise ValueError(f"sampler must be 'fused' or 'eager', got {self.sampler!r}.")
         return self
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
 
+def level_logits(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, level: int,
+                 guidance: bool) -> torch.Tensor:
+    """Logits of level ``level``: ``(B, T, V)`` for p(t|a,i), or with guidance the three branches
+    p(t|a), p(t|i), p(t) stacked as ``(3B, T, V)`` and run as one batch."""
+    if not guidance:
+        return model(context, target, instrument, level=level)
+    b = context.shape[0]
+    null_inst = torch.full_like(instrument, NULL_ID)
+    ctx3, tgt3 = context.repeat(3, 1, 1), target.repeat(3, 1, 1)
+    inst3 = torch.cat([null_inst, instrument, null_inst])
+    drop3 = torch.cat([torch.zeros(b, dtype=torch.bool, device=context.device),
+                       torch.ones(2 * b, dtype=torch.bool, device=context.device)])
+    return model(ctx3, tgt3, inst3, drop_context=drop3, level=level)  # (3B, T, V)
+
+
 @torch.no_grad()
 def level_log_probs(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, level: int,
                     settings: SamplingSettings) -> torch.Tensor:
     """Log-probabilities ``(B, T, V)`` of level ``level`` given the current target tokens."""
-    b = context.shape[0]
+    logits = level_logits(model, context, target, instrument, level, settings.guidance)
     if not settings.guidance:
-        return model(context, target, instrument, level=level).float().log_softmax(-1)
-    null_inst = torch.full_like(instrument, NULL_ID)
-    ctx3, tgt3 = context.repeat(3, 1, 1), target.repeat(3, 1, 1)
-    inst3 = torch.cat([null_inst, instrument, null_inst])
-    drop3 = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(2 * b, dtype=torch.bool)]).to(context.device)
-    logits = model(ctx3, tgt3, inst3, drop_context=drop3, level=level)  # (3B, T, V)
-    a, i, u = logits.split(b)
-    return guided_log_probs(a, i, u, settings.lambda_context, settings.lambda_instrument)
+        return logits.float().log_softmax(-1)
+    return guided_log_probs(*logits.split(context.shape[0]), settings.lambda_context, settings.lambda_instrument)
+
+
+def decode_step(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, noise: torch.Tensor,
+                uniform: torch.Tensor, remain: torch.Tensor, level: int, settings: SamplingSettings) -> torch.Tensor:
+    """One decoding step of level ``level``: forward pass, then candidates, ranking and commit.
+
+    ``noise (B, T, V)`` and ``uniform (B, T)`` are uniform noise in [0, 1) for the candidates and
+    the ranking; ``remain (B,)`` positions stay masked. Returns the level's tokens ``(B, T)``.
+    Shapes are static and nothing waits on the device, so the step can be compiled and captured.
+    """
+    logits = level_logits(model, context, target, instrument, level, settings.guidance)
+    step = fused.sample_step if settings.sampler == "fused" else fused.reference_step
+    la, li = (settings.lambda_context, settings.lambda_instrument) if settings.guidance else (1.0, 1.0)
+    return step(logits, target[:, level], noise, uniform, remain, la, li, float(settings.temperature[level]),
+                settings.w_confidence, settings.w_position, settings.w_random, model.cfg.mask_id)
+
+
+_COMPILED: dict = {}
+
+
+def _step_function(settings: SamplingSettings, device: torch.device):
+    if not settings.compile:
+        return decode_step
+    mode = "reduce-overhead" if device.type == "cuda" else None  # CUDA graphs where launches dominate
+    if mode not in _COMPILED:
+        _COMPILED[mode] = torch.compile(decode_step, mode=mode, fullgraph=True, dynamic=False)
+    return _COMPILED[mode]
 
 
 @torch.no_grad()
@@ -94,26 +142,31 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     """Decode the masked positions of one level; returns new target tokens ``(B, Q, T)``.
 
     Levels coarser than ``level`` must be decoded; positions of ``level`` already decoded are
-    kept. Each example follows the cosine schedule over its own masked positions.
+    kept. Each example follows the cosine schedule over its own masked positions. The number of
+    steps is fixed once per level (the schedule's steps until every example is fully decoded), so
+    inside a level nothing waits on the device and the noise drawn depends only on the shapes.
     """
     mask_id = model.cfg.mask_id
     b, _, t = context.shape
+    v = model.cfg.cardinality
     target = target.clone()
     total = (target[:, level] == mask_id).sum(-1)  # (B,) positions this level decodes
     steps = int(settings.steps[level])
-    for step, remain_count in enumerate(masked_counts(t, steps)):
-        if not (target[:, level] == mask_id).any():  # few free positions: done before the last step
-            if callback is not None:
-                callback(level, steps, steps)
-            break
-        remain = (total * remain_count) // t  # (B,)
-        logp = level_log_probs(model, context, target, instrument, level, settings)
-        cand, conf = sample_candidates(logp, settings.temperature[level], gumbel_noise(logp.shape, generator, logp.device))
-        u = torch.rand(b, t, generator=generator, device=logp.device)
-        scores = causal_bias_scores(conf, u, settings.w_confidence, settings.w_position, settings.w_random)
-        target[:, level] = commit(target[:, level], cand, scores, mask_id, remain)
+    counts = masked_counts(t, steps)
+    remains = (total[None, :] * torch.tensor(counts, device=total.device)[:, None]) // t  # (S, B)
+    # the one host synchronisation of the level: steps after every example is done change nothing
+    busy = (remains.amax(-1) > 0).tolist()
+    n_steps = 0 if int(total.max()) == 0 else (busy.index(False) + 1)
+    step_fn = _step_function(settings, context.device)
+    for step in range(n_steps):
+        noise = torch.rand(b, t, v, generator=generator, device=context.device)
+        uniform = torch.rand(b, t, generator=generator, device=context.device)
+        tokens = step_fn(model, context, target, instrument, noise, uniform, remains[step], level, settings)
+        target[:, level] = tokens
         if callback is not None:
             callback(level, step + 1, steps)
+    if n_steps < steps and callback is not None:
+        callback(level, steps, steps)
     return target
 
 

@@ -48,10 +48,15 @@ def sample_candidates(log_probs: torch.Tensor, temperature: float, gumbel: torch
     return tokens, tempered.gather(-1, tokens[..., None])[..., 0].exp()
 
 
-def gumbel_noise(shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """Standard Gumbel noise ``-log(-log U)``."""
-    u = torch.rand(shape, generator=generator, device=device).clamp_(1e-20, 1.0 - 1e-7)
+def gumbel_from_uniform(uniform: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise ``-log(-log U)`` from uniform noise in [0, 1) (clamped away from 0 and 1)."""
+    u = uniform.float().clamp(1e-20, 1.0 - 1e-7)
     return -torch.log(-torch.log(u))
+
+
+def gumbel_noise(shape, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Standard Gumbel noise of ``shape`` drawn from ``generator``."""
+    return gumbel_from_uniform(torch.rand(shape, generator=generator, device=device))
 
 
 def causal_bias_scores(confidence: torch.Tensor, uniform: torch.Tensor, w_confidence: float = 0.1,

@@ -1,0 +1,253 @@
+// Fused CPU kernels for one decoding step after the forward pass (stemgen.sampling.fused).
+//
+// candidates: per masked position (b, t), one walk over the V codes of the G = 1 or 3 guidance
+// branches' logits rows, held in a per-thread scratch of (G + 1) x V floats: per-branch
+// log-softmax, the eq. 3 combination, renormalisation, temperature, Gumbel noise made from the
+// uniform noise passed in, argmax and the candidate's probability. No [B, T, V] intermediate is
+// written. Already decoded positions are skipped (they never compete).
+//
+// rank_commit: per example, the causal-bias score rho = w_c c + w_s (1 - t/T) + w_r U of each
+// masked position and a selection (nth_element) of the n_masked - remain best, committed.
+//
+// The arithmetic follows the eager reference (stemgen/sampling/steps.py) operation by operation,
+// with the same vectorised exp/log (ATen's Vectorized, SLEEF); only the order of the sums in the
+// softmax normalisers differs. Built with -ffp-contract=off so no FMA changes the rounding.
+
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+namespace {
+
+using Vec = at::vec::Vectorized<float>;
+
+float row_max(const float* x, int64_t n) {
+  return at::vec::reduce_all<float>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, x, n);
+}
+
+// log(sum exp(x - m)): ATen's log_softmax normaliser, log_softmax(x) = (x - m) - that.
+float log_sum_exp_shifted(const float* x, int64_t n, float m) {
+  const float s = at::vec::map_reduce_all<float>(
+      [m](Vec v) { return (v - Vec(m)).exp(); }, [](Vec a, Vec b) { return a + b; }, x, n);
+  return std::log(s);
+}
+
+// Vectorised first-occurrence argmax over f(v) for v in [0, n); f(base) gives the Vec at base.
+template <typename F>
+int64_t argmax_of(F f, int64_t n) {
+  constexpr int64_t W = Vec::size();
+  float best = -std::numeric_limits<float>::infinity();
+  int64_t best_idx = -1;
+  int64_t v = 0;
+  if (n >= W) {
+    Vec vmax(-std::numeric_limits<float>::infinity());
+    Vec vidx(0.f);
+    float lane[W];
+    for (int64_t k = 0; k < W; ++k) lane[k] = static_cast<float>(k);
+    Vec idx = Vec::loadu(lane);
+    const Vec step(static_cast<float>(W));
+    for (; v + W <= n; v += W) {
+      const Vec z = f(v);
+      const Vec gt = z > vmax;  // strict: an earlier index keeps a tie within a lane
+      vmax = Vec::blendv(vmax, z, gt);
+      vidx = Vec::blendv(vidx, idx, gt);
+      idx = idx + step;
+    }
+    float mx[W], ix[W];
+    vmax.store(mx);
+    vidx.store(ix);
+    for (int64_t k = 0; k < W; ++k) {
+      const int64_t i = static_cast<int64_t>(ix[k]);
+      if (mx[k] > best || (mx[k] == best && i < best_idx) || best_idx < 0) { best = mx[k]; best_idx = i; }
+    }
+  }
+  if (v < n) {  // the tail, through a padded vector
+    float z[Vec::size()];
+    f(v).store(z);
+    for (int64_t k = 0; v + k < n; ++k)
+      if (z[k] > best || best_idx < 0) { best = z[k]; best_idx = v + k; }
+  }
+  return best_idx;
+}
+
+template <typename scalar_t>
+const float* as_float_row(const scalar_t* src, float* scratch, int64_t n) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    return src;
+  } else {
+    at::vec::convert(src, scratch, n);
+    return scratch;
+  }
+}
+
+// Loads up to Vec::size() floats at x + v; past n the lanes are padding (never selected).
+inline Vec load(const float* x, int64_t v, int64_t n) {
+  return v + Vec::size() <= n ? Vec::loadu(x + v) : Vec::loadu(x + v, n - v);
+}
+
+template <typename scalar_t>
+void candidates_kernel(const scalar_t* logits, const int64_t* current, const float* noise, int64_t G, int64_t B,
+                       int64_t T, int64_t V, float la, float li, float lu, double temperature, int64_t mask_id,
+                       int64_t* tokens, float* confidence) {
+  const float lo = 1e-20f, hi = static_cast<float>(1.0 - 1e-7);
+  const float temp = static_cast<float>(temperature);
+  constexpr int64_t W = Vec::size();
+  at::parallel_for(0, B * T, 1, [&](int64_t begin, int64_t end) {
+    // rows: G branch rows (when converted), the combined row, one spare; padded to whole vectors
+    const int64_t stride = (V + W - 1) / W * W;
+    std::vector<float> buf((G + 2) * stride, 0.f);
+    const float* row[3];
+    float m[3], ls[3];
+    for (int64_t p = begin; p < end; ++p) {
+      if (current[p] != mask_id) {
+        tokens[p] = current[p];
+        confidence[p] = 0.f;
+        continue;
+      }
+      const int64_t b = p / T, t = p % T;
+      for (int64_t g = 0; g < G; ++g) {
+        row[g] = as_float_row(logits + ((g * B + b) * T + t) * V, buf.data() + g * stride, V);
+        m[g] = row_max(row[g], V);
+        ls[g] = log_sum_exp_shifted(row[g], V, m[g]);
+      }
+      // c and its normaliser (mc, lsc): the guided log-probabilities are lp = (c - mc) - lsc
+      const float* c = row[0];
+      float mc = m[0], lsc = ls[0];
+      if (G == 3) {  // eq. 3 over the branches' log-softmax, each formed as ATen forms it
+        float* combined = buf.data() + G * stride;
+        for (int64_t v = 0; v < V; v += W) {
+          const Vec a = (load(row[0], v, V) - Vec(m[0])) - Vec(ls[0]);
+          const Vec i = (load(row[1], v, V) - Vec(m[1])) - Vec(ls[1]);
+          const Vec u = (load(row[2], v, V) - Vec(m[2])) - Vec(ls[2]);
+          ((Vec(la) * a + Vec(li) * i) + Vec(lu) * u).store(combined + v, std::min<int64_t>(W, V - v));
+        }
+        c = combined;
+        mc = row_max(c, V);
+        lsc = log_sum_exp_shifted(c, V, mc);
+      }
+      // lp = (c - mc) - lsc is the guided log-probability; tempered = log_softmax(lp / temp)
+      float* pre = buf.data() + (G + 1) * stride;
+      if (temperature > 0) {
+        at::vec::map([mc, lsc, temp](Vec x) { return ((x - Vec(mc)) - Vec(lsc)) / Vec(temp); }, pre, c, V);
+      } else {
+        at::vec::map([mc, lsc](Vec x) { return (x - Vec(mc)) - Vec(lsc); }, pre, c, V);
+      }
+      const float mp = row_max(pre, V);
+      const float lsp = log_sum_exp_shifted(pre, V, mp);
+      int64_t best;
+      if (temperature > 0) {
+        const float* u = noise + p * V;
+        best = argmax_of(
+            [&](int64_t v) {
+              const Vec x = at::vec::clamp(load(u, v, V), Vec(lo), Vec(hi));
+              return ((load(pre, v, V) - Vec(mp)) - Vec(lsp)) + (-((-(x.log())).log()));
+            },
+            V);
+      } else {
+        best = argmax_of([&](int64_t v) { return (load(pre, v, V) - Vec(mp)) - Vec(lsp); }, V);
+      }
+      tokens[p] = best;
+      confidence[p] = std::exp((pre[best] - mp) - lsp);
+    }
+  });
+}
+
+void check_candidates(const at::Tensor& logits, const at::Tensor& current, const at::Tensor& noise) {
+  TORCH_CHECK(logits.dim() == 3 && current.dim() == 2, "candidates: logits (G*B, T, V) and current (B, T)");
+  const int64_t B = current.size(0);
+  TORCH_CHECK(logits.size(0) == B || logits.size(0) == 3 * B,
+              "candidates: logits must hold 1 or 3 guidance branches of the batch, got ", logits.size(0), " rows for B=", B);
+  TORCH_CHECK(logits.size(1) == current.size(1), "candidates: logits and current disagree on T");
+  TORCH_CHECK(noise.sizes() == at::IntArrayRef({B, current.size(1), logits.size(2)}), "candidates: noise must be (B, T, V)");
+  TORCH_CHECK(noise.scalar_type() == at::kFloat, "candidates: noise must be float32");
+  TORCH_CHECK(current.scalar_type() == at::kLong, "candidates: current must be int64");
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> candidates(const at::Tensor& logits_in, const at::Tensor& current_in,
+                                              const at::Tensor& noise_in, double lambda_context,
+                                              double lambda_instrument, double temperature, int64_t mask_id) {
+  check_candidates(logits_in, current_in, noise_in);
+  const auto logits = logits_in.contiguous();
+  const auto current = current_in.contiguous();
+  const auto noise = noise_in.contiguous();
+  const int64_t B = current.size(0), T = current.size(1), V = logits.size(2), G = logits.size(0) / B;
+  auto tokens = at::empty({B, T}, current.options());
+  auto confidence = at::empty({B, T}, noise.options());
+  // the scales as the eager reference uses them: python floats applied to a float32 tensor
+  const float la = static_cast<float>(lambda_context), li = static_cast<float>(lambda_instrument);
+  const float lu = static_cast<float>(1.0 - lambda_context - lambda_instrument);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, logits.scalar_type(), "stemgen_candidates", [&] {
+    candidates_kernel<scalar_t>(logits.data_ptr<scalar_t>(), current.data_ptr<int64_t>(), noise.data_ptr<float>(), G, B,
+                                T, V, la, li, lu, temperature, mask_id, tokens.data_ptr<int64_t>(),
+                                confidence.data_ptr<float>());
+  });
+  return {tokens, confidence};
+}
+
+at::Tensor rank_commit(const at::Tensor& current_in, const at::Tensor& candidates_in, const at::Tensor& confidence_in,
+                       const at::Tensor& uniform_in, const at::Tensor& remain_in, double w_confidence,
+                       double w_position, double w_random, int64_t mask_id) {
+  TORCH_CHECK(current_in.dim() == 2, "rank_commit: current must be (B, T)");
+  TORCH_CHECK(candidates_in.sizes() == current_in.sizes() && confidence_in.sizes() == current_in.sizes() &&
+                  uniform_in.sizes() == current_in.sizes(),
+              "rank_commit: current, candidates, confidence and uniform must all be (B, T)");
+  TORCH_CHECK(remain_in.dim() == 1 && remain_in.size(0) == current_in.size(0), "rank_commit: remain must be (B,)");
+  const auto current = current_in.contiguous();
+  const auto cand = candidates_in.contiguous();
+  const auto conf = confidence_in.to(at::kFloat).contiguous();
+  const auto uni = uniform_in.to(at::kFloat).contiguous();
+  const auto remain = remain_in.to(at::kLong).contiguous();
+  const int64_t B = current.size(0), T = current.size(1);
+  auto out = current.clone();
+  const int64_t* cur = current.data_ptr<int64_t>();
+  const int64_t* cd = cand.data_ptr<int64_t>();
+  const float* c = conf.data_ptr<float>();
+  const float* u = uni.data_ptr<float>();
+  const int64_t* r = remain.data_ptr<int64_t>();
+  int64_t* o = out.data_ptr<int64_t>();
+  const float wc = static_cast<float>(w_confidence), ws = static_cast<float>(w_position), wr = static_cast<float>(w_random);
+  const float tf = static_cast<float>(T);
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<std::pair<float, int64_t>> ranked;
+    ranked.reserve(T);
+    for (int64_t b = begin; b < end; ++b) {
+      ranked.clear();
+      for (int64_t t = 0; t < T; ++t) {
+        const int64_t p = b * T + t;
+        if (cur[p] != mask_id) continue;
+        const float position = 1.0f - static_cast<float>(t) / tf;
+        const float score = (wc * c[p] + ws * position) + wr * u[p];
+        ranked.emplace_back(score, t);
+      }
+      const int64_t n_masked = static_cast<int64_t>(ranked.size());
+      const int64_t n_commit = std::max<int64_t>(n_masked - r[b], 0);
+      if (n_commit == 0) continue;
+      if (n_commit < n_masked) {
+        // higher score first; an exact tie goes to the earlier frame
+        std::nth_element(ranked.begin(), ranked.begin() + n_commit, ranked.end(),
+                         [](const auto& x, const auto& y) { return x.first > y.first || (x.first == y.first && x.second < y.second); });
+      }
+      for (int64_t k = 0; k < n_commit; ++k) o[b * T + ranked[k].second] = cd[b * T + ranked[k].second];
+    }
+  });
+  return out;
+}
+
+int64_t vector_width() { return Vec::size(); }
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "stemgen fused sampling step (CPU)";
+  m.def("vector_width", &vector_width, "floats per SIMD vector the kernels were built for");
+  m.def("candidates", &candidates, "guided, tempered Gumbel-max candidates and their probability at masked positions");
+  m.def("rank_commit", &rank_commit, "causal-bias ranking and commit of the top-ranked masked positions");
+}

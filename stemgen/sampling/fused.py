@@ -1,0 +1,177 @@
+"""The per-step work after the forward pass as custom torch ops (namespace ``stemgen``).
+
+* ``torch.ops.stemgen.candidates(logits, current, noise, lambda_context, lambda_instrument,
+  temperature, mask_id) -> (tokens, confidence)``: ``logits (G*B, T, V)`` of G = 1 (naive) or 3
+  (guidance branches p(t|a), p(t|i), p(t)), ``current (B, T)`` tokens of the level (``mask_id``
+  where undecoded), ``noise (B, T, V)`` uniform noise in [0, 1) (made into Gumbel noise inside).
+  Returns the candidate ``tokens (B, T)`` and their probability ``confidence (B, T)`` under the
+  guided, tempered distribution at masked positions (``current`` and 0 elsewhere).
+* ``torch.ops.stemgen.rank_commit(current, candidates, confidence, uniform, remain, w_confidence,
+  w_position, w_random, mask_id) -> tokens``: the causal-bias ranking and commit, leaving
+  ``remain (B,)`` positions masked.
+
+:func:`sample_step` chains the two. Kernels: CPU, a C++ extension (``csrc/fused_step.cpp``)
+built at first use with the CPU's vector instructions; CUDA, Triton (:mod:`.fused_triton`).
+Where neither is available the eager reference (:func:`reference_candidates`,
+:func:`reference_rank_commit`, built from :mod:`.steps`) runs instead, so the ops exist on every
+machine. Fake (meta) implementations make the ops traceable by ``torch.compile`` and usable
+inside CUDA graphs. ``STEMGEN_FUSED=0`` turns the compiled kernels off.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .steps import causal_bias_scores, commit, guided_log_probs, gumbel_from_uniform, sample_candidates
+
+log = logging.getLogger(__name__)
+
+CSRC = Path(__file__).parent / "csrc" / "fused_step.cpp"
+
+
+# ---------------------------------------------------------------------------------------------
+# the eager reference, op by op (the readable definition the kernels are tested against)
+
+def reference_candidates(logits: torch.Tensor, current: torch.Tensor, noise: torch.Tensor, lambda_context: float,
+                         lambda_instrument: float, temperature: float, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager ``stemgen::candidates``: see the module docstring for shapes."""
+    b = current.shape[0]
+    if logits.shape[0] == 3 * b:
+        logp = guided_log_probs(*logits.split(b), lambda_context, lambda_instrument)
+    else:
+        logp = logits.float().log_softmax(-1)
+    tokens, conf = sample_candidates(logp, temperature, gumbel_from_uniform(noise))
+    masked = current == mask_id
+    return torch.where(masked, tokens, current), torch.where(masked, conf, torch.zeros_like(conf))
+
+
+def reference_rank_commit(current: torch.Tensor, candidates: torch.Tensor, confidence: torch.Tensor,
+                          uniform: torch.Tensor, remain: torch.Tensor, w_confidence: float, w_position: float,
+                          w_random: float, mask_id: int) -> torch.Tensor:
+    """Eager ``stemgen::rank_commit``."""
+    scores = causal_bias_scores(confidence.float(), uniform.float(), w_confidence, w_position, w_random)
+    return commit(current, candidates, scores, mask_id, remain)
+
+
+def reference_step(logits, current, noise, uniform, remain, lambda_context, lambda_instrument, temperature,
+                   w_confidence, w_position, w_random, mask_id) -> torch.Tensor:
+    """The eager reference of one whole step after the forward pass; new ``current (B, T)``."""
+    cand, conf = reference_candidates(logits, current, noise, lambda_context, lambda_instrument, temperature, mask_id)
+    return reference_rank_commit(current, cand, conf, uniform, remain, w_confidence, w_position, w_random, mask_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# kernels
+
+def enabled() -> bool:
+    """False when ``STEMGEN_FUSED=0`` asks for the eager reference everywhere."""
+    return os.environ.get("STEMGEN_FUSED", "1") not in ("0", "false", "no")
+
+
+def _capability_flags() -> tuple[str, list[str]]:
+    cap = torch.backends.cpu.get_cpu_capability()  # what ATen itself dispatches to on this CPU
+    if cap.startswith("AVX512"):
+        return "avx512", ["-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512", "-mavx512f", "-mavx512bw",
+                          "-mavx512vl", "-mavx512dq", "-mfma"]
+    if cap.startswith("AVX2"):
+        return "avx2", ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma", "-mf16c"]
+    return "default", ["-DCPU_CAPABILITY=DEFAULT"]
+
+
+@lru_cache(maxsize=None)
+def cpu_extension():
+    """The compiled CPU kernels (built once per machine and torch version, then cached by torch
+    in ``$TORCH_EXTENSIONS_DIR``), or None with a warning when they cannot be built."""
+    if not enabled():
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+
+        name, flags = _capability_flags()
+        return load(name=f"stemgen_fused_{name}", sources=[str(CSRC)],
+                    extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp", *flags], extra_ldflags=["-fopenmp"],
+                    verbose=False)
+    except Exception as err:  # no compiler, no headers: the eager reference still works
+        log.warning("stemgen: the fused CPU sampling kernels could not be built (%s: %s); using the eager "
+                    "reference sampler.", type(err).__name__, str(err).strip().splitlines()[-1:] or "")
+        return None
+
+
+@lru_cache(maxsize=None)
+def triton_kernels():
+    """The Triton kernels for CUDA (:mod:`.fused_triton`), or None without Triton."""
+    if not enabled():
+        return None
+    try:
+        from . import fused_triton
+    except ImportError as err:
+        log.warning("stemgen: Triton is not available (%s); CUDA sampling uses the eager reference.", err)
+        return None
+    return fused_triton
+
+
+def backend(device: torch.device | str) -> str:
+    """Which implementation ``stemgen::candidates`` runs on ``device``: "cpp", "triton" or "eager"."""
+    device = torch.device(device)
+    if device.type == "cpu" and cpu_extension() is not None:
+        return "cpp"
+    if device.type == "cuda" and triton_kernels() is not None:
+        return "triton"
+    return "eager"
+
+
+# ---------------------------------------------------------------------------------------------
+# the ops
+
+@torch.library.custom_op("stemgen::candidates", mutates_args=())
+def candidates(logits: torch.Tensor, current: torch.Tensor, noise: torch.Tensor, lambda_context: float,
+               lambda_instrument: float, temperature: float, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    kind = backend(logits.device)
+    if kind == "cpp":
+        return tuple(cpu_extension().candidates(logits, current, noise, lambda_context, lambda_instrument,
+                                                temperature, mask_id))
+    if kind == "triton":
+        return triton_kernels().candidates(logits, current, noise, lambda_context, lambda_instrument, temperature,
+                                           mask_id)
+    return reference_candidates(logits, current, noise, lambda_context, lambda_instrument, temperature, mask_id)
+
+
+@candidates.register_fake
+def _(logits, current, noise, lambda_context, lambda_instrument, temperature, mask_id):
+    torch._check(logits.shape[0] == current.shape[0] or logits.shape[0] == 3 * current.shape[0])
+    return torch.empty_like(current), torch.empty(current.shape, dtype=torch.float32, device=current.device)
+
+
+@torch.library.custom_op("stemgen::rank_commit", mutates_args=())
+def rank_commit(current: torch.Tensor, candidates: torch.Tensor, confidence: torch.Tensor, uniform: torch.Tensor,
+                remain: torch.Tensor, w_confidence: float, w_position: float, w_random: float,
+                mask_id: int) -> torch.Tensor:
+    if current.device.type == "cpu" and cpu_extension() is not None:
+        return cpu_extension().rank_commit(current, candidates, confidence, uniform, remain, w_confidence, w_position,
+                                           w_random, mask_id)
+    # on CUDA the eager ranking is a handful of (B, T) kernels with no host synchronisation
+    return reference_rank_commit(current, candidates, confidence, uniform, remain, w_confidence, w_position,
+                                 w_random, mask_id)
+
+
+@rank_commit.register_fake
+def _(current, candidates, confidence, uniform, remain, w_confidence, w_position, w_random, mask_id):
+    return torch.empty_like(current)
+
+
+def sample_step(logits: torch.Tensor, current: torch.Tensor, noise: torch.Tensor, uniform: torch.Tensor,
+                remain: torch.Tensor, lambda_context: float, lambda_instrument: float, temperature: float,
+                w_confidence: float, w_position: float, w_random: float, mask_id: int) -> torch.Tensor:
+    """One whole step after the forward pass through the fused ops; new ``current (B, T)``.
+
+    Same arguments and result as :func:`reference_step`.
+    """
+    cand, conf = torch.ops.stemgen.candidates(logits, current, noise, lambda_context, lambda_instrument, temperature,
+                                              mask_id)
+    return torch.ops.stemgen.rank_commit(current, cand, conf, uniform, remain, w_confidence, w_position, w_random,
+                                         mask_id)
