@@ -131,6 +131,9 @@ def _step_function(settings: SamplingSettings, device: torch.device):
         return decode_step
     mode = "reduce-overhead" if device.type == "cuda" else None  # CUDA graphs where launches dominate
     if mode not in _COMPILED:
+        # one graph per (model, level, settings, shape): more than dynamo's default limit of 8
+        # in a session that samples with several models, which would silently fall back to eager
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         _COMPILED[mode] = torch.compile(decode_step, mode=mode, fullgraph=True, dynamic=False)
     return _COMPILED[mode]
 
