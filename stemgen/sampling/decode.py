@@ -155,11 +155,11 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     target = target.clone()
     total = (target[:, level] == mask_id).sum(-1)  # (B,) positions this level decodes
     steps = int(settings.steps[level])
-    counts = masked_counts(t, steps)
-    remains = (total[None, :] * torch.tensor(counts, device=total.device)[:, None]) // t  # (S, B)
-    # the one host synchronisation of the level: steps after every example is done change nothing
-    busy = (remains.amax(-1) > 0).tolist()
-    n_steps = 0 if int(total.max()) == 0 else (busy.index(False) + 1)
+    totals = total.tolist()  # the level's one host synchronisation
+    rows = [[(n * count) // t for n in totals] for count in masked_counts(t, steps)]  # (S, B) left masked
+    # steps after the one where every example is fully decoded would change nothing
+    n_steps = 0 if max(totals) == 0 else next(s for s, row in enumerate(rows) if max(row) == 0) + 1
+    remains = torch.tensor(rows, device=context.device)
     step_fn = _step_function(settings, context.device)
     for step in range(n_steps):
         noise = torch.rand(b, t, v, generator=generator, device=context.device)
