@@ -47,6 +47,26 @@ def test_candidates_match_the_reference(branches, dtype, temperature, b, t, v):
 
 
 @needs_compiler
+@pytest.mark.parametrize("scale", [0.05, 1.0, 10.0, 40.0])
+@pytest.mark.parametrize("v", [130, 2048, 2100])
+def test_gumbel_argmax_pruning_keeps_the_reference_winner(scale, v):
+    # the kernel skips blocks of codes that cannot win the Gumbel argmax: flat distributions
+    # (little to skip), peaked ones (almost everything skipped), and V with a ragged tail
+    g = torch.Generator().manual_seed(int(scale * 100) + v)
+    b, t = 2, 64
+    logits = scale * torch.randn(3 * b, t, v, generator=g)
+    current = torch.full((b, t), v)
+    noise = torch.rand(b, t, v, generator=g)
+    noise[0, 0, 5] = 1.0 - 1e-9  # clamped to the largest Gumbel value the kernel bounds with
+    noise[1, 3, :] = noise[1, 3, 0]  # all codes tie on the noise: the first best code wins
+    for temperature in (1.0, 0.5):
+        ref_tok, ref_conf = fused.reference_candidates(logits, current, noise, 3.0, 3.0, temperature, v)
+        tok, conf = torch.ops.stemgen.candidates(logits, current, noise, 3.0, 3.0, temperature, v)
+        assert torch.equal(tok, ref_tok)
+        torch.testing.assert_close(conf, ref_conf, rtol=1e-5, atol=1e-6)
+
+
+@needs_compiler
 @pytest.mark.parametrize("remain", [[0, 0], [1, 3], [5, 40], [60, 60]])
 def test_rank_commit_matches_the_reference(remain):
     b, t, v = 2, 64, 11
