@@ -127,11 +127,30 @@ int64_t gumbel_argmax(const float* pre, const float* u, int64_t V, float mp, flo
       bound, bpre, bu, nb);
   float best = -std::numeric_limits<float>::infinity();
   int64_t best_idx = -1;
+  // A second, per-vector test: no tempered value exceeds tmax = ((mp - mp) - lsp) = -lsp, so a
+  // lane can only beat `best` if g(u) >= best - tmax, i.e. u >= ustar = g^-1(best - tmax),
+  // computed in double with a margin and rounded down.
+  const double tmax = -static_cast<double>(lsp);
+  float ustar = 0.f;
+  const int full = (1 << W) - 1;
   auto visit = [&](int64_t start, int64_t stop) {  // exact z on [start, stop), stop - start <= K
-    float z[K];
-    for (int64_t j = 0; start + j < stop; j += W) z_at(start + j).store(z + j, std::min<int64_t>(W, stop - start - j));
-    for (int64_t j = 0; start + j < stop; ++j)
-      if (z[j] > best || (z[j] == best && start + j < best_idx) || best_idx < 0) { best = z[j]; best_idx = start + j; }
+    float z[W];
+    for (int64_t j = start; j < stop; j += W) {
+      const int64_t n = std::min<int64_t>(W, stop - j);
+      if (n == W && (Vec::loadu(u + j) >= Vec(ustar)).zero_mask() == full) continue;  // no lane can win
+      z_at(j).store(z, n);
+      bool improved = false;
+      for (int64_t i = 0; i < n; ++i)
+        if (z[i] > best || (z[i] == best && j + i < best_idx) || best_idx < 0) {
+          best = z[i];
+          best_idx = j + i;
+          improved = true;
+        }
+      if (improved) {
+        const double g = static_cast<double>(best) - tmax - (1e-3 + 1e-5 * std::abs(static_cast<double>(best)));
+        ustar = std::nextafter(static_cast<float>(std::exp(-std::exp(-g))), 0.f);
+      }
+    }
   };
   int64_t pivot = 0;  // the most promising block first, so that the bound prunes from the start
   for (int64_t k = 1; k < nb; ++k)
