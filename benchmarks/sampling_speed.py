@@ -40,17 +40,21 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def median_seconds(fn, device, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
+def median_seconds(fns, device, repeats: int, warmup: int = 2) -> list[float]:
+    """Median time of each of ``fns``, timed alternately (a machine whose speed drifts during the
+    run then affects all of them alike)."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        sync(device)
-        t = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times):
+            sync(device)
+            t = time.perf_counter()
+            fn()
+            sync(device)
+            ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
 
 
 def step_work(device, repeats: int) -> list[dict]:
@@ -73,8 +77,8 @@ def step_work(device, repeats: int) -> list[dict]:
                     args = (logits, current, noise, uniform, remain, 3.0 if guided else 1.0, 3.0 if guided else 1.0,
                             1.0, 0.1, 0.1, 1.0, v)
                     assert torch.equal(fused.reference_step(*args), fused.sample_step(*args))
-                    eager = median_seconds(lambda: fused.reference_step(*args), device, repeats)
-                    fast = median_seconds(lambda: fused.sample_step(*args), device, repeats)
+                    eager, fast = median_seconds([lambda: fused.reference_step(*args),
+                                                  lambda: fused.sample_step(*args)], device, repeats)
                     rows.append({"frames": frames, "batch": batch, "guidance": guided, "logits_dtype": str(dtype)[6:],
                                  "eager_ms": 1e3 * eager, "fused_ms": 1e3 * fast, "ratio": eager / fast})
                     print(rows[-1], flush=True)
@@ -152,7 +156,7 @@ def main() -> None:
     device = torch.device(args.device)
     from stemgen.sampling import fused
 
-    repeats = args.repeats or (3 if args.quick else 10)
+    repeats = args.repeats or (5 if args.quick else 20)
     result = {"device": str(device), "machine": machine_info(), "cpu_kernels": fused.backend("cpu"),
               "cuda_kernels": fused.backend("cuda") if device.type == "cuda" else None,
               "step_work": step_work(device, repeats), "end_to_end": []}
