@@ -137,7 +137,8 @@ int64_t gumbel_argmax(const float* pre, const float* u, int64_t V, float mp, flo
     float z[W];
     for (int64_t j = start; j < stop; j += W) {
       const int64_t n = std::min<int64_t>(W, stop - j);
-      if (n == W && (Vec::loadu(u + j) >= Vec(ustar)).zero_mask() == full) continue;  // no lane can win
+      // no lane can win (compared after the clamp, as g sees it)
+      if (n == W && (at::vec::clamp(Vec::loadu(u + j), Vec(lo), Vec(hi)) >= Vec(ustar)).zero_mask() == full) continue;
       z_at(j).store(z, n);
       bool improved = false;
       for (int64_t i = 0; i < n; ++i)
