@@ -15,7 +15,7 @@ import torch
 
 from ..instruments import NULL_ID
 from . import fused
-from .steps import guided_log_probs, masked_counts
+from .steps import branch_log_probs, masked_counts
 
 # callback(level, step, steps_of_level) after every committed step
 StepCallback = Callable[[int, int, int], None]
@@ -103,9 +103,7 @@ def level_log_probs(model, context: torch.Tensor, target: torch.Tensor, instrume
                     settings: SamplingSettings) -> torch.Tensor:
     """Log-probabilities ``(B, T, V)`` of level ``level`` given the current target tokens."""
     logits = level_logits(model, context, target, instrument, level, settings.guidance)
-    if not settings.guidance:
-        return logits.float().log_softmax(-1)
-    return guided_log_probs(*logits.split(context.shape[0]), settings.lambda_context, settings.lambda_instrument)
+    return branch_log_probs(logits, context.shape[0], settings.lambda_context, settings.lambda_instrument)
 
 
 def decode_step(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, noise: torch.Tensor,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .steps import causal_bias_scores, commit, guided_log_probs, gumbel_from_uniform, sample_candidates
+from .steps import branch_log_probs, causal_bias_scores, commit, gumbel_from_uniform, sample_candidates
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,7 @@ CSRC = Path(__file__).parent / "csrc" / "fused_step.cpp"
 def reference_candidates(logits: torch.Tensor, current: torch.Tensor, noise: torch.Tensor, lambda_context: float,
                          lambda_instrument: float, temperature: float, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Eager ``stemgen::candidates``: see the module docstring for shapes."""
-    b = current.shape[0]
-    if logits.shape[0] == 3 * b:
-        logp = guided_log_probs(*logits.split(b), lambda_context, lambda_instrument)
-    else:
-        logp = logits.float().log_softmax(-1)
+    logp = branch_log_probs(logits, current.shape[0], lambda_context, lambda_instrument)
     tokens, conf = sample_candidates(logp, temperature, gumbel_from_uniform(noise))
     masked = current == mask_id
     return torch.where(masked, tokens, current), torch.where(masked, conf, torch.zeros_like(conf))

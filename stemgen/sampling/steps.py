@@ -33,6 +33,14 @@ def guided_log_probs(cond_context: torch.Tensor, cond_instrument: torch.Tensor, 
     return combined.log_softmax(-1)
 
 
+def branch_log_probs(logits: torch.Tensor, batch: int, lambda_context: float, lambda_instrument: float) -> torch.Tensor:
+    """Log-probabilities ``(B, T, V)`` from the logits of one pass ``(B, T, V)`` (p(t|a,i), naive)
+    or of the three guidance branches stacked as ``(3B, T, V)`` (combined by :func:`guided_log_probs`)."""
+    if logits.shape[0] == 3 * batch:
+        return guided_log_probs(*logits.split(batch), lambda_context, lambda_instrument)
+    return logits.float().log_softmax(-1)
+
+
 def sample_candidates(log_probs: torch.Tensor, temperature: float, gumbel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One candidate per position and its probability under the tempered distribution.
 
