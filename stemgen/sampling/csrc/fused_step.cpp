@@ -11,10 +11,12 @@
 //
 // The arithmetic follows the eager reference (stemgen/sampling/steps.py) operation by operation,
 // with the same vectorised exp/log for every per-code value (ATen's Vectorized, SLEEF), except
-// for the sums inside the softmax normalisers: summed in another order and with ATen's faster
-// exp_u20, they differ from eager by about 1e-6 relative, a constant per row. The Gumbel argmax
-// skips blocks of codes that provably cannot win (see gumbel_argmax), which leaves its result
-// unchanged. Built with -ffp-contract=off so no FMA changes the rounding.
+// for the softmax normalisers: their sums are taken in another order and with ATen's faster
+// exp_u20, and the tempered distribution's normaliser is known without a pass when there is no
+// division by the temperature (see Tempered); they differ from eager by about 1e-6 relative, a
+// constant per row. The tempered values are recomputed where they are needed rather than stored,
+// and the Gumbel argmax skips blocks of codes that provably cannot win (see gumbel_argmax), which
+// leaves its result unchanged. Built with -ffp-contract=off so no FMA changes the rounding.
 
 #include <torch/extension.h>
 
@@ -91,46 +93,102 @@ inline float hmax(const Vec& v) {
   return at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, v);
 }
 
+// Block maxima bm[k] of x over the whole blocks of K codes (k < n / K); returns the row's max.
+constexpr int64_t kBlockVecs = 4;  // block size K = kBlockVecs vectors of codes
+
+float block_maxima(const float* x, int64_t n, float* bm) {
+  constexpr int64_t W = Vec::size(), K = kBlockVecs * W;
+  const int64_t nb = n / K;
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t k = 0; k < nb; ++k) {
+    Vec mx = Vec::loadu(x + k * K);
+    for (int64_t j = W; j < K; j += W) mx = at::vec::maximum(mx, Vec::loadu(x + k * K + j));
+    bm[k] = hmax(mx);
+    m = std::max(m, bm[k]);
+  }
+  for (int64_t v = nb * K; v < n; ++v) m = std::max(m, x[v]);
+  return m;
+}
+
+// The tempered log-probabilities of one position, from the combined row c:
+//   lp(v) = (c(v) - mc) - lsc                      the guided log-probabilities (eager's log_softmax)
+//   pre(v) = lp(v) / temp   (lp(v) when temp is 1 or the argmax is taken: dividing by 1 is exact)
+//   tempered(v) = (pre(v) - mp) - lsp              eager's log_softmax of pre
+// computed at each use instead of stored. Two normalisers are known without a pass: mp, because
+// every step is monotone, so max pre = pre(mc) = (0 - lsc) / temp exactly; and, without the
+// division, lsp: then pre - mp = lp + lsc, which is c - mc up to rounding, so lsp is lsc up to the
+// same ~1e-6 by which every normaliser sum here differs from eager's (a constant per row).
+struct Tempered {
+  const float* c;
+  int64_t V;
+  float mc, lsc, temp, mp, lsp;
+  bool divide;
+
+  Vec pre(int64_t v) const {
+    const Vec lp = (load(c, v, V) - Vec(mc)) - Vec(lsc);
+    return divide ? lp / Vec(temp) : lp;
+  }
+  float pre_of(float cv) const {
+    const float lp = (cv - mc) - lsc;
+    return divide ? lp / temp : lp;
+  }
+  Vec at(int64_t v) const { return (pre(v) - Vec(mp)) - Vec(lsp); }
+  float at_scalar(int64_t v) const { return (pre_of(c[v]) - mp) - lsp; }
+};
+
+Tempered tempered_of(const float* c, int64_t V, float mc, float lsc, double temperature) {
+  Tempered t{c, V, mc, lsc, static_cast<float>(temperature), 0.f, 0.f, temperature > 0 && temperature != 1.0};
+  t.mp = t.pre_of(mc);
+  if (t.divide) {
+    const float s = at::vec::map_reduce_all<float>(
+        [&t](Vec x) { return ((((x - Vec(t.mc)) - Vec(t.lsc)) / Vec(t.temp)) - Vec(t.mp)).exp_u20(); },
+        [](Vec a, Vec b) { return a + b; }, c, V);
+    t.lsp = std::log(s);
+  } else {
+    t.lsp = lsc;
+  }
+  return t;
+}
+
 // The Gumbel-max candidate: first-occurrence argmax over v of
-//   z(v) = ((pre(v) - mp) - lsp) + g(u(v)),   g(x) = -log(-log(clamp(x, lo, hi))),
+//   z(v) = tempered(v) + g(u(v)),   g(x) = -log(-log(clamp(x, lo, hi))),
 // z computed exactly as the eager reference computes it, but only in the blocks that can hold
 // the winner. Both terms are monotone, so z in a block is at most the same formula applied to
-// the block's largest pre and largest u; a block whose bound is below an exact z already seen
-// is skipped without evaluating its logarithms. The bound carries a margin for rounding. On a
-// peaked distribution almost every block is skipped; on a flat one, most after the first.
-int64_t gumbel_argmax(const float* pre, const float* u, int64_t V, float mp, float lsp, float lo, float hi,
+// the block's largest c (bc, from block_maxima) and largest u; a block whose bound is below an
+// exact z already seen is skipped without evaluating its logarithms. The bound carries a margin
+// for rounding. On a peaked distribution almost every block is skipped; on a flat one, most
+// after the first.
+int64_t gumbel_argmax(const Tempered& tp, const float* bc, const float* u, float lo, float hi,
                       std::vector<float>& scratch) {
   constexpr int64_t W = Vec::size();
-  constexpr int64_t K = 4 * W;  // block size (codes)
+  constexpr int64_t K = kBlockVecs * W;
+  const int64_t V = tp.V;
   auto z_at = [&](int64_t v) {
     const Vec x = at::vec::clamp(load(u, v, V), Vec(lo), Vec(hi));
-    return ((load(pre, v, V) - Vec(mp)) - Vec(lsp)) + (-((-(x.log())).log()));
+    return tp.at(v) + (-((-(x.log())).log()));
   };
   const int64_t nb = V / K;  // whole blocks; the tail is always evaluated
   if (nb < 2) return argmax_of(z_at, V);
   scratch.resize(3 * nb);
-  float *bpre = scratch.data(), *bu = scratch.data() + nb, *bound = scratch.data() + 2 * nb;
+  float *bt = scratch.data(), *bu = scratch.data() + nb, *bound = scratch.data() + 2 * nb;
   for (int64_t k = 0; k < nb; ++k) {
-    Vec mx = Vec::loadu(pre + k * K), mu = Vec::loadu(u + k * K);
-    for (int64_t j = W; j < K; j += W) {
-      mx = at::vec::maximum(mx, Vec::loadu(pre + k * K + j));
-      mu = at::vec::maximum(mu, Vec::loadu(u + k * K + j));
-    }
-    bpre[k] = hmax(mx);
+    Vec mu = Vec::loadu(u + k * K);
+    for (int64_t j = W; j < K; j += W) mu = at::vec::maximum(mu, Vec::loadu(u + k * K + j));
     bu[k] = hmax(mu);
+    bt[k] = (tp.pre_of(bc[k]) - tp.mp) - tp.lsp;  // the block's largest tempered value, exactly
   }
   at::vec::map2(
-      [mp, lsp, lo, hi](Vec a, Vec x) {
+      [lo, hi](Vec a, Vec x) {
         const Vec c = at::vec::clamp(x, Vec(lo), Vec(hi));
-        return ((a - Vec(mp)) - Vec(lsp)) + (-((-(c.log())).log()));
+        return a + (-((-(c.log())).log()));
       },
-      bound, bpre, bu, nb);
+      bound, bt, bu, nb);
   float best = -std::numeric_limits<float>::infinity();
   int64_t best_idx = -1;
-  // A second, per-vector test: no tempered value exceeds tmax = ((mp - mp) - lsp) = -lsp, so a
+  // A second, per-vector test: no tempered value exceeds tmax = (mp - mp) - lsp = -lsp, so a
   // lane can only beat `best` if g(u) >= best - tmax, i.e. u >= ustar = g^-1(best - tmax),
   // computed in double with a margin and rounded down.
-  const double tmax = -static_cast<double>(lsp);
+  const double tmax = -static_cast<double>(tp.lsp);
   float ustar = 0.f;
   const int full = (1 << W) - 1;
   auto visit = [&](int64_t start, int64_t stop) {  // exact z on [start, stop), stop - start <= K
@@ -182,13 +240,12 @@ void candidates_kernel(const scalar_t* logits, const int64_t* current, const flo
                        int64_t T, int64_t V, float la, float li, float lu, double temperature, int64_t mask_id,
                        int64_t* tokens, float* confidence) {
   const float lo = 1e-20f, hi = static_cast<float>(1.0 - 1e-7);
-  const float temp = static_cast<float>(temperature);
   constexpr int64_t W = Vec::size();
   at::parallel_for(0, B * T, 1, [&](int64_t begin, int64_t end) {
-    // rows: G branch rows (when converted), the combined row, one spare; padded to whole vectors
+    // rows: G branch rows (when converted) and the combined row, padded to whole vectors
     const int64_t stride = (V + W - 1) / W * W;
-    std::vector<float> buf((G + 2) * stride, 0.f);
-    std::vector<float> blocks;
+    std::vector<float> buf((G + 1) * stride, 0.f);
+    std::vector<float> bc(V / (kBlockVecs * W) + 1), blocks;
     const float* row[3];
     float m[3], ls[3];
     for (int64_t p = begin; p < end; ++p) {
@@ -198,15 +255,15 @@ void candidates_kernel(const scalar_t* logits, const int64_t* current, const flo
         continue;
       }
       const int64_t b = p / T, t = p % T;
-      for (int64_t g = 0; g < G; ++g) {
+      for (int64_t g = 0; g < G; ++g)
         row[g] = as_float_row(logits + ((g * B + b) * T + t) * V, buf.data() + g * stride, V);
-        m[g] = row_max(row[g], V);
-        ls[g] = log_sum_exp_shifted(row[g], V, m[g]);
-      }
-      // c and its normaliser (mc, lsc): the guided log-probabilities are lp = (c - mc) - lsc
+      // c, the row whose log_softmax gives the guided log-probabilities, and its normaliser
       const float* c = row[0];
-      float mc = m[0], lsc = ls[0];
       if (G == 3) {  // eq. 3 over the branches' log-softmax, each formed as ATen forms it
+        for (int64_t g = 0; g < G; ++g) {
+          m[g] = row_max(row[g], V);
+          ls[g] = log_sum_exp_shifted(row[g], V, m[g]);
+        }
         float* combined = buf.data() + G * stride;
         for (int64_t v = 0; v < V; v += W) {
           const Vec a = (load(row[0], v, V) - Vec(m[0])) - Vec(ls[0]);
@@ -215,26 +272,17 @@ void candidates_kernel(const scalar_t* logits, const int64_t* current, const flo
           ((Vec(la) * a + Vec(li) * i) + Vec(lu) * u).store(combined + v, std::min<int64_t>(W, V - v));
         }
         c = combined;
-        mc = row_max(c, V);
-        lsc = log_sum_exp_shifted(c, V, mc);
       }
-      // lp = (c - mc) - lsc is the guided log-probability; tempered = log_softmax(lp / temp)
-      float* pre = buf.data() + (G + 1) * stride;
-      if (temperature > 0) {
-        at::vec::map([mc, lsc, temp](Vec x) { return ((x - Vec(mc)) - Vec(lsc)) / Vec(temp); }, pre, c, V);
-      } else {
-        at::vec::map([mc, lsc](Vec x) { return (x - Vec(mc)) - Vec(lsc); }, pre, c, V);
-      }
-      const float mp = row_max(pre, V);
-      const float lsp = log_sum_exp_shifted(pre, V, mp);
+      const float mc = block_maxima(c, V, bc.data());
+      const Tempered tp = tempered_of(c, V, mc, log_sum_exp_shifted(c, V, mc), temperature);
       int64_t best;
       if (temperature > 0) {
-        best = gumbel_argmax(pre, noise + p * V, V, mp, lsp, lo, hi, blocks);
+        best = gumbel_argmax(tp, bc.data(), noise + p * V, lo, hi, blocks);
       } else {
-        best = argmax_of([&](int64_t v) { return (load(pre, v, V) - Vec(mp)) - Vec(lsp); }, V);
+        best = argmax_of([&tp](int64_t v) { return tp.at(v); }, V);
       }
       tokens[p] = best;
-      confidence[p] = std::exp((pre[best] - mp) - lsp);
+      confidence[p] = std::exp(tp.at_scalar(best));
     }
   });
 }
