@@ -34,8 +34,26 @@ namespace {
 
 using Vec = at::vec::Vectorized<float>;
 
+// The larger of a and b, lane by lane, in one instruction: ATen's clamp_min, not its
+// NaN-propagating maximum (four). A NaN in a row still reaches the result through the row's
+// normaliser sum, as it does in eager.
+inline Vec vmax(const Vec& a, const Vec& b) { return at::vec::clamp_min(a, b); }
+
 float row_max(const float* x, int64_t n) {
-  return at::vec::reduce_all<float>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, x, n);
+  constexpr int64_t W = Vec::size();
+  if (n < 4 * W) return at::vec::reduce_all<float>([](Vec& a, Vec& b) { return vmax(a, b); }, x, n);
+  // four independent accumulators: one would make every max wait for the one before
+  Vec m0 = Vec::loadu(x), m1 = Vec::loadu(x + W), m2 = Vec::loadu(x + 2 * W), m3 = Vec::loadu(x + 3 * W);
+  int64_t v = 4 * W;
+  for (; v + 4 * W <= n; v += 4 * W) {
+    m0 = vmax(m0, Vec::loadu(x + v));
+    m1 = vmax(m1, Vec::loadu(x + v + W));
+    m2 = vmax(m2, Vec::loadu(x + v + 2 * W));
+    m3 = vmax(m3, Vec::loadu(x + v + 3 * W));
+  }
+  float m = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return vmax(a, b); }, vmax(vmax(m0, m1), vmax(m2, m3)));
+  for (; v < n; ++v) m = std::max(m, x[v]);
+  return m;
 }
 
 // log(sum exp(x - m)): ATen's log_softmax normaliser, log_softmax(x) = (x - m) - that. exp_u20
@@ -54,7 +72,7 @@ int64_t argmax_of(F f, int64_t n) {
   int64_t best_idx = -1;
   int64_t v = 0;
   if (n >= W) {
-    Vec vmax(-std::numeric_limits<float>::infinity());
+    Vec top(-std::numeric_limits<float>::infinity());
     Vec vidx(0.f);
     float lane[W];
     for (int64_t k = 0; k < W; ++k) lane[k] = static_cast<float>(k);
@@ -62,13 +80,13 @@ int64_t argmax_of(F f, int64_t n) {
     const Vec step(static_cast<float>(W));
     for (; v + W <= n; v += W) {
       const Vec z = f(v);
-      const Vec gt = z > vmax;  // strict: an earlier index keeps a tie within a lane
-      vmax = Vec::blendv(vmax, z, gt);
+      const Vec gt = z > top;  // strict: an earlier index keeps a tie within a lane
+      top = Vec::blendv(top, z, gt);
       vidx = Vec::blendv(vidx, idx, gt);
       idx = idx + step;
     }
     float mx[W], ix[W];
-    vmax.store(mx);
+    top.store(mx);
     vidx.store(ix);
     for (int64_t k = 0; k < W; ++k) {
       const int64_t i = static_cast<int64_t>(ix[k]);
@@ -90,7 +108,7 @@ inline Vec load(const float* x, int64_t v, int64_t n) {
 }
 
 inline float hmax(const Vec& v) {
-  return at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return at::vec::maximum(a, b); }, v);
+  return at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return vmax(a, b); }, v);
 }
 
 // Block maxima bm[k] of x over the whole blocks of K codes (k < n / K); returns the row's max.
@@ -102,7 +120,7 @@ float block_maxima(const float* x, int64_t n, float* bm) {
   float m = -std::numeric_limits<float>::infinity();
   for (int64_t k = 0; k < nb; ++k) {
     Vec mx = Vec::loadu(x + k * K);
-    for (int64_t j = W; j < K; j += W) mx = at::vec::maximum(mx, Vec::loadu(x + k * K + j));
+    for (int64_t j = W; j < K; j += W) mx = vmax(mx, Vec::loadu(x + k * K + j));
     bm[k] = hmax(mx);
     m = std::max(m, bm[k]);
   }
@@ -173,7 +191,7 @@ int64_t gumbel_argmax(const Tempered& tp, const float* bc, const float* u, float
   float *bt = scratch.data(), *bu = scratch.data() + nb, *bound = scratch.data() + 2 * nb;
   for (int64_t k = 0; k < nb; ++k) {
     Vec mu = Vec::loadu(u + k * K);
-    for (int64_t j = W; j < K; j += W) mu = at::vec::maximum(mu, Vec::loadu(u + k * K + j));
+    for (int64_t j = W; j < K; j += W) mu = vmax(mu, Vec::loadu(u + k * K + j));
     bu[k] = hmax(mu);
     bt[k] = (tp.pre_of(bc[k]) - tp.mp) - tp.lsp;  // the block's largest tempered value, exactly
   }
@@ -189,14 +207,25 @@ int64_t gumbel_argmax(const Tempered& tp, const float* bc, const float* u, float
   // lane can only beat `best` if g(u) >= best - tmax, i.e. u >= ustar = g^-1(best - tmax),
   // computed in double with a margin and rounded down.
   const double tmax = -static_cast<double>(tp.lsp);
-  float ustar = 0.f;
+  float ustar = 0.f, reach = -std::numeric_limits<float>::infinity();
+  const float slack = 1e-5f;
   const int full = (1 << W) - 1;
   auto visit = [&](int64_t start, int64_t stop) {  // exact z on [start, stop), stop - start <= K
     float z[W];
     for (int64_t j = start; j < stop; j += W) {
       const int64_t n = std::min<int64_t>(W, stop - j);
-      // no lane can win (compared after the clamp, as g sees it)
-      if (n == W && (at::vec::clamp(Vec::loadu(u + j), Vec(lo), Vec(hi)) >= Vec(ustar)).zero_mask() == full) continue;
+      if (n == W) {
+        // no lane can win (compared after the clamp, as g sees it): first against ustar, then
+        // lane by lane, without logarithms: z(v) >= best - margin needs g(x) >= best - margin -
+        // tempered(v), i.e. x >= exp(-exp(tempered(v) - (best - margin))). exp_u20 is within
+        // 2e-6 of exp, which the margin covers inside and `slack` outside; a NaN never skips.
+        const Vec x = at::vec::clamp(Vec::loadu(u + j), Vec(lo), Vec(hi));
+        if ((x >= Vec(ustar)).zero_mask() == full) continue;
+        if (best_idx >= 0) {
+          const Vec need = (tp.at(j) - Vec(reach)).exp_u20().neg().exp_u20() - Vec(slack);
+          if ((x < need).zero_mask() == 0) continue;
+        }
+      }
       z_at(j).store(z, n);
       bool improved = false;
       for (int64_t i = 0; i < n; ++i)
@@ -206,7 +235,9 @@ int64_t gumbel_argmax(const Tempered& tp, const float* bc, const float* u, float
           improved = true;
         }
       if (improved) {
-        const double g = static_cast<double>(best) - tmax - (1e-3 + 1e-5 * std::abs(static_cast<double>(best)));
+        const double margin = 1e-3 + 1e-5 * std::abs(static_cast<double>(best));
+        reach = static_cast<float>(static_cast<double>(best) - margin);
+        const double g = static_cast<double>(best) - tmax - margin;
         ustar = std::nextafter(static_cast<float>(std::exp(-std::exp(-g))), 0.f);
       }
     }
