@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -103,7 +104,7 @@ def generate(context: Path, instrument: str = "bass", output: Optional[Path] = N
              lambda_context: Optional[float] = None, lambda_instrument: Optional[float] = None,
              naive: bool = False, causal_bias: float = 0.1, temperature: float = 1.0,
              overlap: float = 1.0, mix: Optional[Path] = None, plot: Optional[Path] = None,
-             device: Optional[str] = None) -> None:
+             device: Optional[str] = None, sampler: str = "fused", compile: bool = False) -> None:
     """Generate a stem that fits CONTEXT (a wav/flac/ogg file; any rate, mono or stereo).
 
     Example: stemgen generate song.wav --instrument bass -o bass.wav --mix mix.wav --plot bass.png
@@ -128,6 +129,10 @@ def generate(context: Path, instrument: str = "bass", output: Optional[Path] = N
         mix: also write the stem mixed with the context here.
         plot: also write a PNG of the context, stem and mix spectrograms here.
         device: cpu or cuda (default: cuda when available).
+        sampler: "fused" (the torch.ops.stemgen kernels) or "eager" (the reference functions);
+            the same seed gives the same stem with either.
+        compile: compile each decoding step with torch.compile (CUDA: captured as a CUDA graph);
+            the first level pays the compilation.
     """
     from .api import load_model
     from .sampling.decode import SamplingSettings
@@ -135,7 +140,8 @@ def generate(context: Path, instrument: str = "bass", output: Optional[Path] = N
     m = load_model(model, device=device)
     la = lambda_context if lambda_context is not None else guidance
     li = lambda_instrument if lambda_instrument is not None else guidance
-    base = SamplingSettings.naive() if naive else None
+    base = dataclasses.replace(m.settings(base=SamplingSettings.naive() if naive else None), sampler=sampler,
+                               compile=compile)
     print(f"{m}\ngenerating {instrument} for {context} ...", file=sys.stderr)
     stem = m.generate(context, instrument, seed=seed, steps=steps, guidance=False if naive else (la, li),
                       causal_bias=0.0 if naive else causal_bias, temperature=temperature, settings=base,

@@ -85,6 +85,9 @@ def test_generate_command_writes_stem_mix_and_plot(tmp_path, tiny_export, capsys
     assert main(args[:-4]) == 0  # same seed and settings: the same stem again
     third, _ = sf.read(tmp_path / "bass.wav")
     assert np.array_equal(first, third) and not np.array_equal(first, second)
+    assert main(args[:-4] + ["--sampler", "eager"]) == 0  # the reference sampler: the same stem
+    eager, _ = sf.read(tmp_path / "bass.wav")
+    assert np.array_equal(first, eager)
 
 
 def test_generate_command_errors(tmp_path, tiny_export, capsys):
@@ -100,3 +103,5 @@ def test_generate_command_errors(tmp_path, tiny_export, capsys):
     assert "silence" in capsys.readouterr().err
     assert main(["generate", str(tmp_path / "song.wav"), "--model", str(tmp_path / "no_model")]) == 2
     assert "no model at" in capsys.readouterr().err
+    assert main(["generate", str(tmp_path / "song.wav"), "--model", str(tiny_export), "--sampler", "fast"]) == 2
+    assert "sampler must be 'fused' or 'eager', got 'fast'" in capsys.readouterr().err
