@@ -272,20 +272,27 @@ void candidates_kernel(const scalar_t* logits, const int64_t* current, const flo
                        int64_t* tokens, float* confidence) {
   const float lo = 1e-20f, hi = static_cast<float>(1.0 - 1e-7);
   constexpr int64_t W = Vec::size();
-  at::parallel_for(0, B * T, 1, [&](int64_t begin, int64_t end) {
+  // the masked positions, listed first so that the threads share them evenly (decoded positions
+  // cost nothing, and late in a level the masked ones gather at the end)
+  std::vector<int64_t> masked;
+  masked.reserve(B * T);
+  for (int64_t p = 0; p < B * T; ++p) {
+    if (current[p] == mask_id) {
+      masked.push_back(p);
+    } else {
+      tokens[p] = current[p];
+      confidence[p] = 0.f;
+    }
+  }
+  at::parallel_for(0, static_cast<int64_t>(masked.size()), 1, [&](int64_t begin, int64_t end) {
     // rows: G branch rows (when converted) and the combined row, padded to whole vectors
     const int64_t stride = (V + W - 1) / W * W;
     std::vector<float> buf((G + 1) * stride, 0.f);
     std::vector<float> bc(V / (kBlockVecs * W) + 1), blocks;
     const float* row[3];
     float m[3], ls[3];
-    for (int64_t p = begin; p < end; ++p) {
-      if (current[p] != mask_id) {
-        tokens[p] = current[p];
-        confidence[p] = 0.f;
-        continue;
-      }
-      const int64_t b = p / T, t = p % T;
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t p = masked[i], b = p / T, t = p % T;
       for (int64_t g = 0; g < G; ++g)
         row[g] = as_float_row(logits + ((g * B + b) * T + t) * V, buf.data() + g * stride, V);
       // c, the row whose log_softmax gives the guided log-probabilities, and its normaliser
