@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The GPU measurements still open (issue 8: fused sampling and compiled generation on a GPU;
+# issue 5: training MFU of the paper preset) as one prepared run for a lent GPU machine, which
+# has torch and Triton but no stemgen install and no network: the package runs from the checkout.
+#
+#     OUT=/path/for/results bash benchmarks/gpu_session.sh      # about 10 minutes on one H100/H200
+#
+# Each part has its own time limit, so one that hangs or fails leaves the others' results. What
+# lands in $OUT: gpu.txt (nvidia-smi), cuda_tests.log (the CUDA equivalence tests, when pytest is
+# there), sampling_speed_cuda.{json,md} + sampling.log, train_throughput_paper_cuda.json + train.log.
+set -u
+OUT=${OUT:-benchmarks/results}
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >"$OUT/gpu.txt" 2>&1
+$PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" \
+  >>"$OUT/gpu.txt" 2>&1
+
+if $PY -c "import pytest" 2>/dev/null; then
+  timeout 120 $PY -m pytest -q -p no:cacheprovider tests/sampling/test_fused_triton.py >"$OUT/cuda_tests.log" 2>&1
+  echo "exit $?" >>"$OUT/cuda_tests.log"
+fi
+
+timeout 330 $PY benchmarks/sampling_speed.py --device cuda >"$OUT/sampling.log" 2>&1
+echo "exit $?" >>"$OUT/sampling.log"
+cp benchmarks/results/sampling_speed_cuda.json benchmarks/results/sampling_speed_cuda.md "$OUT/" 2>/dev/null
+
+timeout 150 $PY benchmarks/train_throughput.py --preset paper --batch 40 --frames 1000 --compile >"$OUT/train.log" 2>&1
+echo "exit $?" >>"$OUT/train.log"
+cp benchmarks/results/train_throughput_paper_cuda.json "$OUT/" 2>/dev/null
+exit 0
