@@ -19,6 +19,11 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 $PY -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" \
   >>"$OUT/gpu.txt" 2>&1
 
+if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "no CUDA device: nothing measured (this script is for a GPU machine)" | tee -a "$OUT/gpu.txt"
+  exit 1
+fi
+
 if $PY -c "import pytest" 2>/dev/null; then
   timeout 120 $PY -m pytest -q -p no:cacheprovider tests/sampling/test_fused_triton.py >"$OUT/cuda_tests.log" 2>&1
   echo "exit $?" >>"$OUT/cuda_tests.log"
