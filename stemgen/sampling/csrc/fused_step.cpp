@@ -39,6 +39,11 @@ using Vec = at::vec::Vectorized<float>;
 // normaliser sum, as it does in eager.
 inline Vec vmax(const Vec& a, const Vec& b) { return at::vec::clamp_min(a, b); }
 
+// The largest lane of v.
+inline float hmax(const Vec& v) {
+  return at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return vmax(a, b); }, v);
+}
+
 float row_max(const float* x, int64_t n) {
   constexpr int64_t W = Vec::size();
   if (n < 4 * W) return at::vec::reduce_all<float>([](Vec& a, Vec& b) { return vmax(a, b); }, x, n);
@@ -51,7 +56,7 @@ float row_max(const float* x, int64_t n) {
     m2 = vmax(m2, Vec::loadu(x + v + 2 * W));
     m3 = vmax(m3, Vec::loadu(x + v + 3 * W));
   }
-  float m = at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return vmax(a, b); }, vmax(vmax(m0, m1), vmax(m2, m3)));
+  float m = hmax(vmax(vmax(m0, m1), vmax(m2, m3)));
   for (; v < n; ++v) m = std::max(m, x[v]);
   return m;
 }
@@ -105,10 +110,6 @@ int64_t argmax_of(F f, int64_t n) {
 // Loads up to Vec::size() floats at x + v; past n the lanes are padding (never selected).
 inline Vec load(const float* x, int64_t v, int64_t n) {
   return v + Vec::size() <= n ? Vec::loadu(x + v) : Vec::loadu(x + v, n - v);
-}
-
-inline float hmax(const Vec& v) {
-  return at::vec::vec_reduce_all<float>([](Vec& a, Vec& b) { return vmax(a, b); }, v);
 }
 
 // Block maxima bm[k] of x over the whole blocks of K codes (k < n / K); returns the row's max.
