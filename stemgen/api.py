@@ -11,12 +11,13 @@ package (``stemgen/assets/demo_chorales``, trained by ``make demo-model``).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+import inspect
 import math
 import os
 import re
 import secrets
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -28,16 +29,15 @@ from .audio import dbfs, load_mono, mix_down, write_audio
 from .codec import Codec, load_codec
 from .errors import AudioError, CheckpointError, MissingWeightsError
 from .instruments import resolve as resolve_instrument
-from .model.io import CODEC_DIR, CONFIG, load_exported
+from .model.io import CODEC_DIR, CONFIG, ModelRecord, check_codec, load_exported
 from .model.transformer import StemGenModel
-from .sampling.decode import SamplingSettings
+from .sampling.settings import PerLevel, SamplingSettings, override
 from .sampling.windows import decode_windows
 
 DEMO = "demo"
 ENV_MODEL = "STEMGEN_MODEL"
 #: context quieter than this (dBFS) is treated as silence: there is nothing to listen to
 MIN_CONTEXT_DBFS = -70.0
-PAPER_STEPS = (128, 64, 32, 32)
 
 
 def demo_model_dir() -> Path:
@@ -56,7 +56,9 @@ class Stem:
         tokens: ``(Q, T)`` the codec tokens the audio was decoded from.
         instrument: the instrument class name.
         context: ``(N,)`` the mono context at ``sample_rate`` the stem was generated for.
-        settings: everything needed to reproduce it (model, seed, sampling settings).
+        settings: everything needed to reproduce it alone: the model, its own seed and every
+            sampling setting (``generate(context, seed=stem.settings["seed"], settings=...)``
+            gives the same tokens, whatever the stem was batched with).
     """
 
     audio: np.ndarray
@@ -90,9 +92,10 @@ class StemModel:
     Get one with :func:`load_model`; reuse it across :meth:`generate` calls.
     """
 
-    def __init__(self, model: StemGenModel, codec: Codec, info: dict | None = None, name: str = "",
-                 device: str | torch.device | None = None, precision: str = "auto"):
-        check_compatible(model, codec, info or {})
+    def __init__(self, model: StemGenModel, codec: Codec, record: ModelRecord | None = None, name: str = "",
+                 device: str | torch.device | None = None, precision: str = "auto", info: dict | None = None):
+        self.record = record or ModelRecord(model.cfg)
+        check_codec(model.cfg, codec, self.record)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if precision not in ("auto", "bf16", "fp32"):
             raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}.")
@@ -101,9 +104,10 @@ class StemModel:
         self.precision = _auto_precision(self.device) if precision == "auto" else precision
         self.model = model.eval().to(self.device)
         self.codec = codec.eval().to(self.device)
+        #: provenance (training step, hyper-parameters) as the checkpoint or export gave it
         self.info = info or {}
         self.name = name
-        seconds = self.info.get("window_seconds") or 10.0
+        seconds = self.record.window_seconds or 10.0
         #: frames per decoding window: the crop length the model was trained on
         self.window_frames = max(2, int(round(seconds * codec.frame_rate)))
 
@@ -117,30 +121,63 @@ class StemModel:
     def sample_rate(self) -> int:
         return self.codec.sample_rate
 
-    def settings(self, steps=None, guidance=True, causal_bias: float = 0.1, temperature=1.0,
-                 base: SamplingSettings | None = None) -> SamplingSettings:
-        """Sampling settings from the short arguments of :meth:`generate` (see there)."""
+    def settings(self, settings: SamplingSettings | None = None, **short) -> SamplingSettings:
+        """``settings`` (default: the paper's best for this model's levels) with the short
+        arguments of :meth:`generate` that were given applied (see
+        :func:`stemgen.sampling.settings.override`)."""
         q = self.model.cfg.num_levels
-        s = base or SamplingSettings(steps=_per_level(PAPER_STEPS, q), temperature=(1.0,) * q)
-        kw = {"w_position": float(causal_bias)}
-        if steps is not None:
-            kw["steps"] = tuple(int(x) for x in ([steps] * q if np.isscalar(steps) else steps))
-        if temperature is not None:
-            kw["temperature"] = tuple(float(x) for x in ([temperature] * q if np.isscalar(temperature) else temperature))
-        if guidance is False or guidance is None:
-            kw["guidance"] = False
-        elif guidance is not True:
-            la, li = (guidance, guidance) if np.isscalar(guidance) else tuple(guidance)
-            kw.update(guidance=True, lambda_context=float(la), lambda_instrument=float(li))
-        return dataclasses.replace(s, **kw).check(q)
+        return override(settings or SamplingSettings.paper(q), q, **short)
 
     @torch.no_grad()
     def generate(self, context, instrument: Union[str, int, Sequence] = "bass", *, sample_rate: int | None = None,
-                 seed: int | None = None, steps=None, guidance=True, causal_bias: float = 0.1, temperature=1.0,
-                 settings: SamplingSettings | None = None, num_samples: int = 1, keep=None,
-                 regenerate: tuple[float, float] | None = None, overlap_seconds: float = 1.0,
-                 progress: bool = False) -> Union[Stem, list[Stem]]:
-        """Generate a stem that fits ``context``. See :func:`stemgen.generate` for the arguments."""
+                 seed: int | None = None, settings: SamplingSettings | None = None, steps: PerLevel = None,
+                 guidance: Union[bool, float, tuple[float, float], None] = None, causal_bias: float | None = None,
+                 temperature: PerLevel = None, sampler: str | None = None, compile: bool | None = None,
+                 num_samples: int = 1, keep=None, regenerate: tuple[float, float] | None = None,
+                 overlap_seconds: float = 1.0, progress: bool = False) -> Union[Stem, list[Stem]]:
+        """Generate a stem of ``instrument`` that fits the music in ``context``.
+
+        Args:
+            context: a path (wav/flac/ogg), or a numpy array / torch tensor ``(N,)`` or
+                ``(channels, N)`` with ``sample_rate``; any rate, stereo is downmixed. A list of
+                contexts generates one stem each, batched.
+            instrument: class name (``"bass"``, ``"drums"``, ``"piano"``, ... see
+                :func:`stemgen.instruments.valid_names`), id, or one per context.
+            sample_rate: the rate of an array/tensor context (Hz).
+            seed: makes the result reproducible. Random if omitted. The stems of one call get
+                the seeds ``seed, seed + 1, ...`` in the order they are returned (contexts, then
+                samples), each stem its own random stream: a stem is reproduced by a single call
+                with ``seed=stem.settings["seed"]``, whatever it was batched with.
+            settings: a full :class:`~stemgen.sampling.settings.SamplingSettings` (default: the
+                paper's best, ``SamplingSettings.paper()``; the naive setting is
+                ``SamplingSettings.naive()``). The short arguments below override it only where
+                they are given.
+            steps: decoding steps, one int for every level or one per level (paper: 128, 64, 32, 32).
+            guidance: multi-source classifier-free guidance. ``True``: on, with the scales of
+                ``settings`` (paper: lambda_a = lambda_i = 3); a number: both scales;
+                ``(lambda_a, lambda_i)``: context and instrument scales; ``False``: no guidance
+                (one fully conditioned pass per step).
+            causal_bias: the ranking's position weight w_s (paper: 0.1; 0 is VampNet-like).
+            temperature: one for every level or one per level (paper: 1.0); 0 is greedy.
+            sampler: ``"fused"`` (the fused step ops) or ``"eager"`` (the reference functions):
+                the same tokens from the same seed.
+            compile: compile each decoding step with ``torch.compile``.
+            num_samples: stems per context (a batch); more than one returns a list.
+            keep: a :class:`Stem`, path or array of a stem to keep (continuation: a stem shorter
+                than the context is continued to its end). A :class:`Stem` keeps its own tokens;
+                audio is encoded by the codec first, so the kept part is the codec's tokens of
+                that audio, not the tokens of the stem it was decoded from (decoding and
+                re-encoding is not an identity).
+            regenerate: ``(start, end)`` seconds of ``keep`` to generate again (inpainting).
+            overlap_seconds: contexts longer than the model's window are generated in windows
+                that overlap by this much (at most half a window); the overlap is carried over
+                as decoded prefix.
+            progress: draw a progress bar per level.
+
+        Returns:
+            A :class:`Stem` (audio at the codec's rate, tokens, settings), or a list of them for
+            a list of contexts or ``num_samples > 1``.
+        """
         contexts = list(context) if isinstance(context, (list, tuple)) else [context]
         plural = isinstance(context, (list, tuple)) or num_samples > 1
         instruments = list(instrument) if isinstance(instrument, (list, tuple)) else [instrument] * len(contexts)
@@ -152,7 +189,8 @@ class StemModel:
         if regenerate is not None and keep is None:
             raise ValueError("regenerate=(start, end) needs keep=: the stem whose span is regenerated.")
         classes = [resolve_instrument(i) for i in instruments]
-        s = self.settings(steps, guidance, causal_bias, temperature, settings)
+        s = self.settings(settings, steps=steps, guidance=guidance, causal_bias=causal_bias,
+                          temperature=temperature, sampler=sampler, compile=compile)
         seed = secrets.randbits(31) if seed is None else int(seed)
         wavs = [self._context_audio(c, sample_rate) for c in contexts]
         tokens = [self._encode(w) for w in wavs]  # (Q, T) each
@@ -161,27 +199,28 @@ class StemModel:
         overlap = int(round(overlap_seconds * self.codec.frame_rate))
         overlap = min(max(overlap, 0), self.window_frames // 2)
 
-        # one batch per context length; num_samples copies of each request
-        jobs = [(k, n) for k in range(len(contexts)) for n in range(num_samples)]
-        results: dict[tuple[int, int], torch.Tensor] = {}
-        gen = torch.Generator(device=self.device).manual_seed(seed)
+        # stem j (contexts, then samples) has the seed seed + j and its own generator; one batch
+        # per context length
+        jobs = [k for k in range(len(contexts)) for _ in range(num_samples)]
+        results: dict[int, torch.Tensor] = {}
         for length in sorted({t.shape[-1] for t in tokens}):
-            group = [(k, n) for k, n in jobs if tokens[k].shape[-1] == length]
-            ctx = torch.stack([tokens[k] for k, _ in group])  # (B, Q, T)
-            inst = torch.tensor([classes[k].id for k, _ in group], device=self.device)
-            prefix = torch.stack([prefixes[k] for k, _ in group])
+            group = [j for j, k in enumerate(jobs) if tokens[k].shape[-1] == length]
+            ctx = torch.stack([tokens[jobs[j]] for j in group])  # (B, Q, T)
+            inst = torch.tensor([classes[jobs[j]].id for j in group], device=self.device)
+            prefix = torch.stack([prefixes[jobs[j]] for j in group])
+            gens = [torch.Generator(device=self.device).manual_seed(seed + j) for j in group]
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                out = decode_windows(self.model, ctx, inst, self.window_frames, overlap, s, gen, prefix,
+                out = decode_windows(self.model, ctx, inst, self.window_frames, overlap, s, gens, prefix,
                                      callback=_progress_bars(s, progress, len(group)))
-            results.update({job: out[b] for b, job in enumerate(group)})
+            results.update({j: out[b] for b, j in enumerate(group)})
         stems = []
-        for k, n in jobs:
-            toks = results[(k, n)]
+        for j, k in enumerate(jobs):
+            toks = results[j]
             audio = self.codec.decode(toks[None])[0, : wavs[k].shape[-1]].float().cpu().numpy()
             peak = float(np.abs(audio).max())
             gain = min(1.0, 0.99 / peak) if peak > 0 else 1.0  # never write a clipping stem
             audio = audio * gain
-            record = {"model": self.name, "seed": seed, "sample": n, **s.to_dict(), "gain": gain,
+            record = {"model": self.name, "seed": seed + j, **s.to_dict(), "gain": gain,
                       "precision": self.precision,
                       "overlap_seconds": overlap / self.codec.frame_rate,
                       "window_seconds": self.window_frames / self.codec.frame_rate}
@@ -245,11 +284,6 @@ def _auto_precision(device: torch.device) -> str:
         return "fp32"
 
 
-def _per_level(values: Sequence[int], q: int) -> tuple[int, ...]:
-    """The paper's per-level values for Q=4, extended with the last one for other Q."""
-    return tuple(values[min(i, len(values) - 1)] for i in range(q))
-
-
 def _progress_bars(settings: SamplingSettings, enabled: bool, batch: int):
     """A callback drawing one tqdm bar per level, or None."""
     if not enabled:
@@ -270,28 +304,12 @@ def _progress_bars(settings: SamplingSettings, enabled: bool, batch: int):
     return update
 
 
-def check_compatible(model: StemGenModel, codec: Codec, info: dict) -> None:
-    """Raise :class:`CheckpointError` unless ``codec`` makes the tokens ``model`` was trained on."""
-    cfg = model.cfg
-    if (codec.num_levels, codec.cardinality) != (cfg.num_levels, cfg.cardinality):
-        raise CheckpointError(
-            f"model and codec do not match: the model reads Q={cfg.num_levels} levels of V={cfg.cardinality} "
-            f"codes, the codec '{codec.name}' writes Q={codec.num_levels} levels of V={codec.cardinality}. "
-            f"Use the codec the model was trained with.")
-    trained = (info.get("codec") or {}).get("fingerprint")
-    if trained and codec.fingerprint() and trained != codec.fingerprint():
-        raise CheckpointError(
-            f"model and codec do not match: the model was trained on tokens of codec {trained}, this "
-            f"'{codec.name}' codec is {codec.fingerprint()} (refitted or another codec). Its tokens would "
-            f"mean nothing to the model; use the codec exported with it.")
-
-
-def _codec_for(folder: Path | None, info: dict, codec) -> Codec:
+def _codec_for(folder: Path | None, record: ModelRecord, codec) -> Codec:
     if codec is not None:
         return codec if isinstance(codec, Codec) else load_codec(codec)
     if folder is not None and (folder / CODEC_DIR / CONFIG).exists():
         return load_codec(folder / CODEC_DIR)
-    name = (info.get("codec") or {}).get("name")
+    name = record.codec.get("name")
     if not name:
         raise MissingWeightsError("the model does not say which codec it was trained with: pass codec=...")
     return load_codec(name)
@@ -339,15 +357,15 @@ def load_model(name_or_path: Union[str, Path, StemModel, None] = None, *, codec=
     if path.is_file():
         from .train.export import read_checkpoint
 
-        model, info = read_checkpoint(path)
-        return StemModel(model, _codec_for(None, info, codec), info, name, device, precision)
+        model, record, info = read_checkpoint(path)
+        return StemModel(model, _codec_for(None, record, codec), record, name, device, precision, info)
     if not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", name) and not name.startswith("."):
         path = _hub_folder(name)
     if not path.is_dir():
         raise MissingWeightsError(f"no model at '{name}': give an exported folder (stemgen export), a .ckpt "
                                   f"from stemgen-train, a hub id owner/name, or '{DEMO}'.")
-    model, info = load_exported(path)
-    return StemModel(model, _codec_for(path, info, codec), info, name, device, precision)
+    model, record, info = load_exported(path)
+    return StemModel(model, _codec_for(path, record, codec), record, name, device, precision, info)
 
 
 @functools.lru_cache(maxsize=2)
@@ -355,46 +373,13 @@ def _cached_model(name: str, device: str | None) -> StemModel:
     return load_model(name, device=device)
 
 
-def generate(context, instrument: Union[str, int, Sequence] = "bass", *, model=None,
-             sample_rate: int | None = None, seed: int | None = None, steps=None, guidance=True,
-             causal_bias: float = 0.1, temperature=1.0, settings: SamplingSettings | None = None,
-             num_samples: int = 1, keep=None, regenerate: tuple[float, float] | None = None,
-             overlap_seconds: float = 1.0, progress: bool = False,
-             device: str | None = None) -> Union[Stem, list[Stem]]:
-    """Generate a stem of ``instrument`` that fits the music in ``context``.
+def generate(context, instrument: Union[str, int, Sequence] = "bass", *, model=None, device: str | None = None,
+             **options) -> Union[Stem, list[Stem]]:
+    """Generate a stem of ``instrument`` that fits the music in ``context`` with ``model``.
 
-    Args:
-        context: a path (wav/flac/ogg), or a numpy array / torch tensor ``(N,)`` or
-            ``(channels, N)`` with ``sample_rate``; any rate, stereo is downmixed. A list of
-            contexts generates one stem each, batched.
-        instrument: class name (``"bass"``, ``"drums"``, ``"piano"``, ... see
-            :func:`stemgen.instruments.valid_names`), id, or one per context.
-        model: a :class:`StemModel`, or anything :func:`load_model` accepts (default: the demo
-            model, or ``$STEMGEN_MODEL``).
-        sample_rate: the rate of an array/tensor context (Hz).
-        seed: makes the result reproducible (same seed, model and request: same tokens). Random
-            if omitted; the seed used is in ``stem.settings["seed"]``.
-        steps: decoding steps, one int for every level or one per level (paper: 128, 64, 32, 32).
-        guidance: multi-source classifier-free guidance. ``True``: the paper's scales
-            lambda_a = lambda_i = 3; a number: both scales; ``(lambda_a, lambda_i)``: context and
-            instrument scales; ``False``: no guidance (one fully conditioned pass per step).
-        causal_bias: the ranking's position weight w_s (paper: 0.1; 0 is VampNet-like).
-        temperature: one for every level or one per level (paper: 1.0); 0 is greedy.
-        settings: a full :class:`~stemgen.sampling.decode.SamplingSettings` (also w_c, w_r, e.g.
-            ``SamplingSettings.naive()``); the short arguments above override it.
-        num_samples: stems per context (a batch); more than one returns a list.
-        keep: a :class:`Stem`, path or array of a stem to keep (continuation: a stem shorter than the
-            context is continued to its end).
-        regenerate: ``(start, end)`` seconds of ``keep`` to generate again (inpainting).
-        overlap_seconds: contexts longer than the model's window are generated in windows that
-            overlap by this much (at most half a window); the overlap is carried over as decoded
-            prefix.
-        progress: draw a progress bar per level.
-        device: default CUDA when available, else CPU.
-
-    Returns:
-        A :class:`Stem` (audio at the codec's rate, tokens, settings), or a list of them for a
-        list of contexts or ``num_samples > 1``.
+    ``model``: a :class:`StemModel`, or anything :func:`load_model` accepts (default: the demo
+    model, or ``$STEMGEN_MODEL``), loaded once and reused; ``device``: where to load it (default
+    CUDA when available, else CPU). The other arguments are :meth:`StemModel.generate`'s:
     """
     if isinstance(model, StemModel):
         sm = model
@@ -402,7 +387,15 @@ def generate(context, instrument: Union[str, int, Sequence] = "bass", *, model=N
         sm = _cached_model(str(model or os.environ.get(ENV_MODEL) or DEMO), device)
     else:
         raise TypeError(f"model must be a StemModel, a name or a path, not {type(model).__name__}.")
-    return sm.generate(context, instrument, sample_rate=sample_rate, seed=seed, steps=steps, guidance=guidance,
-                       causal_bias=causal_bias, temperature=temperature, settings=settings,
-                       num_samples=num_samples, keep=keep, regenerate=regenerate,
-                       overlap_seconds=overlap_seconds, progress=progress)
+    return sm.generate(context, instrument, **options)
+
+
+def _generate_signature() -> inspect.Signature:
+    """``generate``'s signature: :meth:`StemModel.generate`'s, with ``model`` and ``device``."""
+    params = list(inspect.signature(StemModel.generate).parameters.values())[1:]  # without self
+    own = [p for p in inspect.signature(generate).parameters.values() if p.name in ("model", "device")]
+    return inspect.Signature(params[:2] + own + params[2:], return_annotation=Union[Stem, list[Stem]])
+
+
+generate.__signature__ = _generate_signature()
+generate.__doc__ += textwrap.indent(textwrap.dedent(StemModel.generate.__doc__.split("\n", 1)[1]), "    ")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import sys
@@ -100,14 +99,16 @@ def demo(out: Path = Path("demo_out"), songs: int = 10, seconds: float = 20.0, s
 
 
 def generate(context: Path, instrument: str = "bass", output: Optional[Path] = None, model: Optional[str] = None,
-             seed: Optional[int] = None, steps: Optional[list[int]] = None, guidance: float = 3.0,
+             seed: Optional[int] = None, steps: Optional[list[int]] = None, guidance: Optional[float] = None,
              lambda_context: Optional[float] = None, lambda_instrument: Optional[float] = None,
-             naive: bool = False, causal_bias: float = 0.1, temperature: float = 1.0,
+             naive: bool = False, causal_bias: Optional[float] = None, temperature: Optional[float] = None,
              overlap: float = 1.0, mix: Optional[Path] = None, plot: Optional[Path] = None,
-             device: Optional[str] = None, sampler: str = "fused", compile: bool = False) -> None:
+             device: Optional[str] = None, sampler: Optional[str] = None, compile: Optional[bool] = None) -> None:
     """Generate a stem that fits CONTEXT (a wav/flac/ogg file; any rate, mono or stereo).
 
     Example: stemgen generate song.wav --instrument bass -o bass.wav --mix mix.wav --plot bass.png
+
+    Sampling options left out keep the paper's best setting (or, with --naive, the naive one).
 
     Args:
         context: the music to listen to.
@@ -129,22 +130,29 @@ def generate(context: Path, instrument: str = "bass", output: Optional[Path] = N
         mix: also write the stem mixed with the context here.
         plot: also write a PNG of the context, stem and mix spectrograms here.
         device: cpu or cuda (default: cuda when available).
-        sampler: "fused" (the torch.ops.stemgen kernels) or "eager" (the reference functions);
-            the same seed gives the same stem with either.
+        sampler: "fused" (default: the torch.ops.stemgen kernels) or "eager" (the reference
+            functions); the same seed gives the same stem with either.
         compile: compile each decoding step with torch.compile (CUDA: captured as a CUDA graph);
             the first level pays the compilation.
     """
     from .api import load_model
-    from .sampling.decode import SamplingSettings
+    from .instruments import resolve
+    from .sampling.settings import SamplingSettings
 
+    inst = resolve(instrument)  # a typo fails here, before anything is loaded
+    scales = (lambda_context, lambda_instrument, guidance)
+    if naive and any(x is not None for x in scales):
+        raise ValueError("--naive samples without guidance: drop --guidance/--lambda_context/--lambda_instrument, "
+                         "or drop --naive.")
+    settings = SamplingSettings.naive() if naive else None
     m = load_model(model, device=device)
-    la = lambda_context if lambda_context is not None else guidance
-    li = lambda_instrument if lambda_instrument is not None else guidance
-    base = dataclasses.replace(m.settings(base=SamplingSettings.naive() if naive else None), sampler=sampler,
-                               compile=compile)
-    print(f"{m}\ngenerating {instrument} for {context} ...", file=sys.stderr)
-    stem = m.generate(context, instrument, seed=seed, steps=steps, guidance=False if naive else (la, li),
-                      causal_bias=0.0 if naive else causal_bias, temperature=temperature, settings=base,
+    if any(x is not None for x in scales):
+        base = m.settings(settings)
+        guidance = (_first_given(lambda_context, guidance, base.lambda_context),
+                    _first_given(lambda_instrument, guidance, base.lambda_instrument))
+    print(f"{m}\ngenerating {inst.name.lower()} for {context} ...", file=sys.stderr)
+    stem = m.generate(context, inst, seed=seed, settings=settings, steps=steps, guidance=guidance,
+                      causal_bias=causal_bias, temperature=temperature, sampler=sampler, compile=compile,
                       overlap_seconds=overlap, progress=True)
     output = output or Path(f"{stem.instrument.lower().replace(' ', '_')}.wav")
     written = [stem.save(output)]
@@ -159,6 +167,10 @@ def generate(context: Path, instrument: str = "bass", output: Optional[Path] = N
         written.append(Path(plot))
     print(f"{stem.instrument}, {stem.duration:.1f} s, seed {stem.settings['seed']}: "
           + ", ".join(str(p) for p in written))
+
+
+def _first_given(*values):
+    return next(v for v in values if v is not None)
 
 
 def export(checkpoint: Path, out_dir: Path, half: bool = False) -> None:

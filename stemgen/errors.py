@@ -23,5 +23,9 @@ class CheckpointError(StemgenError, ValueError):
     """A checkpoint whose keys, shapes or config do not match what stemgen expects."""
 
 
+class TokenError(StemgenError, ValueError):
+    """Codec tokens of the wrong type, shape, number of levels or value range for this codec."""
+
+
 class DependencyError(StemgenError, ImportError):
     """An optional package that this feature needs is not installed."""

@@ -1,4 +1,4 @@
-"""The instrument conditioning vocabulary (SPEC section 3).
+"""The instrument conditioning vocabulary.
 
 18 entries: the 16 General MIDI program families (ids 0-15, in program order), Drums
 (id 16) and a null entry (id 17) used when the instrument condition is dropped. This is
@@ -8,6 +8,7 @@ spelling, so stems are mapped by ``program_num`` (0-based) and ``is_drum``.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 from .errors import InstrumentError
@@ -105,8 +106,11 @@ def resolve(instrument: "str | int | Instrument") -> Instrument:
             return inst
     if key in _ALIASES:
         return INSTRUMENTS[_ALIASES[key]]
-    raise InstrumentError(f"unknown instrument {instrument!r}. Valid names: "
-                          f"{', '.join(valid_names())}.")
+    close = difflib.get_close_matches(key, valid_names(), n=3, cutoff=0.6)
+    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    classes = ", ".join(inst.name.lower() for inst in INSTRUMENTS[:NULL_ID])
+    raise InstrumentError(f"unknown instrument {instrument!r}.{hint} Instrument classes: {classes} "
+                          f"(more aliases: stemgen.instruments.valid_names()).")
 
 
 def from_program(program_num: int, is_drum: bool = False) -> Instrument:

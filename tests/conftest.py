@@ -64,13 +64,13 @@ def tiny_export(tmp_path_factory, tiny_codec):
     import torch
 
     from stemgen.model import ModelConfig, StemGenModel
-    from stemgen.model.io import save_exported
+    from stemgen.model.io import ModelRecord, save_exported
 
     folder = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
     model = StemGenModel(ModelConfig.from_name("tiny", cardinality=tiny_codec.cardinality))
     tiny_codec.save(folder / "codec")
-    save_exported(model, folder, {"codec": {"name": "codec", **tiny_codec.describe()}, "window_seconds": 0.5})
+    save_exported(model, folder, ModelRecord.for_codec(model.cfg, tiny_codec, "codec", 0.5))
     return folder
 
 

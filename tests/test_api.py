@@ -10,7 +10,7 @@ import torch
 import stemgen
 from stemgen.api import StemModel, load_model
 from stemgen.errors import AudioError, CheckpointError, InstrumentError, MissingWeightsError
-from stemgen.sampling.decode import SamplingSettings
+from stemgen.sampling.settings import SamplingSettings
 
 from .conftest import SR, melody
 
@@ -68,8 +68,28 @@ def test_batch_of_contexts_and_samples(tiny_model):
     assert [s.instrument for s in stems] == ["Bass", "Bass", "Drums", "Drums"]
     assert [s.audio.shape[0] for s in stems] == [SR, SR, SR // 2, SR // 2]
     assert not torch.equal(stems[0].tokens, stems[1].tokens)  # two samples, not one twice
+    assert [s.settings["seed"] for s in stems] == [0, 1, 2, 3]  # each stem its own seed
     one = stemgen.generate(song(1.0), "bass", model=tiny_model, sample_rate=SR, num_samples=1, **FAST)
     assert isinstance(one, stemgen.Stem)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_every_stem_of_a_batch_is_the_single_call_of_its_recorded_settings(tiny_export, precision):
+    model = load_model(tiny_export, device="cpu", precision=precision)
+    contexts = [song(1.0), song(0.5, seed=1), song(1.0)]  # the same context twice, two lengths
+    batch = model.generate(contexts, ["bass", "drums", "bass"], sample_rate=SR, num_samples=2, steps=(3, 2, 2, 1),
+                           seed=10, causal_bias=0.3, temperature=0.9)
+    seeds = [s.settings["seed"] for s in batch]
+    assert len(set(seeds)) == 6 and not torch.equal(batch[0].tokens, batch[4].tokens)
+    for stem, context in zip(batch, [c for c in contexts for _ in range(2)]):
+        alone = model.generate(context, stem.instrument, sample_rate=SR, seed=stem.settings["seed"],
+                               settings=SamplingSettings(**{k: (tuple(v) if isinstance(v, list) else v)
+                                                            for k, v in stem.settings.items()
+                                                            if k in SamplingSettings.__dataclass_fields__}))
+        assert torch.equal(alone.tokens, stem.tokens)
+    # sample 0 of a batch is the single call with the same seed
+    assert torch.equal(model.generate(contexts[0], "bass", sample_rate=SR, steps=(3, 2, 2, 1), seed=10,
+                                      causal_bias=0.3, temperature=0.9).tokens, batch[0].tokens)
 
 
 def test_inpainting_and_continuation(tiny_model):
@@ -98,16 +118,32 @@ def test_inpainting_and_continuation(tiny_model):
 
 def test_short_arguments_build_the_settings(tiny_model):
     s = tiny_model.settings()
-    assert s == SamplingSettings()  # the paper's best
+    assert s == SamplingSettings() == SamplingSettings.paper()  # the paper's best
     s = tiny_model.settings(steps=8, guidance=False, causal_bias=0.0, temperature=(1.0, 0.9, 0.8, 0.7))
     assert s.steps == (8,) * 4 and not s.guidance and s.w_position == 0.0 and s.temperature == (1.0, 0.9, 0.8, 0.7)
     s = tiny_model.settings(guidance=(2.0, 1.5))
     assert s.guidance and (s.lambda_context, s.lambda_instrument) == (2.0, 1.5)
     assert tiny_model.settings(guidance=1.0).lambda_instrument == 1.0
-    naive = tiny_model.settings(base=SamplingSettings.naive(), causal_bias=0.0)
-    assert not naive.guidance and naive.w_confidence == 0.1
+    assert tiny_model.settings(SamplingSettings(lambda_context=2.0), guidance=True).lambda_context == 2.0
     with pytest.raises(ValueError, match="one value per level"):
         tiny_model.settings(steps=(4, 4))
+    with pytest.raises(ValueError, match="lambda_a, lambda_i"):
+        tiny_model.settings(guidance=(1.0, 2.0, 3.0))
+
+
+@pytest.mark.parametrize("settings", [
+    SamplingSettings.naive(),
+    SamplingSettings.naive(steps=(3, 2, 2, 1), temperature=(0.7, 0.7, 0.5, 0.0)),
+    SamplingSettings(steps=(3, 2, 2, 1), w_position=0.5, w_confidence=0.0, lambda_context=2.0, sampler="eager"),
+])
+def test_settings_are_honoured_unless_a_short_argument_is_given(tiny_model, settings):
+    short = dict(steps=(2, 1, 1, 1)) if settings.steps == SamplingSettings().steps else {}
+    stem = stemgen.generate(song(0.5), "bass", model=tiny_model, sample_rate=SR, seed=0, settings=settings, **short)
+    expected = SamplingSettings(**{**settings.__dict__, **short}) if short else settings
+    assert stem.settings == {**stem.settings, **expected.to_dict()}
+    assert tiny_model.settings(settings) == settings
+    # a short argument that is given wins
+    assert tiny_model.settings(settings, causal_bias=0.25, temperature=0.5).w_position == 0.25
 
 
 @pytest.mark.parametrize("bad, error, match", [

@@ -37,6 +37,14 @@ def test_unknown_name_lists_valid_names():
         resolve("kazoo")
     assert "kazoo" in str(err.value) and "bass" in str(err.value) and "drums" in str(err.value)
     assert "bass" in valid_names()
+    assert "did you mean" not in str(err.value).lower()
+
+
+@pytest.mark.parametrize("typo,suggested", [("bas", "'bass'"), ("gutar", "'guitar'"), ("Pianno", "'piano'"),
+                                            ("drm", "'drums'")])
+def test_a_typo_gets_the_closest_names(typo, suggested):
+    with pytest.raises(InstrumentError, match=f"Did you mean .*{suggested}"):
+        resolve(typo)
 
 
 def test_null_and_out_of_range_are_errors():

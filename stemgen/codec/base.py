@@ -8,7 +8,11 @@ import math
 import torch
 from torch import nn
 
-from ..errors import AudioError, CheckpointError
+from ..errors import AudioError, TokenError
+
+#: how :meth:`Codec.fingerprint` is computed; records of another scheme cannot be compared
+#: (scheme 1, before stemgen 0.2, also hashed buffers recomputed at load: machine-dependent)
+FINGERPRINT_SCHEME = 2
 
 
 class Codec(nn.Module):
@@ -69,16 +73,16 @@ class Codec(nn.Module):
     def _check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Validate tokens ``(B, q, T)`` (or ``(q, T)``) against this codec's Q and V."""
         if not torch.is_tensor(tokens) or tokens.dtype.is_floating_point:
-            raise CheckpointError(f"{self.name}.decode expects an integer token tensor.")
+            raise TokenError(f"{self.name}.decode expects an integer token tensor.")
         if tokens.dim() == 2:
             tokens = tokens[None]
         if tokens.dim() != 3:
-            raise CheckpointError(f"tokens must be (B, Q, T); got shape {tuple(tokens.shape)}.")
+            raise TokenError(f"tokens must be (B, Q, T); got shape {tuple(tokens.shape)}.")
         if not 1 <= tokens.shape[1] <= self.num_levels:
-            raise CheckpointError(f"tokens have {tokens.shape[1]} levels but {self.name} has "
+            raise TokenError(f"tokens have {tokens.shape[1]} levels but {self.name} has "
                                   f"{self.num_levels}: were they made by another codec?")
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cardinality):
-            raise CheckpointError(f"token values must lie in 0..{self.cardinality - 1} for {self.name}; "
+            raise TokenError(f"token values must lie in 0..{self.cardinality - 1} for {self.name}; "
                                   f"got {int(tokens.min())}..{int(tokens.max())}: were they made by "
                                   f"another codec?")
         return tokens.long()
@@ -102,20 +106,30 @@ class Codec(nn.Module):
 
         ``fingerprint`` identifies the weights that map audio to tokens: two codecs with equal
         shapes but different fingerprints give different tokens for the same audio.
+        ``fingerprint_scheme`` names how it was computed (:data:`FINGERPRINT_SCHEME`).
         """
         return {"codec": self.name, "sample_rate": self.sample_rate, "hop_length": self.hop_length,
                 "frame_rate": self.frame_rate, "num_levels": self.num_levels,
-                "cardinality": self.cardinality, "fingerprint": self.fingerprint()}
+                "cardinality": self.cardinality, "fingerprint": self.fingerprint(),
+                "fingerprint_scheme": FINGERPRINT_SCHEME}
 
     def fingerprint(self) -> str:
-        """A short hash of the codec's weights (as float32, so a half-precision copy of the
-        same weights has the same fingerprint) and of :meth:`fingerprint_extra`."""
+        """A short hash of what is stored: the state dict and :meth:`fingerprint_extra`.
+
+        The same on every machine: the state dict holds only tensors read from the codec's files
+        (anything recomputed at load, such as an STFT window, is a non-persistent buffer, since
+        its last bits depend on the CPU's math library), hashed as float32, which every stored
+        float16/bfloat16/float32 value converts to exactly (so a codec rounded to float16 in
+        memory has the fingerprint of its float16 file).
+        """
         import hashlib
 
         h = hashlib.sha1(json.dumps(self.fingerprint_extra(), sort_keys=True).encode())
         for name, tensor in sorted(self.state_dict().items()):
+            t = tensor.detach().cpu()
             h.update(name.encode())
-            h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+            h.update(str(t.dtype if not t.is_floating_point() else torch.float32).encode())
+            h.update((t.float() if t.is_floating_point() else t).contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
 
     def fingerprint_extra(self) -> dict:

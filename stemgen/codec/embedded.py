@@ -82,11 +82,13 @@ class EmbeddedCodec(Codec):
         if tuple(codebooks.shape) != (config.num_levels, config.cardinality, n_bins):
             raise CheckpointError(f"embedded codec codebooks have shape {tuple(codebooks.shape)}, "
                                   f"config expects {(config.num_levels, config.cardinality, n_bins)}.")
-        # codebooks live in the weighted feature space: (Q, V, F)
+        # stored (the state dict, the fingerprint): codebooks in the weighted feature space (Q, V, F)
         self.register_buffer("codebooks", codebooks.float().contiguous())
-        self.register_buffer("sqrt_weight", bin_weights(config.n_fft, config.sample_rate).sqrt())
-        self.register_buffer("window", torch.hann_window(config.n_fft))
         self.register_buffer("feature_max", torch.tensor(float(feature_max)))
+        # recomputed from the config at every load: their last bits depend on the CPU's math
+        # library, so they are not persistent and never part of the fingerprint
+        self.register_buffer("sqrt_weight", bin_weights(config.n_fft, config.sample_rate).sqrt(), persistent=False)
+        self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
         self.eval()
 
     # -- features --------------------------------------------------------------------------

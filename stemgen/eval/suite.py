@@ -29,24 +29,23 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class GridEntry:
-    """One sampling configuration (the arguments of :func:`stemgen.generate`)."""
+    """One sampling configuration: ``naive`` picks the base (the paper's naive setting, else its
+    best); the other fields are :meth:`stemgen.api.StemModel.generate`'s short arguments and
+    override the base only where given."""
 
     name: str
-    guidance: object = True  # True (3, 3) | number | [lambda_a, lambda_i] | False
-    causal_bias: float = 0.1
-    temperature: float = 1.0
+    naive: bool = False
+    guidance: object = None  # True | number | [lambda_a, lambda_i] | False
+    causal_bias: Optional[float] = None
+    temperature: Optional[float] = None
     steps: Optional[list] = None
-    naive: bool = False  # the paper's naive setting: no guidance, no causal bias
 
     def generate_kwargs(self) -> dict:
-        from ..sampling.decode import SamplingSettings
+        from ..sampling.settings import SamplingSettings
 
-        if self.naive:
-            return {"settings": SamplingSettings.naive(), "guidance": False, "causal_bias": 0.0,
-                    "temperature": self.temperature, "steps": self.steps}
-        guidance = self.guidance if not isinstance(self.guidance, list) else tuple(self.guidance)
-        return {"guidance": guidance, "causal_bias": self.causal_bias, "temperature": self.temperature,
-                "steps": self.steps}
+        guidance = tuple(self.guidance) if isinstance(self.guidance, list) else self.guidance
+        return {"settings": SamplingSettings.naive() if self.naive else None, "guidance": guidance,
+                "causal_bias": self.causal_bias, "temperature": self.temperature, "steps": self.steps}
 
 
 @dataclass
@@ -177,7 +176,8 @@ def run_suite(grid_path: str | Path, out: str | Path, model=None, data: str | Pa
     for entry in grid.entries:
         generated = generate_population(sm, triples, entry, out / "generated" / entry.name, batch_size, seed)
         generated_all[entry.name] = generated
-        results["configs"][entry.name] = {"settings": asdict(entry),
+        settings = sm.settings(**entry.generate_kwargs()).to_dict()  # what ran, every value
+        results["configs"][entry.name] = {"grid_entry": asdict(entry), "settings": settings,
                                           **score_population(scorer, real_desc, reals, generated, contexts, sr, rounds)}
         log.info("%s: MIRDD %.3f", entry.name, results["configs"][entry.name]["mirdd"]["mirdd"])
     write_results(results, out)

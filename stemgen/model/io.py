@@ -1,27 +1,97 @@
-"""Exported models: ``model.safetensors`` + ``config.json`` (no pickles, safe to share)."""
+"""What a model records beside its weights (:class:`ModelRecord`), and exported models:
+``model.safetensors`` + ``config.json`` (no pickles, safe to share)."""
 
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 
+from ..codec.base import FINGERPRINT_SCHEME, Codec
 from ..errors import CheckpointError, MissingWeightsError
 from ..paths import atomic_write
 from .transformer import ModelConfig, StemGenModel
+
+log = logging.getLogger(__name__)
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 CODEC_DIR = "codec"  # an export's own codec (fitted embedded codecs travel with their model)
 FORMAT = "stemgen-model-v1"
+#: the key of the :class:`ModelRecord` in a training checkpoint
+CHECKPOINT_KEY = "stemgen"
 
 
-def save_exported(model: StemGenModel, folder: str | Path, extra: dict | None = None, half: bool = False) -> Path:
+@dataclass
+class ModelRecord:
+    """What a training checkpoint and an export record beside the weights; written by
+    :meth:`to_dict` and read by :meth:`from_dict` only.
+
+    Attributes:
+        model: the full model shape (rebuilds the model without the preset table).
+        codec: the codec the training tokens came from: ``name`` (how to load it: a codec name,
+            a path, or ``"codec"``, the export's own folder) and :meth:`Codec.describe`
+            (token contract and fingerprint). Empty if unknown.
+        window_seconds: the crop length the model was trained on (generation windows), seconds.
+    """
+
+    model: ModelConfig
+    codec: dict = field(default_factory=dict)
+    window_seconds: Optional[float] = None
+
+    @classmethod
+    def for_codec(cls, model: ModelConfig, codec: Codec, name: str, window_seconds: float | None) -> "ModelRecord":
+        """The record of a model trained on ``codec``'s tokens (loaded as ``name``)."""
+        return cls(model, {"name": str(name), **codec.describe()},
+                   None if window_seconds is None else float(window_seconds))
+
+    def to_dict(self) -> dict:
+        return {"model": asdict(self.model), "codec": dict(self.codec), "window_seconds": self.window_seconds}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "the record") -> "ModelRecord":
+        try:
+            return cls(ModelConfig(**data["model"]), dict(data.get("codec") or {}), data.get("window_seconds"))
+        except (KeyError, TypeError) as err:
+            raise CheckpointError(f"{source} has no valid stemgen model record ({type(err).__name__}: {err}); "
+                                  f"was it written by stemgen-train / stemgen export?") from err
+
+
+def check_codec(cfg: ModelConfig, codec: Codec, record: ModelRecord | None = None, fix: str = "") -> None:
+    """Raise :class:`CheckpointError` unless ``codec`` makes the tokens a model of shape ``cfg``
+    reads: the same Q and V, and (when ``record`` names one) the fingerprint of the codec it was
+    trained with. ``fix`` ends the message (what the user should do)."""
+    fix = fix or "Use the codec the model was trained with (an export bundles it in its codec/ folder)."
+    if (codec.num_levels, codec.cardinality) != (cfg.num_levels, cfg.cardinality):
+        raise CheckpointError(
+            f"model and codec do not match: the model reads Q={cfg.num_levels} levels of V={cfg.cardinality} "
+            f"codes, the codec '{codec.name}' writes Q={codec.num_levels} levels of V={codec.cardinality}. {fix}")
+    trained = (record.codec if record else {}).get("fingerprint")
+    if not trained:
+        return
+    if record.codec.get("fingerprint_scheme") != FINGERPRINT_SCHEME:
+        log.warning("the model records its codec's fingerprint in an older scheme, which cannot be checked on "
+                    "this machine; make sure the codec is the one it was trained with (re-export the model "
+                    "with this stemgen version to record a comparable fingerprint).")
+        return
+    if trained != codec.fingerprint():
+        raise CheckpointError(
+            f"model and codec do not match: the model was trained on tokens of codec {trained}, this "
+            f"'{codec.name}' codec is {codec.fingerprint()} (refitted or another codec): its tokens would "
+            f"mean nothing to the model. {fix}")
+
+
+def save_exported(model: StemGenModel, folder: str | Path, record: ModelRecord, info: dict | None = None,
+                  half: bool = False) -> Path:
     """Write ``folder/model.safetensors`` and ``folder/config.json`` (each atomically).
 
-    ``extra`` (JSON-able) is stored under ``config["info"]``: the codec the model was trained
-    with, the training step, ... ``half`` stores the weights as float16 (loaded back as float32).
+    ``config.json`` holds the :class:`ModelRecord` and ``info`` (JSON-able provenance: the
+    training step, hyper-parameters, ...). ``half`` stores the weights as float16 (loaded back
+    as float32).
     """
     from safetensors.torch import save_file
 
@@ -30,13 +100,13 @@ def save_exported(model: StemGenModel, folder: str | Path, extra: dict | None = 
     tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
                for k, v in model.state_dict().items()}
     atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
-    config = {"format": FORMAT, "model": model.cfg.to_dict(), "info": extra or {}}
+    config = {"format": FORMAT, **record.to_dict(), "info": info or {}}
     atomic_write(folder / CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=1)))
     return folder
 
 
-def load_exported(folder: str | Path) -> tuple[StemGenModel, dict]:
-    """Load an exported model; returns ``(model in eval mode, info dict)``."""
+def load_exported(folder: str | Path) -> tuple[StemGenModel, ModelRecord, dict]:
+    """Load an exported model; returns ``(model in eval mode, its record, info dict)``."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -46,10 +116,14 @@ def load_exported(folder: str | Path) -> tuple[StemGenModel, dict]:
     cfg = json.loads((folder / CONFIG).read_text())
     if cfg.get("format") != FORMAT:
         raise CheckpointError(f"{folder / CONFIG} is not a stemgen model export (format {cfg.get('format')!r}).")
-    model = StemGenModel(ModelConfig(**cfg["model"]))
+    info = cfg.get("info", {})
+    if "codec" not in cfg:  # exports of stemgen 0.1 kept the codec and window inside "info"
+        cfg = {**cfg, "codec": info.get("codec"), "window_seconds": info.get("window_seconds")}
+    record = ModelRecord.from_dict(cfg, str(folder / CONFIG))
+    model = StemGenModel(record.model)
     try:
         state = load_file(str(folder / WEIGHTS))
         model.load_state_dict(state)  # copies into the float32 parameters (float16 exports too)
     except Exception as err:
         raise CheckpointError(f"cannot load the weights in {folder / WEIGHTS}: {err}") from err
-    return model.eval(), cfg.get("info", {})
+    return model.eval(), record, info

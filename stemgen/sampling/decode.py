@@ -1,86 +1,28 @@
-"""The eager reference decoder: level by level, step by step (paper section 2.1.1).
+"""Iterative decoding, level by level and step by step (paper section 2.1.1).
 
-Built from the pure functions in :mod:`stemgen.sampling.steps`. Guidance runs the three branches
-of paper eq. 3 as one batch: p(t|a) (instrument dropped), p(t|i) (context dropped) and p(t)
-(both dropped). ``guidance=False`` is the naive setting: one fully conditioned pass p(t|a,i).
-Shapes: B batch, Q levels, T frames, V codes.
+A step is one forward pass and the step ops after it (:mod:`stemgen.sampling.fused`: the fused
+kernels, or the reference functions of :mod:`stemgen.sampling.steps`). Guidance runs the three
+branches of paper eq. 3 as one batch: p(t|a) (instrument dropped), p(t|i) (context dropped) and
+p(t) (both dropped). ``guidance=False`` is the naive setting: one fully conditioned pass
+p(t|a,i). Shapes: B batch, Q levels, T frames, V codes.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
 from ..instruments import NULL_ID
 from . import fused
+from .settings import SamplingSettings
 from .steps import branch_log_probs, masked_counts
 
 # callback(level, step, steps_of_level) after every committed step
 StepCallback = Callable[[int, int, int], None]
-
-
-@dataclass
-class SamplingSettings:
-    """Decoding settings; the defaults are the paper's *best* setting (section 3.2.1).
-
-    Attributes:
-        steps: decoding steps per level (paper: 128, 64, 32, 32).
-        guidance: multi-source classifier-free guidance (paper eq. 3); False runs one fully
-            conditioned pass p(t|a,i) per step (the paper's *naive* setting).
-        lambda_context: guidance scale of the audio context, lambda_a (paper: 3).
-        lambda_instrument: guidance scale of the instrument, lambda_i (paper: 3).
-        temperature: per level; 0 picks the most likely token.
-        w_confidence: ranking weight of the candidate's probability, w_c (paper: 0.1).
-        w_position: causal-bias weight, w_s (paper: 0.1; 0 is VampNet-like).
-        w_random: ranking weight of the uniform noise, w_r (paper: 1.0).
-        sampler: how the per-step work after the forward pass runs: "fused" (the
-            ``torch.ops.stemgen`` ops: compiled C++ on CPU, Triton on CUDA, the eager reference where
-            neither builds) or "eager" (the reference functions of :mod:`.steps`). Both commit the
-            same tokens from the same noise.
-        compile: run each decoding step (forward pass of all branches + the step ops) through
-            ``torch.compile``; on CUDA with CUDA graphs ("reduce-overhead"). The first level pays the
-            compilation.
-    """
-
-    steps: tuple[int, ...] = (128, 64, 32, 32)
-    guidance: bool = True
-    lambda_context: float = 3.0
-    lambda_instrument: float = 3.0
-    temperature: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
-    w_confidence: float = 0.1
-    w_position: float = 0.1
-    w_random: float = 1.0
-    sampler: str = "fused"
-    compile: bool = False
-
-    @classmethod
-    def naive(cls, **overrides) -> "SamplingSettings":
-        """The paper's *naive* setting: no guidance, no causal bias."""
-        return cls(**{"guidance": False, "w_position": 0.0, **overrides})
-
-    def check(self, num_levels: int) -> "SamplingSettings":
-        """Validate against a model with ``num_levels`` levels; returns ``self``.
-
-        Raises ValueError naming the bad setting.
-        """
-        if len(self.steps) != num_levels or len(self.temperature) != num_levels:
-            raise ValueError(f"steps and temperature need one value per level ({num_levels}); got "
-                             f"{len(self.steps)} and {len(self.temperature)}.")
-        if any(int(s) < 1 for s in self.steps):
-            raise ValueError(f"every level needs at least one decoding step, got steps={self.steps}.")
-        if any(not t >= 0 for t in self.temperature):
-            raise ValueError(f"temperatures must be >= 0, got {self.temperature}.")
-        weights = (self.lambda_context, self.lambda_instrument, self.w_confidence, self.w_position, self.w_random)
-        if any(not torch.isfinite(torch.tensor(float(w))) for w in weights):
-            raise ValueError(f"guidance scales and ranking weights must be finite numbers, got {weights}.")
-        if self.sampler not in ("fused", "eager"):
-            raise ValueError(f"sampler must be 'fused' or 'eager', got {self.sampler!r}.")
-        return self
-
-    def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+#: where the noise comes from: one generator for the whole batch, or one per example (each
+#: example's stem then depends only on its own generator, whatever else is in the batch)
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
 
 
 def level_logits(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, level: int,
@@ -138,14 +80,16 @@ def _step_function(settings: SamplingSettings, device: torch.device):
 
 @torch.no_grad()
 def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, level: int,
-                 settings: SamplingSettings, generator: torch.Generator | None = None,
+                 settings: SamplingSettings, generator: Generators = None,
                  callback: Optional[StepCallback] = None) -> torch.Tensor:
     """Decode the masked positions of one level; returns new target tokens ``(B, Q, T)``.
 
     Levels coarser than ``level`` must be decoded; positions of ``level`` already decoded are
     kept. Each example follows the cosine schedule over its own masked positions. The number of
     steps is fixed once per level (the schedule's steps until every example is fully decoded), so
-    inside a level nothing waits on the device and the noise drawn depends only on the shapes.
+    inside a level nothing waits on the device. With one generator per example (a sequence of B),
+    an example draws noise only for the steps it needs itself, so its tokens do not depend on the
+    other examples of the batch (up to the floating-point rounding of batched matrix products).
     """
     mask_id = model.cfg.mask_id
     b, _, t = context.shape
@@ -156,12 +100,13 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     totals = total.tolist()  # the level's one host synchronisation
     rows = [[(n * count) // t for n in totals] for count in masked_counts(t, steps)]  # (S, B) left masked
     # steps after the one where every example is fully decoded would change nothing
-    n_steps = 0 if max(totals) == 0 else next(s for s, row in enumerate(rows) if max(row) == 0) + 1
+    own_steps = [0 if n == 0 else next(s for s, row in enumerate(rows) if row[i] == 0) + 1
+                 for i, n in enumerate(totals)]
+    n_steps = max(own_steps)
     remains = torch.tensor(rows, device=context.device)
     step_fn = _step_function(settings, context.device)
     for step in range(n_steps):
-        noise = torch.rand(b, t, v, generator=generator, device=context.device)
-        uniform = torch.rand(b, t, generator=generator, device=context.device)
+        noise, uniform = _step_noise(generator, (b, t, v), step, own_steps, context.device)
         tokens = step_fn(model, context, target, instrument, noise, uniform, remains[step], level, settings)
         target[:, level] = tokens
         if callback is not None:
@@ -171,9 +116,30 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     return target
 
 
+def _step_noise(generator: Generators, shape: tuple[int, int, int], step: int, own_steps: list[int],
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniform noise ``(B, T, V)`` for the candidates and ``(B, T)`` for the ranking of one step.
+
+    Per-example generators draw for the examples that still decode at ``step``; the others
+    (fully decoded: the noise is not read) get zeros without advancing their generator.
+    """
+    b, t, v = shape
+    if generator is None or isinstance(generator, torch.Generator):
+        return (torch.rand(b, t, v, generator=generator, device=device),
+                torch.rand(b, t, generator=generator, device=device))
+    if len(generator) != b:
+        raise ValueError(f"{len(generator)} generators for a batch of {b}: give one, or one per example.")
+    noise, uniform = torch.zeros(b, t, v, device=device), torch.zeros(b, t, device=device)
+    for i, g in enumerate(generator):
+        if step < own_steps[i]:
+            noise[i] = torch.rand(t, v, generator=g, device=device)
+            uniform[i] = torch.rand(t, generator=g, device=device)
+    return noise, uniform
+
+
 @torch.no_grad()
 def decode_tokens(model, context: torch.Tensor, instrument: torch.Tensor, settings: SamplingSettings | None = None,
-                  generator: torch.Generator | None = None, prefix: torch.Tensor | None = None,
+                  generator: Generators = None, prefix: torch.Tensor | None = None,
                   callback: Optional[StepCallback] = None) -> torch.Tensor:
     """Generate target tokens ``(B, Q, T)`` for ``context (B, Q, T)`` and ``instrument (B,)``.
 

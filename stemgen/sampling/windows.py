@@ -11,7 +11,8 @@ from typing import Optional
 
 import torch
 
-from .decode import SamplingSettings, StepCallback, decode_level
+from .decode import Generators, StepCallback, decode_level
+from .settings import SamplingSettings
 
 
 def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
@@ -29,7 +30,7 @@ def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
 
 @torch.no_grad()
 def decode_windows(model, context: torch.Tensor, instrument: torch.Tensor, window: int, overlap: int,
-                   settings: SamplingSettings | None = None, generator: torch.Generator | None = None,
+                   settings: SamplingSettings | None = None, generator: Generators = None,
                    prefix: torch.Tensor | None = None, callback: Optional[StepCallback] = None) -> torch.Tensor:
     """Generate target tokens ``(B, Q, T)`` for a context of any length ``T``.
 

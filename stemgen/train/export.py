@@ -14,17 +14,17 @@ import torch
 from ..codec import load_codec
 from ..errors import CheckpointError, MissingWeightsError
 from ..model import ModelConfig, StemGenModel
-from ..model.io import CODEC_DIR, save_exported
+from ..model.io import CHECKPOINT_KEY, CODEC_DIR, ModelRecord, check_codec, save_exported
 
 log = logging.getLogger(__name__)
 
 
-def read_checkpoint(ckpt: str | Path) -> tuple[StemGenModel, dict]:
+def read_checkpoint(ckpt: str | Path) -> tuple[StemGenModel, ModelRecord, dict]:
     """Read a stemgen-train checkpoint with ``torch.load(weights_only=True)``.
 
-    Returns ``(model in eval mode, info)``; ``info`` holds the codec the model was trained with
-    (``info["codec"]``: name and :meth:`~stemgen.codec.Codec.describe`), the training window in
-    seconds, the step and the training hyper-parameters.
+    Returns ``(model in eval mode, its record, info)``: the :class:`ModelRecord` (model shape,
+    the codec the model was trained with, the training window) and ``info`` (the step, epoch and
+    training hyper-parameters).
     """
     ckpt = Path(ckpt)
     if not ckpt.exists():
@@ -35,39 +35,42 @@ def read_checkpoint(ckpt: str | Path) -> tuple[StemGenModel, dict]:
         raise CheckpointError(f"cannot read {ckpt} as a training checkpoint with weights_only=True "
                               f"({type(err).__name__}: {err}).") from err
     hp = data.get("hyper_parameters") or {}
-    if "preset" not in hp or "state_dict" not in data:
-        raise CheckpointError(f"{ckpt} is not a stemgen-train checkpoint (no model hyper-parameters).")
-    cfg = ModelConfig.from_name(hp["preset"], num_levels=hp["num_levels"], cardinality=hp["cardinality"])
-    model = StemGenModel(cfg)
+    if "state_dict" not in data or (CHECKPOINT_KEY not in data and "preset" not in hp):
+        raise CheckpointError(f"{ckpt} is not a stemgen-train checkpoint (no stemgen model record).")
+    if CHECKPOINT_KEY in data:
+        record = ModelRecord.from_dict(data[CHECKPOINT_KEY], str(ckpt))
+    else:  # checkpoints of stemgen 0.1: the preset name and two loose keys
+        cfg = ModelConfig.from_name(hp["preset"], num_levels=hp["num_levels"], cardinality=hp["cardinality"])
+        record = ModelRecord(cfg, data.get("stemgen_codec") or {}, data.get("stemgen_window_seconds"))
+    model = StemGenModel(record.model)
     state = {k[len("model."):]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise CheckpointError(f"{ckpt}: weights do not fit the '{hp['preset']}' model: {err}") from err
-    info = {"codec": data.get("stemgen_codec"), "window_seconds": data.get("stemgen_window_seconds"),
-            "global_step": data.get("global_step"), "epoch": data.get("epoch"), "source": ckpt.name,
+        raise CheckpointError(f"{ckpt}: weights do not fit the recorded model shape: {err}") from err
+    info = {"global_step": data.get("global_step"), "epoch": data.get("epoch"), "source": ckpt.name,
             "training": {k: (list(v) if isinstance(v, tuple) else v) for k, v in hp.items()}}
-    return model.eval(), info
+    return model.eval(), record, info
 
 
 def export_checkpoint(ckpt: str | Path, out_dir: str | Path, half: bool = False) -> Path:
     """Write ``out_dir`` (weights, config, and the embedded codec if the model used one).
 
     ``half`` stores weights (and codebooks) as float16: half the size, loaded back as float32.
+    The bundled codec's fingerprint is computed from the files written, as every later load
+    computes it.
     """
-    model, info = read_checkpoint(ckpt)
+    model, record, info = read_checkpoint(ckpt)
     out_dir = Path(out_dir)
-    codec_info = info.get("codec") or {}
-    if codec_info.get("codec") == "embedded":
-        codec = load_codec(codec_info["name"])
-        if codec_info.get("fingerprint") and codec.fingerprint() != codec_info["fingerprint"]:
-            raise CheckpointError(
-                f"the embedded codec at {codec_info['name']} is not the one {ckpt} was trained with "
-                f"(fingerprint {codec.fingerprint()} vs {codec_info['fingerprint']}): it was refitted "
-                f"since. Tokens would not match; export needs the original codec.")
+    if record.codec.get("codec") == "embedded":
+        codec = load_codec(record.codec["name"])
+        check_codec(record.model, codec, record,
+                    fix=f"The embedded codec at {record.codec['name']} is not the one {ckpt} was trained with; "
+                        f"export needs the original codec.")
         if half:
             codec.to_half_precision()
         codec.save(out_dir / CODEC_DIR, half=half)
-        info["codec"] = {**codec_info, "name": CODEC_DIR, "fingerprint": codec.fingerprint()}
+        written = load_codec(out_dir / CODEC_DIR)
+        record = ModelRecord.for_codec(record.model, written, CODEC_DIR, record.window_seconds)
         log.info("bundled the embedded codec into %s", out_dir / CODEC_DIR)
-    return save_exported(model, out_dir, info, half=half)
+    return save_exported(model, out_dir, record, info, half=half)

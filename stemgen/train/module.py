@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from lightning import LightningModule
 
-from ..errors import CheckpointError
 from ..model import ModelConfig, StemGenModel
+from ..model.io import CHECKPOINT_KEY, ModelRecord, check_codec
 from ..model.loss import masked_token_loss
 from .metrics import MaskedTokenAccuracy
 from .schedule import tri_stage_lr_scale
@@ -41,24 +41,24 @@ class StemGenLightning(LightningModule):
         self.val_accuracy = MaskedTokenAccuracy(num_levels)
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        codec = getattr(dm, "codec", None) if dm is not None else None
+        codec = getattr(self._datamodule(), "codec", None)
         if codec is not None:
-            cfg = self.model.cfg
-            if (codec.num_levels, codec.cardinality) != (cfg.num_levels, cfg.cardinality):
-                raise CheckpointError(
-                    f"model and codec disagree: the model expects Q={cfg.num_levels} levels of "
-                    f"V={cfg.cardinality} codes, the codec '{codec.name}' gives Q={codec.num_levels}, "
-                    f"V={codec.cardinality}. Set --model.num_levels/--model.cardinality to the codec's.")
+            check_codec(self.model.cfg, codec, fix="Set --model.num_levels/--model.cardinality to the codec's.")
+
+    def _datamodule(self):
+        return getattr(self._trainer, "datamodule", None) if self._trainer else None
+
+    def record(self) -> ModelRecord:
+        """The model's record: its shape, and the codec and window of the attached data module."""
+        dm = self._datamodule()
+        if getattr(dm, "codec", None) is None:
+            return ModelRecord(self.model.cfg)
+        return ModelRecord.for_codec(self.model.cfg, dm.codec, dm.codec_name, getattr(dm, "crop_seconds", None))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # which codec the tokens came from: an exported model must be paired with it
-        dm = getattr(self._trainer, "datamodule", None) if self._trainer else None
-        if dm is not None and getattr(dm, "_codec", None) is not None:
-            checkpoint["stemgen_codec"] = {"name": str(dm.codec_name), **dm.codec.describe()}
-        if dm is not None and getattr(dm, "crop_seconds", None):
-            # the window the model saw in training: generation uses it for long inputs
-            checkpoint["stemgen_window_seconds"] = float(dm.crop_seconds)
+        # which codec the tokens came from (an exported model must be paired with it) and the
+        # window the model saw in training (generation uses it for long inputs)
+        checkpoint[CHECKPOINT_KEY] = self.record().to_dict()
 
     def _generator(self, offset: int) -> torch.Generator:
         # masks depend only on (seed, step): a resumed run draws what the uninterrupted one would

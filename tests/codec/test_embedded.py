@@ -7,7 +7,7 @@ import torch
 from stemgen.codec import load_codec
 from stemgen.codec.embedded import EmbeddedCodec, EmbeddedCodecConfig, fit_embedded_codec
 from stemgen.codec.kmeans import kmeans, nearest
-from stemgen.errors import AudioError, CheckpointError, MissingWeightsError
+from stemgen.errors import AudioError, CheckpointError, MissingWeightsError, TokenError
 from stemgen.eval.codec_metrics import chroma_similarity
 
 from ..conftest import melody
@@ -110,11 +110,11 @@ def test_bad_inputs(tiny_codec):
     with pytest.raises(AudioError, match="mono"):
         tiny_codec.encode(torch.zeros(1, 2, 1280))
     tokens = torch.zeros(1, 4, 10, dtype=torch.long)
-    with pytest.raises(CheckpointError, match="levels"):
+    with pytest.raises(TokenError, match="levels"):
         tiny_codec.decode(torch.zeros(1, 5, 10, dtype=torch.long))
-    with pytest.raises(CheckpointError, match="0..63"):
+    with pytest.raises(TokenError, match="0..63"):
         tiny_codec.decode(tokens + 64)
-    with pytest.raises(CheckpointError, match="integer"):
+    with pytest.raises(TokenError, match="integer"):
         tiny_codec.decode(tokens.float())
 
 
@@ -178,3 +178,37 @@ def test_time_smoothing_filters_decoded_levels(tiny_codec):
     tokens = tiny_codec.encode(torch.from_numpy(melody([48, 60, 72]))[None])
     raw, out = tiny_codec.dequantize(tokens), smooth.dequantize(tokens)
     assert torch.allclose(out[:, 1:-1], 0.25 * raw[:, :-2] + 0.5 * raw[:, 1:-1] + 0.25 * raw[:, 2:], atol=1e-4)
+
+
+def _next_float(t: torch.Tensor) -> torch.Tensor:
+    """Every element moved by one unit in the last place, as another CPU's math might give it."""
+    return torch.nextafter(t, torch.full_like(t, float("inf")))
+
+
+def test_fingerprint_depends_only_on_what_is_stored(tiny_codec, tmp_path):
+    reference = tiny_codec.fingerprint()
+    codec = EmbeddedCodec.load(tiny_codec.save(tmp_path / "codec"))
+    assert codec.fingerprint() == reference
+    # the state dict (what the fingerprint hashes) is exactly what the files hold
+    from safetensors.torch import load_file
+
+    stored = load_file(str(tmp_path / "codec" / "model.safetensors"))
+    assert set(codec.state_dict()) == set(stored) == {"codebooks", "feature_max"}
+    # buffers recomputed at load may differ in their last bits on another machine: no effect
+    codec.window.copy_(_next_float(codec.window))
+    codec.sqrt_weight.copy_(_next_float(codec.sqrt_weight))
+    assert codec.fingerprint() == reference
+    # a stored value that changes the tokens changes it
+    codec.codebooks[1, 3, 7] = _next_float(codec.codebooks[1, 3, 7])
+    assert codec.fingerprint() != reference
+
+
+def test_fingerprint_of_a_float16_codec_is_the_one_recorded_at_export(tiny_codec, tmp_path):
+    import copy
+
+    half = copy.deepcopy(tiny_codec).to_half_precision()
+    assert half.fingerprint() != tiny_codec.fingerprint()  # float16 rounding changes the codebooks
+    loaded = EmbeddedCodec.load(half.save(tmp_path / "half", half=True))
+    assert loaded.codebooks.dtype == torch.float32
+    assert loaded.fingerprint() == half.fingerprint()
+    assert loaded.describe()["fingerprint_scheme"] == 2

@@ -8,8 +8,10 @@ import pytest
 from stemgen.eval.suite import GridEntry, draw_triples, load_grid
 
 
-def test_grids_load_and_map_to_generate_arguments(tmp_path):
+def test_grids_load_and_map_to_generate_arguments(tmp_path, tiny_model):
     from pathlib import Path
+
+    from stemgen.sampling.settings import SamplingSettings
 
     root = Path(__file__).resolve().parents[2] / "configs" / "eval"
     t2 = load_grid(root / "table2_causal_bias.yaml")
@@ -17,9 +19,12 @@ def test_grids_load_and_map_to_generate_arguments(tmp_path):
     t1 = load_grid(root / "table1_guidance.yaml")
     assert t1.entries[1].generate_kwargs()["guidance"] == (1.0, 3.0)
     t3 = load_grid(root / "table3_naive_best.yaml")
-    naive = t3.entries[0].generate_kwargs()
-    assert naive["guidance"] is False and naive["causal_bias"] == 0.0 and naive["settings"].w_position == 0.0
-    assert GridEntry("best").generate_kwargs()["guidance"] is True
+    # what each entry runs, every setting: naive is the paper's naive setting, best its best
+    assert tiny_model.settings(**t3.entries[0].generate_kwargs()) == SamplingSettings.naive()
+    assert tiny_model.settings(**t3.entries[1].generate_kwargs()) == SamplingSettings.paper()
+    assert tiny_model.settings(**t2.entries[0].generate_kwargs()) == SamplingSettings(w_position=0.0)
+    hot = GridEntry("hot", naive=True, temperature=0.5).generate_kwargs()
+    assert tiny_model.settings(**hot) == SamplingSettings.naive(temperature=(0.5,) * 4)
     (tmp_path / "bad.yaml").write_text("configs: [{name: a}, {name: a}]")
     with pytest.raises(ValueError, match="unique"):
         load_grid(tmp_path / "bad.yaml")
@@ -46,6 +51,8 @@ def test_tiny_suite_run_resumes_and_scores(tmp_path, chorales_dir, tiny_export):
     assert main(args) == 0
     r = json.loads((out / "results.json").read_text())
     assert set(r["configs"]) == {"naive", "best"} and r["n"] == 4
+    assert r["configs"]["naive"]["settings"]["guidance"] is False and r["configs"]["naive"]["settings"]["w_position"] == 0
+    assert r["configs"]["best"]["settings"]["steps"] == [2, 2, 1, 1]
     for name, c in r["configs"].items():
         assert np.isfinite(c["mirdd"]["mirdd"]) and c["mirdd"]["n_generated"] == 4
         assert len(c["mirdd"]["descriptors"]) == 11 and c["fd_logmel"] >= 0 and "fad_vggish" not in c

@@ -9,6 +9,7 @@ from stemgen.cli import main
 from stemgen.data.datamodule import SlakhData
 from stemgen.errors import CheckpointError, MissingWeightsError
 from stemgen.codec.embedded import EmbeddedCodec
+from stemgen.api import load_model
 from stemgen.model.io import load_exported
 from stemgen.train.export import export_checkpoint
 
@@ -26,25 +27,29 @@ def test_export_roundtrip(tmp_path, tiny_codec):
     weights, _ = _weights_after(tmp_path / "run", dm, 2, every=2)
     ckpt = next((tmp_path / "run" / "ckpt").glob("*.ckpt"))
     assert main(["export", str(ckpt), str(tmp_path / "export")]) == 0
-    model, info = load_exported(tmp_path / "export")
+    model, record, info = load_exported(tmp_path / "export")
     assert all(torch.equal(weights["model." + k], v) for k, v in model.state_dict().items())
-    assert info["codec"]["cardinality"] == 64 and info["window_seconds"] == 1.0
+    assert record.codec["cardinality"] == 64 and record.window_seconds == 1.0
+    assert record.model == model.cfg and record.model.dim == 64  # the full shape, not a preset name
     assert info["global_step"] == 2 and info["training"]["preset"] == "tiny"
     cfg = json.loads((tmp_path / "export" / "config.json").read_text())
     assert cfg["model"]["cardinality"] == 64 and not list((tmp_path / "export").glob("*.tmp"))
     # the fitted embedded codec travels with the model, unchanged
-    assert info["codec"]["name"] == "codec"
+    assert record.codec["name"] == "codec"
     bundled = EmbeddedCodec.load(tmp_path / "export" / "codec")
-    assert bundled.fingerprint() == tiny_codec.fingerprint() == info["codec"]["fingerprint"]
+    assert bundled.fingerprint() == tiny_codec.fingerprint() == record.codec["fingerprint"]
 
     # half precision: half the bytes, weights within float16 rounding, codec rounded the same way
     assert main(["export", str(ckpt), str(tmp_path / "half"), "--half", "true"]) == 0
-    half, info_h = load_exported(tmp_path / "half")
+    half, record_h, _ = load_exported(tmp_path / "half")
     for k, v in model.state_dict().items():
         torch.testing.assert_close(half.state_dict()[k], v, rtol=1e-3, atol=1e-4)
     size = lambda d: (d / "model.safetensors").stat().st_size  # noqa: E731
     assert size(tmp_path / "half") < 0.55 * size(tmp_path / "export")
-    assert EmbeddedCodec.load(tmp_path / "half" / "codec").fingerprint() == info_h["codec"]["fingerprint"]
+    # the fingerprint recorded at export is the one the float16 files give when loaded
+    assert EmbeddedCodec.load(tmp_path / "half" / "codec").fingerprint() == record_h.codec["fingerprint"]
+    assert record_h.codec["fingerprint"] != tiny_codec.fingerprint()  # rounded codebooks, other tokens
+    assert load_model(tmp_path / "half", device="cpu").codec.fingerprint() == record_h.codec["fingerprint"]
 
     # a codec refitted after training would give other tokens: export refuses
     refit = EmbeddedCodec.load(codec)
@@ -67,3 +72,21 @@ def test_export_errors(tmp_path, capsys):
         export_checkpoint(tmp_path / "evil.ckpt", tmp_path / "out")
     with pytest.raises(MissingWeightsError, match="stemgen export"):
         load_exported(tmp_path / "nothing")
+
+
+def test_checkpoints_and_exports_of_the_previous_format_still_load(tmp_path, tiny_codec, caplog):
+    from stemgen.model import ModelConfig, StemGenModel
+    from stemgen.train.export import read_checkpoint
+
+    model = StemGenModel(ModelConfig.from_name("tiny", cardinality=64))
+    legacy_codec = {"name": "somewhere", **tiny_codec.describe(), "fingerprint": "0123456789abcdef"}
+    del legacy_codec["fingerprint_scheme"]
+    torch.save({"state_dict": {"model." + k: v for k, v in model.state_dict().items()}, "global_step": 7,
+                "hyper_parameters": {"preset": "tiny", "num_levels": 4, "cardinality": 64},
+                "stemgen_codec": legacy_codec, "stemgen_window_seconds": 2.0}, tmp_path / "old.ckpt")
+    loaded, record, info = read_checkpoint(tmp_path / "old.ckpt")
+    assert record.model == model.cfg and record.window_seconds == 2.0 and info["global_step"] == 7
+    # an old-scheme fingerprint cannot be compared: a warning, not a refusal
+    with caplog.at_level("WARNING"):
+        m = load_model(tmp_path / "old.ckpt", codec=tiny_codec, device="cpu")
+    assert "older scheme" in caplog.text and m.window_frames == 100

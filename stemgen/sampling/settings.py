@@ -1,0 +1,127 @@
+"""Sampling settings: the public configuration of decoding (:class:`SamplingSettings`), and the
+short arguments of ``generate`` that override it (:func:`override`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from numbers import Real
+from typing import Optional, Sequence, Union
+
+import torch
+
+
+@dataclass
+class SamplingSettings:
+    """Decoding settings; the defaults are the paper's *best* setting (section 3.2.1).
+
+    Attributes:
+        steps: decoding steps per level (paper: 128, 64, 32, 32).
+        guidance: multi-source classifier-free guidance (paper eq. 3); False runs one fully
+            conditioned pass p(t|a,i) per step (the paper's *naive* setting).
+        lambda_context: guidance scale of the audio context, lambda_a (paper: 3).
+        lambda_instrument: guidance scale of the instrument, lambda_i (paper: 3).
+        temperature: per level; 0 picks the most likely token.
+        w_confidence: ranking weight of the candidate's probability, w_c (paper: 0.1).
+        w_position: causal-bias weight, w_s (paper: 0.1; 0 is VampNet-like).
+        w_random: ranking weight of the uniform noise, w_r (paper: 1.0).
+        sampler: how the per-step work after the forward pass runs: "fused" (the
+            ``torch.ops.stemgen`` ops: compiled C++ on CPU, Triton on CUDA, the eager reference where
+            neither builds) or "eager" (the reference functions of :mod:`.steps`). Both commit the
+            same tokens from the same noise.
+        compile: run each decoding step (forward pass of all branches + the step ops) through
+            ``torch.compile``; on CUDA with CUDA graphs ("reduce-overhead"). The first level pays the
+            compilation.
+    """
+
+    steps: tuple[int, ...] = (128, 64, 32, 32)
+    guidance: bool = True
+    lambda_context: float = 3.0
+    lambda_instrument: float = 3.0
+    temperature: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    w_confidence: float = 0.1
+    w_position: float = 0.1
+    w_random: float = 1.0
+    sampler: str = "fused"
+    compile: bool = False
+
+    @classmethod
+    def naive(cls, **overrides) -> "SamplingSettings":
+        """The paper's *naive* setting: no guidance, no causal bias."""
+        return cls(**{"guidance": False, "w_position": 0.0, **overrides})
+
+    def check(self, num_levels: int) -> "SamplingSettings":
+        """Validate against a model with ``num_levels`` levels; returns ``self``.
+
+        Raises ValueError naming the bad setting.
+        """
+        if len(self.steps) != num_levels or len(self.temperature) != num_levels:
+            raise ValueError(f"steps and temperature need one value per level ({num_levels}); got "
+                             f"{len(self.steps)} and {len(self.temperature)}.")
+        if any(int(s) < 1 for s in self.steps):
+            raise ValueError(f"every level needs at least one decoding step, got steps={self.steps}.")
+        if any(not t >= 0 for t in self.temperature):
+            raise ValueError(f"temperatures must be >= 0, got {self.temperature}.")
+        weights = (self.lambda_context, self.lambda_instrument, self.w_confidence, self.w_position, self.w_random)
+        if any(not torch.isfinite(torch.tensor(float(w))) for w in weights):
+            raise ValueError(f"guidance scales and ranking weights must be finite numbers, got {weights}.")
+        if self.sampler not in ("fused", "eager"):
+            raise ValueError(f"sampler must be 'fused' or 'eager', got {self.sampler!r}.")
+        return self
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def paper(cls, num_levels: int = 4) -> "SamplingSettings":
+        """The paper's best setting for a codec of ``num_levels`` levels (its per-level steps
+        128, 64, 32, 32, the last one repeated beyond four levels)."""
+        steps = tuple(PAPER_STEPS[min(i, len(PAPER_STEPS) - 1)] for i in range(num_levels))
+        return cls(steps=steps, temperature=(1.0,) * num_levels)
+
+
+#: the paper's decoding steps per level (section 3.2.1)
+PAPER_STEPS = (128, 64, 32, 32)
+
+PerLevel = Union[float, Sequence[float], None]
+
+
+def override(settings: SamplingSettings, num_levels: int, *, steps: PerLevel = None, guidance=None,
+             causal_bias: Optional[float] = None, temperature: PerLevel = None, sampler: Optional[str] = None,
+             compile: Optional[bool] = None) -> SamplingSettings:
+    """``settings`` with the short arguments of ``generate`` that were given (not None) applied,
+    validated for ``num_levels`` levels. Arguments left at None leave ``settings`` as it is.
+
+    Args:
+        steps: one int for every level, or one per level.
+        guidance: ``True`` (on, with the scales of ``settings``), a number (both scales),
+            ``(lambda_a, lambda_i)``, or ``False`` (off: the naive single pass).
+        causal_bias: the ranking's position weight w_s.
+        temperature: one for every level, or one per level.
+        sampler: "fused" or "eager".
+        compile: compile each decoding step.
+    """
+    def per_level(value, cast):
+        return tuple(cast(x) for x in ([value] * num_levels if isinstance(value, Real) else value))
+
+    kw = {}
+    if steps is not None:
+        kw["steps"] = per_level(steps, int)
+    if temperature is not None:
+        kw["temperature"] = per_level(temperature, float)
+    if causal_bias is not None:
+        kw["w_position"] = float(causal_bias)
+    if guidance is False:
+        kw["guidance"] = False
+    elif guidance is True:
+        kw["guidance"] = True
+    elif guidance is not None:
+        scales = [guidance] * 2 if isinstance(guidance, Real) else list(guidance)
+        if len(scales) != 2:
+            raise ValueError(f"guidance must be True, False, one scale or (lambda_a, lambda_i); got {guidance!r}.")
+        kw.update(guidance=True, lambda_context=float(scales[0]), lambda_instrument=float(scales[1]))
+    if sampler is not None:
+        kw["sampler"] = sampler
+    if compile is not None:
+        kw["compile"] = bool(compile)
+    return dataclasses.replace(settings, **kw).check(num_levels)

@@ -1,0 +1,31 @@
+"""The shipped demo model loads and generates on this machine, whatever its CPU.
+
+Its record names the codec it was trained with by a fingerprint of what is stored; a fingerprint
+that hashed anything recomputed at load (float math that differs between CPUs in the last bits)
+would refuse the model on another machine, as it once did.
+"""
+
+import numpy as np
+import torch
+
+import stemgen
+from stemgen.api import demo_model_dir, load_model
+from stemgen.codec.base import FINGERPRINT_SCHEME
+from stemgen.model.io import load_exported
+
+from .conftest import SR, melody
+
+
+def test_the_demo_model_loads_and_generates_two_seconds():
+    model = load_model("demo", device="cpu")
+    _, record, _ = load_exported(demo_model_dir())
+    assert record.codec["fingerprint_scheme"] == FINGERPRINT_SCHEME
+    assert record.codec["fingerprint"] == model.codec.fingerprint()
+    assert (model.model.cfg.num_levels, model.model.cfg.cardinality) == (4, 2048) and model.window_frames == 200
+    context = melody([60, 64, 67, 72, 67, 64, 60, 55]) + melody([48, 52, 55, 48, 43, 47, 50, 43])
+    stem = stemgen.generate(context, "bass", model=model, sample_rate=SR, seed=0, steps=1)
+    assert stem.tokens.shape == (4, 100) and 0 <= int(stem.tokens.min()) and int(stem.tokens.max()) < 2048
+    assert stem.audio.shape == (2 * SR,) and np.isfinite(stem.audio).all() and np.abs(stem.audio).max() > 1e-3
+    assert stem.settings["steps"] == [1, 1, 1, 1] and stem.settings["guidance"] is True
+    again = stemgen.generate(context, "bass", model=model, sample_rate=SR, seed=0, steps=1)
+    assert torch.equal(again.tokens, stem.tokens)
