@@ -241,10 +241,12 @@ def bench_folders(real: Path, generated: Path, context: Optional[Path] = None, o
 
 
 COMMANDS = {
-    "data": {"chorales": chorales},
-    "codec": {"fit": fit, "roundtrip": roundtrip},
+    "data": {"_help": "Prepare datasets: render the embedded Bach chorales to stems.", "chorales": chorales},
+    "codec": {"_help": "The embedded codec: fit it on chorales, or hear what it keeps of a file.",
+              "fit": fit, "roundtrip": roundtrip},
     "generate": generate,
-    "bench": {"mirdd": bench_mirdd, "folders": bench_folders},
+    "bench": {"_help": "Evaluate: the paper's MIRDD protocol over a grid, or score two folders of audio.",
+              "mirdd": bench_mirdd, "folders": bench_folders},
     "demo": demo,
     "export": export,
 }

@@ -8,7 +8,9 @@
 
 ``--data`` takes a short name (slakh, chorales, stems) or a LightningDataModule class path.
 The model's Q and V follow the data's codec. Every option is listed by ``--help``
-(``--data slakh --help`` for one data module's options).
+(``--data.help stems`` for one data module's options). Everything a run writes goes under
+``--trainer.default_root_dir`` (checkpoints/, with last.ckpt, and csv/ logs) unless a config
+names other places.
 """
 
 from __future__ import annotations
@@ -27,11 +29,52 @@ def expand_data_alias(argv: list[str]) -> list[str]:
     """``--data slakh`` / ``--data=slakh`` -> the class path LightningCLI understands."""
     out = list(argv)
     for i, arg in enumerate(out):
-        if arg == "--data" and i + 1 < len(out) and out[i + 1] in DATA_ALIASES:
-            out[i + 1] = DATA_ALIASES[out[i + 1]]
-        elif arg.startswith("--data=") and arg[7:] in DATA_ALIASES:
-            out[i] = "--data=" + DATA_ALIASES[arg[7:]]
+        for flag in ("--data", "--data.help"):
+            if arg == flag and i + 1 < len(out) and out[i + 1] in DATA_ALIASES:
+                out[i + 1] = DATA_ALIASES[out[i + 1]]
+            elif arg.startswith(flag + "=") and arg[len(flag) + 1:] in DATA_ALIASES:
+                out[i] = f"{flag}={DATA_ALIASES[arg[len(flag) + 1:]]}"
     return out
+
+
+def run_folders(trainer, logger_configured: bool) -> None:
+    """Put what a run writes under ``trainer.default_root_dir`` where the config named no place:
+    checkpoints in ``ROOT/checkpoints`` (always with ``last.ckpt``, which ``--ckpt_path last``
+    resumes) and, unless loggers were configured or turned off, CSV logs in ``ROOT/csv`` (and
+    TensorBoard logs in ``ROOT/tensorboard`` where tensorboard is installed)."""
+    import os
+    from pathlib import Path
+
+    root = Path(trainer.default_root_dir)
+    for cb in trainer.checkpoint_callbacks:
+        if cb.dirpath is None:
+            cb.dirpath = os.path.realpath(root / "checkpoints")
+        if cb.save_last is None:
+            cb.save_last = True
+    if not logger_configured and trainer.loggers:
+        import importlib.util
+
+        from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+        tensorboard = importlib.util.find_spec("tensorboard") is not None
+        trainer.loggers = [CSVLogger(root, name="csv")] + ([TensorBoardLogger(root, name="tensorboard")]
+                                                           if tensorboard else [])
+
+
+def resume_path(trainer, ckpt_path: str | None) -> str | None:
+    """``--ckpt_path``: ``last`` is the run's ``last.ckpt``, which must exist (resuming nothing
+    would silently start from scratch)."""
+    from pathlib import Path
+
+    if ckpt_path != "last":
+        return ckpt_path
+    found = [Path(cb.dirpath) / "last.ckpt" for cb in trainer.checkpoint_callbacks if cb.dirpath]
+    found = [p for p in found if p.exists()]
+    if not found:
+        dirs = ", ".join(str(cb.dirpath) for cb in trainer.checkpoint_callbacks) or "(checkpointing is off)"
+        raise SystemExit(f"stemgen-train: error: --ckpt_path last: no last.ckpt in {dirs}, so there is nothing to "
+                         f"resume. Give the run's --trainer.default_root_dir (or its --config), or a checkpoint file.")
+    return str(max(found, key=lambda p: p.stat().st_mtime))
 
 
 @functools.lru_cache(maxsize=4)
@@ -58,8 +101,13 @@ def main(argv: list[str] | None = None) -> None:
             parser.link_arguments("data.init_args.codec", "model.cardinality",
                                   compute_fn=lambda c: _codec_shape(c)[1])
 
-    args = expand_data_alias(sys.argv[1:] if argv is None else argv)
+    if argv is None:  # LightningCLI reads sys.argv itself (given both, it warns)
+        sys.argv[1:] = expand_data_alias(sys.argv[1:])
+        args = None
+    else:
+        args = expand_data_alias(argv)
     cli = StemGenCLI(StemGenLightning, PairDataModule, subclass_mode_data=True, args=args, run=False,
                      save_config_kwargs={"overwrite": True},
                      parser_kwargs={"prog": "stemgen-train", "description": __doc__.split("\n\n")[0]})
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+    run_folders(cli.trainer, logger_configured=cli.config.trainer.logger not in (None, True))
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume_path(cli.trainer, cli.config.ckpt_path))

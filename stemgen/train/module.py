@@ -9,7 +9,10 @@ from ..model import ModelConfig, StemGenModel
 from ..model.io import CHECKPOINT_KEY, ModelRecord, check_codec
 from ..model.loss import masked_token_loss
 from .metrics import MaskedTokenAccuracy
-from .schedule import tri_stage_lr_scale
+from .schedule import fit_schedule, tri_stage_lr_scale
+
+#: the key of the LR phases in a training checkpoint
+SCHEDULE_KEY = "stemgen_lr_phases"
 
 
 class StemGenLightning(LightningModule):
@@ -39,6 +42,8 @@ class StemGenLightning(LightningModule):
         self.save_hyperparameters()
         self.model = StemGenModel(ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality))
         self.val_accuracy = MaskedTokenAccuracy(num_levels)
+        #: the LR phases (warm-up, hold, decay) in use, fitted to max_steps (see fit_schedule)
+        self._schedule: tuple[int, int, int] | None = None
 
     def setup(self, stage: str) -> None:
         codec = getattr(self._datamodule(), "codec", None)
@@ -59,6 +64,11 @@ class StemGenLightning(LightningModule):
         # which codec the tokens came from (an exported model must be paired with it) and the
         # window the model saw in training (generation uses it for long inputs)
         checkpoint[CHECKPOINT_KEY] = self.record().to_dict()
+        checkpoint[SCHEDULE_KEY] = list(self._schedule) if self._schedule else None
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        recorded = checkpoint.get(SCHEDULE_KEY)
+        self._schedule = tuple(recorded) if recorded else None
 
     def _generator(self, offset: int) -> torch.Generator:
         # masks depend only on (seed, step): a resumed run draws what the uninterrupted one would
@@ -96,6 +106,10 @@ class StemGenLightning(LightningModule):
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": h.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=h.lr, betas=tuple(h.betas),
                                 fused=self.device.type == "cuda")
+        # a resumed run keeps the phases it started with, even if max_steps changed
+        self._schedule = self._schedule or fit_schedule(h.warmup_steps, h.hold_steps, h.decay_steps,
+                                                        self.trainer.max_steps)
+        warmup, hold, decay = self._schedule
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: tri_stage_lr_scale(step, h.warmup_steps, h.hold_steps, h.decay_steps, h.final_lr_scale))
+            opt, lambda step: tri_stage_lr_scale(step, warmup, hold, decay, h.final_lr_scale))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -3,6 +3,7 @@
 import pytest
 
 from stemgen.train.cli import DATA_ALIASES, expand_data_alias, main
+from stemgen.train.schedule import fit_schedule
 
 from ..data.fixtures import make_slakh
 
@@ -12,6 +13,7 @@ def test_data_aliases():
         "--data", DATA_ALIASES["slakh"], "--data.root", "x"]
     assert expand_data_alias(["--data=chorales"]) == ["--data=" + DATA_ALIASES["chorales"]]
     assert expand_data_alias(["--data.root", "stems"]) == ["--data.root", "stems"]
+    assert expand_data_alias(["--data.help", "stems"]) == ["--data.help", DATA_ALIASES["stems"]]
 
 
 def test_help_documents_the_options(capsys):
@@ -19,14 +21,72 @@ def test_help_documents_the_options(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "--ckpt_path" in out and "--model.preset" in out and "--trainer.max_steps" in out
+    with pytest.raises(SystemExit):
+        main(["--data.help", "stems"])  # a data module's own options, by its short name
+    assert "--data.root" in capsys.readouterr().out
 
 
-def test_short_run_writes_a_checkpoint(tmp_path, tiny_codec):
+def test_the_command_prints_no_lightning_cli_warning():
+    import subprocess
+    import sys
+
+    code = "import sys; from stemgen.train.cli import main; sys.argv = ['stemgen-train', '--help']; main()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "usage: stemgen-train" in out.stdout
+    assert "not recommended" not in out.stderr and "Warning" not in out.stderr
+
+
+def test_configs_name_no_run_folder_but_the_root():
+    from pathlib import Path
+
+    for config in (Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"):
+        text = config.read_text()
+        assert "dirpath" not in text and "save_dir" not in text, config.name
+
+
+def _args(tmp_path, codec, root, steps, run):
+    return ["--data", "slakh", "--data.root", str(root), "--data.codec", str(codec), "--data.crop_seconds", "1.0",
+            "--data.segment_seconds", "1.5", "--data.batch_size", "2", "--data.num_workers", "0",
+            "--model.preset", "tiny", "--trainer.max_steps", str(steps), "--trainer.accelerator", "cpu",
+            "--trainer.default_root_dir", str(run), "--trainer.enable_progress_bar", "false",
+            "--trainer.limit_val_batches", "1", "--trainer.log_every_n_steps", "1"]
+
+
+def test_short_run_writes_last_ckpt_resumes_it_and_fits_the_schedule(tmp_path, tiny_codec, caplog):
+    import csv
+
+    import torch
+
     codec = tiny_codec.save(tmp_path / "codec")
     root = make_slakh(tmp_path / "slakh")
-    main(["--data", "slakh", "--data.root", str(root), "--data.codec", str(codec), "--data.crop_seconds", "1.0",
-          "--data.segment_seconds", "1.5", "--data.batch_size", "2", "--data.num_workers", "0",
-          "--model.preset", "tiny", "--trainer.max_steps", "2", "--trainer.accelerator", "cpu",
-          "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false",
-          "--trainer.limit_val_batches", "1", "--trainer.logger", "false"])
-    assert list((tmp_path / "run").rglob("*.ckpt"))  # the model's V was linked to the codec's 64
+    run = tmp_path / "run"
+    with caplog.at_level("WARNING"):
+        main(_args(tmp_path, codec, root, 4, run))  # no config: the defaults must still be resumable
+    assert "scaled" in caplog.text  # the paper's 10k warm-up does not fit in 4 steps
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.exists()  # the model's V was linked to the codec's 64
+    rows = list(csv.DictReader(open(next((run / "csv").rglob("metrics.csv")))))
+    lrs = [float(r["train/lr"]) for r in rows if r.get("train/lr")]
+    assert max(lrs) > 1e-4  # not stuck in a 10k-step warm-up at lr ~ 1e-7
+    phases = torch.load(last, weights_only=True)["stemgen_lr_phases"]
+    assert phases == list(fit_schedule(10_000, 50_000, 300_000, 4))
+    main(_args(tmp_path, codec, root, 6, run) + ["--ckpt_path", "last"])
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["global_step"] == 6  # resumed from 4, not restarted
+    assert resumed["stemgen_lr_phases"] == phases  # and on the schedule it started with
+    with pytest.raises(SystemExit, match="no last.ckpt"):
+        main(_args(tmp_path, codec, root, 2, tmp_path / "elsewhere") + ["--ckpt_path", "last"])
+
+
+def test_a_config_run_writes_under_the_root_given_on_the_command_line(tmp_path, tiny_codec):
+    codec = tiny_codec.save(tmp_path / "codec")
+    root = make_slakh(tmp_path / "slakh")
+    (tmp_path / "run.yaml").write_text(f"""trainer:
+  default_root_dir: {tmp_path / "from_config"}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{save_last: true, every_n_train_steps: 1}}
+""")
+    main(["--config", str(tmp_path / "run.yaml")] + _args(tmp_path, codec, root, 2, tmp_path / "chosen"))
+    assert (tmp_path / "chosen" / "checkpoints" / "last.ckpt").exists() and (tmp_path / "chosen" / "csv").exists()
+    assert not (tmp_path / "from_config").exists()

@@ -70,7 +70,7 @@ def _weights_after(tmp_path, datamodule_factory, max_steps, ckpt=None, every=Non
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     torch.manual_seed(123)  # the model's init; the resumed run overwrites it from the checkpoint
-    module = StemGenLightning("tiny", cardinality=64, warmup_steps=2, hold_steps=2, decay_steps=10)
+    module = StemGenLightning("tiny", cardinality=64, warmup_steps=1, hold_steps=2, decay_steps=10)
     callbacks = [ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=every, save_top_k=-1)] if every else []
     t = Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path,
                 enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
