@@ -222,14 +222,20 @@ def bench_mirdd(grid: Path, out: Path = Path("bench_out"), model: Optional[str] 
 
 def bench_folders(real: Path, generated: Path, context: Optional[Path] = None, out: Optional[Path] = None,
                   rounds: int = 200, vggish: Optional[str] = None) -> None:
-    """Score two folders of audio with MIRDD, Fréchet distances and (with contexts) context agreement.
+    """Score a population of generated stems against real ones: MIRDD, Fréchet distances and
+    (with contexts) context agreement.
 
-    Files are matched by name: REAL/x.wav, GENERATED/x.wav and optionally CONTEXT/x.wav.
+    REAL and GENERATED may hold different files and different numbers of them (populations are
+    compared); with CONTEXT, each stem's context is CONTEXT/NAME, its own file name. Metrics that
+    cannot be computed (VGGish FAD without weights, context agreement without contexts) are
+    listed under "not_computed" with the reason.
 
     Args:
         real: the real stems.
         generated: the generated stems.
-        context: the context mixes (MIRDD then scores stem + context, as the paper does).
+        context: the context mixes, named as the stems they belong to (MIRDD then scores stem +
+            context, as the paper does; context agreement is measured for the generated stems
+            and, as the reference, the real ones).
         out: folder for results.json (optional).
         rounds: bootstrap rounds.
         vggish: VGGish weights file.

@@ -88,6 +88,10 @@ def test_generate_command_writes_stem_mix_and_plot(tmp_path, tiny_export, capsys
     assert main(args[:-4] + ["--sampler", "eager"]) == 0  # the reference sampler: the same stem
     eager, _ = sf.read(tmp_path / "bass.wav")
     assert np.array_equal(first, eager)
+    # --guidance 3 with the paper's w_s is the default setting, written out: the same stem
+    assert main(args[:-4] + ["--guidance", "3", "--causal_bias", "0.1", "--temperature", "1"]) == 0
+    explicit, _ = sf.read(tmp_path / "bass.wav")
+    assert np.array_equal(first, explicit)
 
 
 def test_generate_command_errors(tmp_path, tiny_export, capsys):
@@ -98,6 +102,13 @@ def test_generate_command_errors(tmp_path, tiny_export, capsys):
     sf.write(tmp_path / "song.wav", melody([60, 64]), SR)
     assert main(["generate", str(tmp_path / "song.wav"), "--instrument", "kazoo", "--model", str(tiny_export)]) == 2
     assert "unknown instrument 'kazoo'" in capsys.readouterr().err
+    # a typo is refused before anything is loaded or announced, with the closest names
+    assert main(["generate", str(tmp_path / "song.wav"), "--instrument", "bas", "--model", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'bass'" in err and "generating" not in err and "no model" not in err
+    assert main(["generate", str(tmp_path / "song.wav"), "--naive", "true", "--guidance", "2",
+                 "--model", str(tiny_export)]) == 2
+    assert "--naive samples without guidance" in capsys.readouterr().err
     sf.write(tmp_path / "silent.wav", np.zeros(SR, np.float32), SR)
     assert main(["generate", str(tmp_path / "silent.wav"), "--model", str(tiny_export)]) == 2
     assert "silence" in capsys.readouterr().err

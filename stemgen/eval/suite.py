@@ -111,11 +111,14 @@ class Scorer:
 
         self.descriptors = DescriptorExtractor(cache_dir=cache_dir)
         self.embedders = [LogMelStats()]
+        #: metrics that could not be computed here, and why (recorded in every result)
+        self.not_computed: dict[str, str] = {}
         try:
             from .fad import VGGish
 
             self.embedders.append(VGGish(vggish_weights))
         except Exception as err:  # no weights offline: reported as missing, not replaced
+            self.not_computed["fad_vggish"] = str(err)
             log.info("FAD (VGGish) not computed: %s", err)
         self.beats = beats
 
@@ -133,7 +136,7 @@ class Scorer:
             m.update(real, sr, real=True)
             m.update(generated, sr, real=False)
             out[emb.name] = float(m.compute())
-        return out
+        return {**out, **{name: None for name in self.not_computed}}
 
     def agreement(self, stems: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> dict:
         from .context_agreement import ContextAgreement
@@ -149,7 +152,7 @@ def score_population(scorer: Scorer, real_desc: list, real: list, generated: lis
 
     gen_desc = scorer.describe(generated, contexts, sr)
     return {"mirdd": mirdd_report(real_desc, gen_desc, rounds=rounds), **scorer.frechet(real, generated, sr),
-            "context_agreement": scorer.agreement(generated, contexts, sr)}
+            "not_computed": dict(scorer.not_computed), "context_agreement": scorer.agreement(generated, contexts, sr)}
 
 
 def run_suite(grid_path: str | Path, out: str | Path, model=None, data: str | Path | None = None, n: int = 40,
@@ -190,27 +193,61 @@ def run_suite(grid_path: str | Path, out: str | Path, model=None, data: str | Pa
     return results
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def _audio_names(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder of audio files.")
+    names = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not names:
+        raise ValueError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {folder}.")
+    return names
+
+
 def score_folders(real: str | Path, generated: str | Path, context: str | Path | None = None, out: str | Path | None = None,
                   sample_rate: int = 32000, rounds: int = 200, vggish_weights: str | None = None) -> dict:
-    """Score two folders of audio (matched by file name); contexts optional (MIRDD then runs on
-    the stems alone and context agreement is skipped)."""
+    """Score a population of generated stems against a population of real ones.
+
+    The two folders need not hold the same files or as many: MIRDD and the Fréchet distances
+    compare populations. Only what is paired is matched by file name: with ``context``, each
+    stem (real or generated) is scored together with ``context/NAME`` (MIRDD on stem + context,
+    as the paper does), and context agreement (own vs mismatched context) is measured for the
+    generated stems (``context_agreement_generated``) and for the real ones as the reference
+    (``context_agreement_real``). Without contexts, MIRDD runs on the stems alone and context
+    agreement is not computed (said in ``not_computed``).
+    """
     from ..audio import load_mono
 
     real, generated = Path(real), Path(generated)
-    names = sorted(p.name for p in real.iterdir() if p.suffix.lower() in (".wav", ".flac", ".ogg"))
-    missing = [nm for nm in names if not (generated / nm).exists()]
-    if not names or missing:
-        raise ValueError(f"need the same file names in {real} and {generated}; missing in generated: {missing[:5]}")
-    reals = [load_mono(real / nm, sample_rate) for nm in names]
-    gens = [load_mono(generated / nm, sample_rate) for nm in names]
-    contexts = ([load_mono(Path(context) / nm, sample_rate) for nm in names] if context
-                else [np.zeros_like(r) for r in reals])
+    real_names, gen_names = _audio_names(real), _audio_names(generated)
+    if context is not None:
+        context = Path(context)
+        missing = sorted(set(real_names + gen_names) - set(_audio_names(context)))
+        if missing:
+            raise ValueError(f"every stem needs its context under the same file name in {context}; missing: "
+                             f"{missing[:5]}{' ...' if len(missing) > 5 else ''}. Leave --context out to score "
+                             f"the stems alone.")
+
+    def load(folder: Path, names: list[str]) -> list[np.ndarray]:
+        return [load_mono(folder / nm, sample_rate) for nm in names]
+
+    reals, gens = load(real, real_names), load(generated, gen_names)
+    if context is not None:
+        real_ctx, gen_ctx = load(context, real_names), load(context, gen_names)
+    else:
+        real_ctx, gen_ctx = [np.zeros_like(r) for r in reals], [np.zeros_like(g) for g in gens]
     scorer = Scorer(Path(out) / "descriptor_cache" if out else None, vggish_weights, beats=context is not None)
-    result = {"n": len(names), "real": str(real), "generated": str(generated), "context": str(context) if context else None,
-              **score_population(scorer, scorer.describe(reals, contexts, sample_rate), reals, gens, contexts,
-                                 sample_rate, rounds)}
-    if not context:
-        result.pop("context_agreement")
+    scores = score_population(scorer, scorer.describe(reals, real_ctx, sample_rate), reals, gens, gen_ctx,
+                              sample_rate, rounds)
+    agreement = scores.pop("context_agreement")
+    result = {"n_real": len(reals), "n_generated": len(gens), "real": str(real), "generated": str(generated),
+              "context": str(context) if context else None, **scores}
+    if context is not None:
+        result["context_agreement_generated"] = agreement
+        result["context_agreement_real"] = scorer.agreement(reals, real_ctx, sample_rate)
+    else:
+        result["not_computed"]["context_agreement"] = "no context folder given (--context): nothing to agree with"
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "results.json").write_text(json.dumps(result, indent=1))

@@ -55,7 +55,8 @@ def test_tiny_suite_run_resumes_and_scores(tmp_path, chorales_dir, tiny_export):
     assert r["configs"]["best"]["settings"]["steps"] == [2, 2, 1, 1]
     for name, c in r["configs"].items():
         assert np.isfinite(c["mirdd"]["mirdd"]) and c["mirdd"]["n_generated"] == 4
-        assert len(c["mirdd"]["descriptors"]) == 11 and c["fd_logmel"] >= 0 and "fad_vggish" not in c
+        assert len(c["mirdd"]["descriptors"]) == 11 and c["fd_logmel"] >= 0
+        assert c["fad_vggish"] is None and "VGGish" in c["not_computed"]["fad_vggish"]  # offline: no weights
         assert {"chroma", "chroma_mismatched", "chroma_gap", "beat_gap"} <= set(c["context_agreement"])
         assert len(list((out / "generated" / name).glob("*.wav"))) == 4
     assert "chroma_gap" in r["real"]["context_agreement"]
@@ -67,8 +68,31 @@ def test_tiny_suite_run_resumes_and_scores(tmp_path, chorales_dir, tiny_export):
     assert main(args) == 0
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "generated").rglob("*.wav")}
     assert json.loads((out / "results.json").read_text())["configs"]["best"]["mirdd"]["mirdd"] == r["configs"]["best"]["mirdd"]["mirdd"]
-    # any two folders can be scored the same way
-    assert main(["bench", "folders", str(out / "generated" / "naive"), str(out / "generated" / "best"),
+    # any two folders can be scored the same way: populations, their file names need not match
+    import shutil
+
+    real = tmp_path / "real"
+    shutil.copytree(out / "generated" / "naive", real)
+    for i, p in enumerate(sorted(real.glob("*.wav"))[:3]):
+        p.rename(real / f"take_{i}.wav")
+    assert main(["bench", "folders", str(real), str(out / "generated" / "best"),
                  "--out", str(tmp_path / "folders"), "--rounds", "10"]) == 0
     f = json.loads((tmp_path / "folders" / "results.json").read_text())
-    assert f["n"] == 4 and np.isfinite(f["mirdd"]["mirdd"]) and "context_agreement" not in f
+    assert f["n_real"] == 4 == f["n_generated"] and np.isfinite(f["mirdd"]["mirdd"])
+    assert "context_agreement_generated" not in f and "context" in f["not_computed"]["context_agreement"]
+    assert f["fad_vggish"] is None and "fad_vggish" in f["not_computed"]
+    # with contexts, each stem is paired with the context of its own name; agreement for both
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    for p in list(real.glob("*.wav")) + list((out / "generated" / "best").glob("*.wav")):
+        shutil.copy(p, ctx / p.name)  # any audio will do as a context here
+    assert main(["bench", "folders", str(real), str(out / "generated" / "best"), "--context", str(ctx),
+                 "--rounds", "10", "--out", str(tmp_path / "paired")]) == 0
+    f = json.loads((tmp_path / "paired" / "results.json").read_text())
+    assert {"chroma", "chroma_gap"} <= set(f["context_agreement_generated"]) & set(f["context_agreement_real"])
+    assert "context_agreement" not in f["not_computed"]
+    (ctx / "take_0.wav").unlink()
+    with pytest.raises(ValueError, match="take_0.wav"):
+        from stemgen.eval.suite import score_folders
+
+        score_folders(real, out / "generated" / "best", ctx, rounds=10)
