@@ -23,7 +23,8 @@ from machine import machine_info  # noqa: E402
 from stemgen.audio import load_mono  # noqa: E402
 from stemgen.codec import load_codec  # noqa: E402
 from stemgen.eval.codec_metrics import chroma_similarity, log_mel_distance  # noqa: E402
-from stemgen.prepare import prepare_chorales, prepare_embedded_codec, track_dirs  # noqa: E402
+from stemgen.data.songs import song_folders  # noqa: E402
+from stemgen.prepare import prepare_chorales, prepare_embedded_codec  # noqa: E402
 
 TARGETS = {"stem_chroma": 0.97, "mix_chroma": 0.88, "stem_logmel_db": 1.0, "realtime_factor": 5.0}
 
@@ -32,7 +33,7 @@ def held_out_clips(root: Path, seconds: float, sample_rate: int, max_songs: int)
     """First ``seconds`` of every stem and mix of the validation and test songs."""
     clips = {"stems": [], "mixes": []}
     n = int(seconds * sample_rate)
-    tracks = (track_dirs(root, "validation") + track_dirs(root, "test"))[:max_songs]
+    tracks = (song_folders(root, "validation", complete=True) + song_folders(root, "test", complete=True))[:max_songs]
     for track in tracks:
         for f in sorted((track / "stems").glob("*.flac")):
             clips["stems"].append((f"{track.name}/{f.stem}", load_mono(f, sample_rate)[:n]))

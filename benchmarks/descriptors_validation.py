@@ -71,10 +71,11 @@ def main() -> None:
 
     from stemgen.audio import load_mono
     from stemgen.eval.descriptors import ANALYSIS_RATE, DescriptorExtractor, beats_per_bar, pitch_range
-    from stemgen.prepare import prepare_chorales, track_dirs
+    from stemgen.data.songs import song_folders
+    from stemgen.prepare import prepare_chorales
 
     prepare_chorales(args.data)
-    tracks = (track_dirs(args.data, "test") + track_dirs(args.data, "validation"))[: args.songs]
+    tracks = (song_folders(args.data, "test", complete=True) + song_folders(args.data, "validation", complete=True))[: args.songs]
     ex = DescriptorExtractor()
     rows, t0 = [], time.time()
     for track in tracks:

@@ -36,10 +36,10 @@ def held_out_songs(root: Path, n: int, sr: int, seconds: float) -> list[dict]:
     from stemgen.audio import load_mono
     from stemgen.data.songs import ScanReport, read_slakh_track
     from stemgen.instruments import resolve
-    from stemgen.prepare import track_dirs
+    from stemgen.data.songs import song_folders
 
     bass_id, out = resolve("bass").id, []
-    for track in track_dirs(root, "test")[:n]:
+    for track in song_folders(root, "test", complete=True)[:n]:
         song = read_slakh_track(track, ScanReport())
         stems = {s.name: load_mono(s.path, sr)[: int(seconds * sr)] for s in song.stems}
         bass = [stems[s.name] for s in song.stems if s.instrument == bass_id][0]

@@ -18,7 +18,8 @@ from .audio import load_mono, mix_down, write_audio
 from .data.songs import ScanReport, read_slakh_track
 from .instruments import DRUMS_ID, resolve
 from .plots import spectrogram_figure
-from .prepare import prepare_chorales, track_dirs
+from .data.songs import song_folders
+from .prepare import prepare_chorales
 
 
 def run_demo(out: Path = Path("demo_out"), songs: int = 10, seconds: float = 20.0, seed: int = 0,
@@ -28,7 +29,7 @@ def run_demo(out: Path = Path("demo_out"), songs: int = 10, seconds: float = 20.
     data = prepare_chorales(data, limit=songs, seed=0, progress=progress)  # dataset seed 0: the demo model's split
     sm = load_model(model)
     sr = sm.sample_rate
-    test = track_dirs(data, "test")
+    test = song_folders(data, "test", complete=True)
     if not test:
         raise FileNotFoundError(f"no held-out (test) chorales under {data}/test; render more (--songs).")
     track = test[0]

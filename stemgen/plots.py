@@ -10,7 +10,7 @@ import numpy as np
 def log_mel_db(wav: np.ndarray, sample_rate: int, n_mels: int = 128, hop: int = 640,
                n_fft: int = 2048) -> np.ndarray:
     """``(N,)`` audio -> ``(n_mels, T)`` mel power in dB re the signal's maximum (floor -80)."""
-    from .eval.codec_metrics import power_spectrogram, mel_filterbank
+    from .spectra import mel_filterbank, power_spectrogram
 
     mel = mel_filterbank(n_mels, n_fft, sample_rate) @ power_spectrogram(wav, n_fft, hop)
     db = 10 * np.log10(mel + 1e-12)

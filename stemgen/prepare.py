@@ -13,18 +13,14 @@ import numpy as np
 from .audio import load_mono
 from .codec import default_embedded_dir
 from .data.chorales import default_chorales_dir
+from .data.songs import song_folders
 
 log = logging.getLogger(__name__)
 
 
-def track_dirs(root: Path, split: str) -> list[Path]:
-    """Track folders of a Slakh-layout split that have their metadata (complete tracks)."""
-    return sorted(p.parent for p in (Path(root) / split).glob("*/metadata.yaml"))
-
-
 def codec_fit_audio(root: Path, songs: int, sample_rate: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``(stems, mixes)``: mono clips of the first ``songs`` training tracks under ``root``."""
-    tracks = track_dirs(root, "train")[:songs]
+    tracks = song_folders(root, "train", complete=True)[:songs]
     if not tracks:
         raise FileNotFoundError(f"no training tracks under {Path(root) / 'train'}: render the "
                                 f"chorales first (stemgen data chorales --out {root}).")
@@ -61,7 +57,7 @@ def prepare_embedded_codec(data: Path | None = None, out: Path | None = None, so
     stems, mixes = codec_fit_audio(data, songs, config.sample_rate)
     codec, stats = fit_embedded_codec(stems, config, mix_clips=mixes, max_frames=max_frames,
                                       iters=iters, seed=seed, progress=progress)
-    stats.update(songs=min(songs, len(track_dirs(data, "train"))), data=str(data))
+    stats.update(songs=min(songs, len(song_folders(data, "train", complete=True))), data=str(data))
     if half:
         codec.to_half_precision()
     codec.save(out, extra=stats, half=half)

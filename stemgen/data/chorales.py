@@ -27,8 +27,8 @@ from ..audio import write_audio
 from ..errors import DependencyError
 from ..instruments import from_program
 from ..paths import atomic_write
+from .songs import SPLITS
 
-SPLITS = ("train", "validation", "test")
 
 # Programs (0-based GM) per voice, grouped by family so that a song uses distinct families.
 # Chosen for range: soprano C4-A5, alto G3-D5, tenor C3-G4, bass E2-D4.

@@ -28,6 +28,7 @@ from ..instruments import from_program, resolve
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".flac", ".wav")
+METADATA_FILES = ("metadata.yaml", "stems.yaml")  # Slakh layout, user stems layout
 
 
 class DatasetError(StemgenError, ValueError):
@@ -35,7 +36,7 @@ class DatasetError(StemgenError, ValueError):
 
 
 @dataclass(frozen=True)
-class Stem:
+class StemFile:
     """One stem: its audio file, its instrument class id and its name within the song."""
 
     name: str
@@ -48,7 +49,7 @@ class Song:
     """A song: its id, its usable stems, and its native sample rate (Hz) and length (samples)."""
 
     id: str
-    stems: tuple[Stem, ...]
+    stems: tuple[StemFile, ...]
     sample_rate: int
     num_samples: int
 
@@ -120,7 +121,7 @@ def read_slakh_track(track: Path, report: ScanReport) -> Song | None:
                 report.stems_skipped += 1
                 continue
             inst = from_program(int(info.get("program_num", 0)), bool(info.get("is_drum", False)))
-            stems.append(Stem(str(sid), path, inst.id))
+            stems.append(StemFile(str(sid), path, inst.id))
         return _song(track, stems, report)
     except (DatasetError, InstrumentError, ValueError, TypeError, OSError) as err:
         report.skip(track, str(err))
@@ -144,14 +145,14 @@ def read_stem_folder_song(song: Path, report: ScanReport) -> Song | None:
                        else from_program(int(inst.get("program", 0)), bool(inst.get("is_drum", False))))
             else:
                 cls = resolve(inst)
-            stems.append(Stem(Path(str(fname)).stem, path, cls.id))
+            stems.append(StemFile(Path(str(fname)).stem, path, cls.id))
         return _song(song, stems, report)
     except (DatasetError, InstrumentError, ValueError, TypeError, KeyError, OSError) as err:
         report.skip(song, str(err))
         return None
 
 
-def _song(folder: Path, stems: list[Stem], report: ScanReport) -> Song | None:
+def _song(folder: Path, stems: list[StemFile], report: ScanReport) -> Song | None:
     """Keep the readable stems; a song needs two, all at one sample rate."""
     usable, infos, bad = [], [], []
     for stem in stems:
@@ -185,16 +186,23 @@ def check_variant(variant: str) -> str:
     return variant
 
 
-def song_folders(root: str | Path, split: str | None = "train", variant: str = "redux") -> list[Path]:
+def song_folders(root: str | Path, split: str | None = "train", variant: str = "redux",
+                 complete: bool = False) -> list[Path]:
     """Folders of a split.
 
     ``variant="redux"`` (and any non-Slakh dataset): the sub-folder ``root/split`` as it is
     (Slakh2100-redux's ``omitted/`` is never read). ``variant="orig"``: Slakh2100's original
     split, by track number (train 1-1500, validation 1501-1875, test 1876-2100), gathered from
-    every split folder and ``omitted/``, so it works on either distribution.
+    every split folder and ``omitted/``, so it works on either distribution. ``complete``: only
+    folders that have their metadata file (a renderer writes it last).
     """
-    root = Path(root)
-    check_variant(variant)
+    folders = _split_folders(Path(root), split, check_variant(variant))
+    if complete:
+        folders = [p for p in folders if any((p / name).exists() for name in METADATA_FILES)]
+    return folders
+
+
+def _split_folders(root: Path, split: str | None, variant: str) -> list[Path]:
     if split is None:
         return sorted(p for p in root.iterdir() if p.is_dir())
     if variant == "redux":
@@ -260,7 +268,7 @@ def _signature(folders: list[Path]) -> str:
 
     h = hashlib.sha1()
     for f in folders:
-        for name in ("metadata.yaml", "stems.yaml"):
+        for name in METADATA_FILES:
             p = f / name
             if p.exists():
                 h.update(f"{p}:{p.stat().st_mtime_ns}".encode())
@@ -291,7 +299,7 @@ def cached_scan(root: str | Path, split: str | None = "train", layout: str = "au
             data = json.loads(path.read_text())
             if data.get("signature") == signature:
                 report = ScanReport(
-                    [Song(s["id"], tuple(Stem(n, Path(p), i) for n, p, i in s["stems"]), s["sample_rate"],
+                    [Song(s["id"], tuple(StemFile(n, Path(p), i) for n, p, i in s["stems"]), s["sample_rate"],
                           s["num_samples"]) for s in data["songs"]],
                     dict(data["skipped"]), int(data["stems_skipped"]))
                 if report.skipped or report.stems_skipped:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from .codec_metrics import chroma_frames, frame_cosine
+from ..spectra import chroma_frames, frame_cosine
 
 BEAT_WINDOW = 0.07  # seconds, mir_eval's default F-measure window
 

@@ -188,7 +188,7 @@ def structure_features(wav: np.ndarray, sample_rate: int, hop: int = 512) -> tup
     """Chroma (12) and 20 log-mel cepstral coefficients per frame: ``(32, T)`` and the frame rate."""
     from scipy.fft import dct
 
-    from .codec_metrics import chroma_matrix, mel_filterbank, power_spectrogram
+    from ..spectra import chroma_matrix, mel_filterbank, power_spectrogram
 
     n_fft = 4096
     power = power_spectrogram(wav, n_fft, hop)

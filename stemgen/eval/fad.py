@@ -21,15 +21,12 @@ from torch import nn
 from torchmetrics import Metric
 
 from ..errors import CheckpointError, MissingWeightsError
+from ..spectra import hz_to_mel
 from .distances import frechet_distance
 
 SAMPLE_RATE = 16000
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
 VGGISH_FILE = "vggish-10086976.pth"
-
-
-def _hz_to_mel(f):
-    return 1127.0 * np.log(1.0 + np.asarray(f) / 700.0)
 
 
 def vggish_log_mel(wav: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -48,8 +45,8 @@ def vggish_log_mel(wav: np.ndarray, sample_rate: int) -> np.ndarray:
     frames = np.lib.stride_tricks.sliding_window_view(x, win)[::hop][:n]
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)  # periodic Hann
     mag = np.abs(np.fft.rfft(frames * window, n_fft))  # (T, 257)
-    bins_mel = _hz_to_mel(np.linspace(0, SAMPLE_RATE / 2, n_fft // 2 + 1))
-    edges = np.linspace(_hz_to_mel(125.0), _hz_to_mel(7500.0), 64 + 2)
+    bins_mel = hz_to_mel(np.linspace(0, SAMPLE_RATE / 2, n_fft // 2 + 1))
+    edges = np.linspace(hz_to_mel(125.0), hz_to_mel(7500.0), 64 + 2)
     lower = (bins_mel[:, None] - edges[None, :-2]) / (edges[1:-1] - edges[:-2])
     upper = (edges[None, 2:] - bins_mel[:, None]) / (edges[2:] - edges[1:-1])
     weights = np.maximum(0.0, np.minimum(lower, upper))

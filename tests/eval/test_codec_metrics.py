@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from stemgen.eval.codec_metrics import chroma_matrix, chroma_similarity, log_mel_distance, mel_filterbank
+from stemgen.eval.codec_metrics import chroma_similarity, log_mel_distance
+from stemgen.spectra import chroma_matrix, hz_to_mel, mel_filterbank, mel_to_hz
 
 from ..conftest import melody, tone
 
@@ -39,3 +40,10 @@ def test_filterbanks():
     assert cm[:, 1].sum() == 0  # 7.8 Hz is below C1
     a440 = round(440 * 4096 / 32000)
     assert cm[9, a440] == 1.0
+
+
+def test_mel_scale_is_htk_and_inverts():
+    assert hz_to_mel(700.0) == pytest.approx(1127.0 * np.log(2.0))
+    assert hz_to_mel(1000.0) == pytest.approx(2595.0 * np.log10(1 + 1000 / 700), rel=1e-4)  # the log10 form
+    f = np.array([0.0, 125.0, 440.0, 7500.0, 16000.0])
+    np.testing.assert_allclose(mel_to_hz(hz_to_mel(f)), f, atol=1e-9)

@@ -1,0 +1,65 @@
+"""Spectral features of mono audio shared by the metrics and the plots: power spectrogram, the
+(HTK) mel scale and mel filterbank, pitch-class (chroma) maps and frame-wise chroma cosine.
+
+Shapes: ``(N,)`` audio; ``(F, T)`` spectrograms with ``F = n_fft // 2 + 1`` bins.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def power_spectrogram(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """``(N,)`` -> power spectrogram ``(F, T)`` (Hann window, centred frames), float64."""
+    wav = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    spec = torch.stft(wav, n_fft, hop, window=torch.hann_window(n_fft), center=True,
+                      pad_mode="constant", return_complex=True)
+    return (spec.abs() ** 2).numpy().astype(np.float64)
+
+
+def hz_to_mel(f):
+    """The HTK mel scale, ``1127 ln(1 + f / 700)`` (= ``2595 log10(1 + f / 700)``); f in Hz."""
+    return 1127.0 * np.log(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def mel_to_hz(m):
+    """Inverse of :func:`hz_to_mel`."""
+    return 700.0 * np.expm1(np.asarray(m, dtype=np.float64) / 1127.0)
+
+
+def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int) -> np.ndarray:
+    """HTK-mel triangular filters ``(n_mels, F)`` from 0 Hz to Nyquist."""
+    f = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
+    edges = mel_to_hz(np.linspace(0, hz_to_mel(sample_rate / 2), n_mels + 2))
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    up = (f[None] - lo) / (mid - lo)
+    down = (hi - f[None]) / (hi - mid)
+    return np.maximum(0.0, np.minimum(up, down))
+
+
+def chroma_matrix(n_fft: int, sample_rate: int) -> np.ndarray:
+    """``(12, F)`` 0/1 map of STFT bins in C1..C8 (32.7-4186 Hz) to pitch classes (0 = C)."""
+    f = np.arange(n_fft // 2 + 1) * sample_rate / n_fft
+    m = np.zeros((12, len(f)))
+    ok = (f >= 32.70) & (f <= 4186.0)
+    pc = np.mod(np.round(12 * np.log2(f[ok] / 440.0) + 69).astype(int), 12)
+    m[pc, np.nonzero(ok)[0]] = 1.0
+    return m
+
+
+def chroma_frames(x: np.ndarray, sample_rate: int, hop: int = 640, n_fft: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """``(N,)`` -> ``(chroma (12, T), energy (T,))``: pitch-class power per frame and total power."""
+    power = power_spectrogram(x, n_fft, hop)
+    return chroma_matrix(n_fft, sample_rate) @ power, power.sum(0)
+
+
+def frame_cosine(ref: np.ndarray, est: np.ndarray, ref_energy: np.ndarray, energy_threshold: float = 0.01) -> float:
+    """Mean cosine similarity of the columns of ``(12, T)`` matrices over the frames whose
+    reference energy is above ``energy_threshold`` of its maximum."""
+    t = min(ref.shape[1], est.shape[1])
+    ref, est, ref_energy = ref[:, :t], est[:, :t], ref_energy[:t]
+    keep = ref_energy > energy_threshold * ref_energy.max()
+    num = (ref * est).sum(0)
+    den = np.linalg.norm(ref, axis=0) * np.linalg.norm(est, axis=0) + 1e-20
+    return float((num / den)[keep].mean()) if keep.any() else 0.0
