@@ -1,4 +1,4 @@
-"""The eleven MIR descriptors of MIRDD (after StemGen, paper section 3.2; SPEC section 7).
+"""The eleven MIR descriptors of MIRDD (after StemGen, paper section 3.2).
 
 Computed on a stem mixed with its context. madmom supplies key, chords, beats/downbeats, piano
 notes and onsets; mir_eval parses chord labels; structure comes from a Laplacian segmentation
