@@ -102,7 +102,8 @@ def generate(context: Path, instrument: str = "bass", output: Optional[Path] = N
              seed: Optional[int] = None, steps: Optional[list[int]] = None, guidance: Optional[float] = None,
              lambda_context: Optional[float] = None, lambda_instrument: Optional[float] = None,
              naive: bool = False, causal_bias: Optional[float] = None, temperature: Optional[float] = None,
-             overlap: float = 1.0, mix: Optional[Path] = None, plot: Optional[Path] = None,
+             overlap: float = 1.0, keep: Optional[Path] = None, regenerate: Optional[list[float]] = None,
+             mix: Optional[Path] = None, plot: Optional[Path] = None,
              device: Optional[str] = None, sampler: Optional[str] = None, compile: Optional[bool] = None) -> None:
     """Generate a stem that fits CONTEXT (a wav/flac/ogg file; any rate, mono or stereo).
 
@@ -127,6 +128,11 @@ def generate(context: Path, instrument: str = "bass", output: Optional[Path] = N
         causal_bias: position weight w_s of the candidate ranking (paper: 0.1; 0 = VampNet-like).
         temperature: sampling temperature on every level (paper: 1.0; 0 = greedy).
         overlap: seconds of overlap between windows for contexts longer than the model's window.
+        keep: a stem (audio file) to keep: continued to the end of CONTEXT if shorter, or with
+            --regenerate, kept outside that span. It is encoded by the model's codec first, so
+            what is kept is the codec's reading of that audio, not the exact tokens of a stem it
+            was decoded from (decoding and re-encoding is not an identity).
+        regenerate: [start, end] seconds of --keep to generate again (inpainting).
         mix: also write the stem mixed with the context here.
         plot: also write a PNG of the context, stem and mix spectrograms here.
         device: cpu or cuda (default: cuda when available).
@@ -153,7 +159,8 @@ def generate(context: Path, instrument: str = "bass", output: Optional[Path] = N
     print(f"{m}\ngenerating {inst.name.lower()} for {context} ...", file=sys.stderr)
     stem = m.generate(context, inst, seed=seed, settings=settings, steps=steps, guidance=guidance,
                       causal_bias=causal_bias, temperature=temperature, sampler=sampler, compile=compile,
-                      overlap_seconds=overlap, progress=True)
+                      overlap_seconds=overlap, keep=keep, regenerate=tuple(regenerate) if regenerate else None,
+                      progress=True)
     output = output or Path(f"{stem.instrument.lower().replace(' ', '_')}.wav")
     written = [stem.save(output)]
     if mix:

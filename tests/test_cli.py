@@ -92,6 +92,11 @@ def test_generate_command_writes_stem_mix_and_plot(tmp_path, tiny_export, capsys
     assert main(args[:-4] + ["--guidance", "3", "--causal_bias", "0.1", "--temperature", "1"]) == 0
     explicit, _ = sf.read(tmp_path / "bass.wav")
     assert np.array_equal(first, explicit)
+    # inpainting a kept stem file: outside the span the kept stem's (re-encoded) tokens stay
+    sf.write(tmp_path / "kept.wav", first, SR)
+    assert main(args[:4] + ["-o", str(tmp_path / "fixed.wav"), "--model", str(tiny_export), "--steps", "[3,2,2,1]",
+                            "--keep", str(tmp_path / "kept.wav"), "--regenerate", "[0.5,1.0]"]) == 0
+    assert sf.info(str(tmp_path / "fixed.wav")).frames == len(first)
 
 
 def test_generate_command_errors(tmp_path, tiny_export, capsys):
