@@ -20,14 +20,14 @@ import secrets
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
 
 from .audio import dbfs, load_mono, mix_down, write_audio
 from .codec import Codec, load_codec
-from .errors import AudioError, CheckpointError, MissingWeightsError
+from .errors import AudioError, MissingWeightsError
 from .instruments import resolve as resolve_instrument
 from .model.io import CODEC_DIR, CONFIG, ModelRecord, check_codec, load_exported
 from .model.transformer import StemGenModel

@@ -11,7 +11,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 from .api import load_model
 from .audio import load_mono, mix_down, write_audio

@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import torch
 
 from ..codec.base import FINGERPRINT_SCHEME, Codec
 from ..errors import CheckpointError, MissingWeightsError

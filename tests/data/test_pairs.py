@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from stemgen.audio import dbfs
