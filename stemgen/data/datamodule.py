@@ -48,7 +48,7 @@ class TokenCache(torch.utils.data.Dataset):
 
         n = len(pairs) if num_examples is None else num_examples
         if not path.exists():
-            ctx, tgt, inst = [], [], []
+            ctx, tgt, inst, song = [], [], [], []
             with torch.no_grad():
                 for start in tqdm(range(0, n, batch_size), desc=f"caching tokens ({n} examples)",
                                   disable=not progress):
@@ -56,19 +56,22 @@ class TokenCache(torch.utils.data.Dataset):
                     ctx.append(codec.encode(torch.stack([it["context"] for it in items])))
                     tgt.append(codec.encode(torch.stack([it["target"] for it in items])))
                     inst.append(torch.stack([it["instrument"] for it in items]))
+                    song.append(torch.stack([it["song_index"] for it in items]))
             tensors = {"context_tokens": torch.cat(ctx).to(torch.int16), "target_tokens": torch.cat(tgt).to(torch.int16),
-                       "instrument": torch.cat(inst)}
+                       "instrument": torch.cat(inst), "song_index": torch.cat(song)}
             atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))  # DDP ranks may build it at once
         data = load_file(str(path))
         self.context = data["context_tokens"].long()
         self.target = data["target_tokens"].long()
         self.instrument = data["instrument"]
+        self.song_index = data["song_index"]
 
     def __len__(self) -> int:
         return len(self.instrument)
 
     def __getitem__(self, i: int) -> dict:
-        return {"context_tokens": self.context[i], "target_tokens": self.target[i], "instrument": self.instrument[i]}
+        return {"context_tokens": self.context[i], "target_tokens": self.target[i], "instrument": self.instrument[i],
+                "song_index": self.song_index[i]}
 
 
 class PairDataModule(LightningDataModule):
@@ -151,7 +154,7 @@ class PairDataModule(LightningDataModule):
             log.info("skipped tracks/stems per split: %s", self.skipped)
 
     def _cache_path(self, split: str, pairs: PairDataset, n: int) -> Path:
-        key = json.dumps({"root": str(self.root), "split": split, "songs": [s.id for s in pairs.songs],
+        key = json.dumps({"format": 2, "root": str(self.root), "split": split, "songs": [s.id for s in pairs.songs],
                           "codec": self.codec.describe(), "crop": self.crop_seconds, "segment": self.segment_seconds,
                           "silence": self.silence_db, "seed": pairs.seed, "n": n}, sort_keys=True)
         return home() / "tokens" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.safetensors"

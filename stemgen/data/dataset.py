@@ -33,7 +33,8 @@ class PairDataset(torch.utils.data.Dataset):
         seed: base seed.
 
     Items are dicts: ``context`` and ``target`` float32 ``(L,)``, ``instrument`` int64 (),
-    ``song`` str, ``segment`` int, ``start_seconds`` float.
+    ``song`` str, ``song_index`` int64 () (its position in ``songs``: tells examples of one song
+    apart from another's, e.g. for a mismatched context), ``segment`` int, ``start_seconds`` float.
     """
 
     def __init__(self, songs: list[Song], sample_rate: int, crop_seconds: float = 20.0,
@@ -47,6 +48,7 @@ class PairDataset(torch.utils.data.Dataset):
                       for seg in segments(song, segment_seconds, min_seconds=min(crop_seconds, segment_seconds) / 2)]
         if not self.index:
             raise DatasetError(f"no segment of at least {crop_seconds / 2:g} s in {len(self.songs)} songs")
+        self._song_index = {song.id: i for i, song in enumerate(self.songs)}
         self.broken: set[int] = set()
         self.silent_segments = 0
 
@@ -78,6 +80,7 @@ class PairDataset(torch.utils.data.Dataset):
         p = self.draw(i)
         return {"context": torch.from_numpy(p.context), "target": torch.from_numpy(p.target),
                 "instrument": torch.tensor(p.instrument, dtype=torch.long), "song": p.song,
+                "song_index": torch.tensor(self._song_index[p.song], dtype=torch.long),
                 "segment": p.segment, "start_seconds": p.start_seconds}
 
 

@@ -1,4 +1,5 @@
-"""The training objective: cross-entropy on the masked positions of the trained level."""
+"""The training objective (cross-entropy on the masked positions of the trained level) and the
+listening measurement (how much the context lowers that cross-entropy)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..instruments import NULL_ID
 from .masking import drop_conditions, soundstorm_mask
 from .transformer import StemGenModel
 
@@ -21,6 +23,16 @@ class LossOutput:
     count: torch.Tensor
 
 
+def _scored(model: StemGenModel, context, inputs, instrument, drop_context, level, loss_mask, target):
+    """Logits ``(N, V)``, labels ``(N,)`` and levels ``(N,)`` of the ``loss_mask (B, T)`` positions of
+    each example's ``level (B,)``, for target ``inputs (B, Q, T)`` (MASK ids where hidden)."""
+    h = model.hidden(context, inputs, instrument, drop_context)  # (B, T, D)
+    b_idx, t_idx = loss_mask.nonzero(as_tuple=True)  # masked positions
+    levels = level[b_idx]  # (N,)
+    labels = target[b_idx, levels, t_idx]  # (N,)
+    return model.level_logits(h[b_idx, t_idx], levels), labels, levels
+
+
 def masked_token_loss(model: StemGenModel, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
                       p_drop_context: float = 0.1, p_drop_instrument: float = 0.1,
                       generator: torch.Generator | None = None, level: int | None = None) -> LossOutput:
@@ -29,14 +41,79 @@ def masked_token_loss(model: StemGenModel, context: torch.Tensor, target: torch.
     q = model.cfg.num_levels
     masked = soundstorm_mask(target, model.cfg.mask_id, generator, level)
     drop_ctx, inst = drop_conditions(instrument, p_drop_context, p_drop_instrument, generator)
-    h = model.hidden(context, masked.inputs, inst, drop_ctx)  # (B, T, D)
-    b_idx, t_idx = masked.loss_mask.nonzero(as_tuple=True)  # masked positions
-    levels = masked.level[b_idx]  # (N,)
-    labels = target[b_idx, levels, t_idx]  # (N,)
-    logits = model.level_logits(h[b_idx, t_idx], levels)  # (N, V)
+    logits, labels, levels = _scored(model, context, masked.inputs, inst, drop_ctx, masked.level, masked.loss_mask,
+                                     target)
     loss = F.cross_entropy(logits.float(), labels)
     with torch.no_grad():
         hit = (logits.argmax(-1) == labels).long()
         correct = torch.zeros(q, dtype=torch.long, device=hit.device).index_add_(0, levels, hit)
         count = torch.bincount(levels, minlength=q)
     return LossOutput(loss, correct, count)
+
+
+#: the conditions of :func:`listening_losses`. At level 0 with every target token masked (the
+#: context is the only source of what to play): ``true`` p(t|a,i), ``mismatched`` (another song's
+#: context, the true instrument), and the guidance branches ``null_instrument`` p(t|a),
+#: ``null_context`` p(t|i), ``null_both`` p(t). At the training masking (a level and a cosine
+#: masking ratio drawn per example): ``train_true`` and ``train_mismatched``.
+LISTENING_CONDITIONS = ("true", "mismatched", "null_instrument", "null_context", "null_both",
+                        "train_true", "train_mismatched")
+
+
+def mismatched_order(song_index: torch.Tensor | None, batch: int, device=None) -> torch.Tensor:
+    """For each example, the index of another example whose context it borrows: the next one
+    (cyclically) from a different song, ``-1`` where the whole batch is one song. Without song
+    indices every example is taken to be its own song (the next example)."""
+    if song_index is None:
+        return torch.roll(torch.arange(batch, device=device), -1) if batch > 1 else torch.full((1,), -1, device=device)
+    songs = song_index.tolist()
+    order = []
+    for i in range(batch):
+        j = next((j % batch for j in range(i + 1, i + batch) if songs[j % batch] != songs[i]), -1)
+        order.append(j)
+    return torch.tensor(order, device=song_index.device)
+
+
+@torch.no_grad()
+def listening_losses(model: StemGenModel, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
+                     song_index: torch.Tensor | None = None,
+                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy (nats) and token counts under each of :data:`LISTENING_CONDITIONS`.
+
+    ``context``/``target`` ``(B, Q, T)``, ``instrument`` ``(B,)``, ``song_index`` ``(B,)`` (which
+    song each example comes from: a mismatched context is always another song's). Returns two
+    ``(K,)`` tensors (float64 sums, int64 counts), in the order of the conditions. The mean of a
+    condition is ``sums / counts``; the *context gain* is mismatched minus true: how many nats the
+    right context saves on each token.
+    """
+    b, q, t = target.shape
+    dev = target.device
+    mask_id = model.cfg.mask_id
+    partner = mismatched_order(song_index, b, dev)
+    # examples without a partner from another song are left out of every condition, so that all
+    # conditions score the same tokens
+    paired = (partner >= 0)[:, None]  # (B, 1)
+    other = context[partner.clamp_min(0)]  # (B, Q, T) another song's context where paired
+    null_inst = torch.full_like(instrument, NULL_ID)
+    no_drop, drop = torch.zeros(b, dtype=torch.bool, device=dev), torch.ones(b, dtype=torch.bool, device=dev)
+
+    def nll(ctx, inputs, inst, drop_ctx, level, loss_mask):
+        logits, labels, _ = _scored(model, ctx, inputs, inst, drop_ctx, level, loss_mask, target)
+        return F.cross_entropy(logits.float(), labels, reduction="sum").double(), labels.numel()
+
+    all_masked = torch.full_like(target, mask_id)
+    level0 = torch.zeros(b, dtype=torch.long, device=dev)
+    every = paired.expand(b, t)
+    masked = soundstorm_mask(target, mask_id, generator)
+    trained = masked.loss_mask & paired
+    runs = {
+        "true": (context, all_masked, instrument, no_drop, level0, every),
+        "mismatched": (other, all_masked, instrument, no_drop, level0, every),
+        "null_instrument": (context, all_masked, null_inst, no_drop, level0, every),
+        "null_context": (context, all_masked, instrument, drop, level0, every),
+        "null_both": (context, all_masked, null_inst, drop, level0, every),
+        "train_true": (context, masked.inputs, instrument, no_drop, masked.level, trained),
+        "train_mismatched": (other, masked.inputs, instrument, no_drop, masked.level, trained),
+    }
+    sums, counts = zip(*(nll(*runs[name]) for name in LISTENING_CONDITIONS))
+    return torch.stack(sums), torch.tensor(counts, dtype=torch.long, device=dev)

@@ -7,8 +7,8 @@ from lightning import LightningModule
 
 from ..model import ModelConfig, StemGenModel
 from ..model.io import CHECKPOINT_KEY, ModelRecord, check_codec
-from ..model.loss import masked_token_loss
-from .metrics import MaskedTokenAccuracy
+from ..model.loss import listening_losses, masked_token_loss
+from .metrics import Listening, MaskedTokenAccuracy
 from .schedule import fit_schedule, tri_stage_lr_scale
 
 #: the key of the LR phases in a training checkpoint
@@ -42,6 +42,7 @@ class StemGenLightning(LightningModule):
         self.save_hyperparameters()
         self.model = StemGenModel(ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality))
         self.val_accuracy = MaskedTokenAccuracy(num_levels)
+        self.val_listening = Listening()
         #: the LR phases (warm-up, hold, decay) in use, fitted to max_steps (see fit_schedule)
         self._schedule: tuple[int, int, int] | None = None
 
@@ -91,12 +92,19 @@ class StemGenLightning(LightningModule):
             self.val_accuracy.update(out.correct, out.count)
             losses.append(out.loss)
         self.log("val/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=batch["instrument"].shape[0])
+        # listening: the same tokens scored with the true, another song's and no context
+        self.val_listening.update(*listening_losses(self.model, batch["context_tokens"], batch["target_tokens"],
+                                                    batch["instrument"], batch.get("song_index"),
+                                                    self._generator(2 * 10**9 + batch_idx)))
 
     def on_validation_epoch_end(self) -> None:
         acc = self.val_accuracy.compute()
         for q, a in enumerate(acc):
             self.log(f"val/accuracy_level{q}", a)
         self.val_accuracy.reset()
+        for name, value in self.val_listening.compute().items():
+            self.log(f"val/{name}", value)
+        self.val_listening.reset()
 
     def configure_optimizers(self):
         decay, no_decay = [], []

@@ -1,7 +1,7 @@
 import torch
 
 from stemgen.model import ModelConfig, StemGenModel
-from stemgen.model.loss import masked_token_loss
+from stemgen.model.loss import listening_losses, masked_token_loss
 
 
 def test_loss_counts_and_gradients():
@@ -43,3 +43,78 @@ def test_loss_under_bf16_autocast():
         out = masked_token_loss(m, ctx, tgt, torch.tensor([1, 2]), generator=g)
     assert torch.isfinite(out.loss)
     out.loss.backward()
+
+
+def test_mismatched_contexts_come_from_other_songs():
+    from stemgen.model.loss import mismatched_order
+
+    order = mismatched_order(torch.tensor([3, 3, 5, 3, 7]), 5)
+    songs = [3, 3, 5, 3, 7]
+    assert all(songs[j] != songs[i] for i, j in enumerate(order.tolist()))
+    assert order.tolist() == [2, 2, 3, 4, 0]  # the next example of another song, cyclically
+    assert mismatched_order(torch.tensor([1, 1, 1]), 3).tolist() == [-1, -1, -1]
+    assert mismatched_order(None, 3).tolist() == [1, 2, 0]
+
+
+def _listening(model, ctx, tgt, inst, songs):
+    from stemgen.model.loss import LISTENING_CONDITIONS, listening_losses
+
+    sums, counts = listening_losses(model, ctx, tgt, inst, songs, torch.Generator().manual_seed(3))
+    return {name: (sums[i].item(), counts[i].item()) for i, name in enumerate(LISTENING_CONDITIONS)}
+
+
+def test_listening_losses_score_each_condition_on_the_same_tokens():
+    import torch.nn.functional as F
+
+    from stemgen.instruments import NULL_ID
+
+    torch.manual_seed(0)
+    m = StemGenModel(ModelConfig.from_name("tiny", cardinality=16)).eval()
+    g = torch.Generator().manual_seed(0)
+    ctx, tgt = torch.randint(16, (4, 4, 10), generator=g), torch.randint(16, (4, 4, 10), generator=g)
+    inst, songs = torch.tensor([0, 4, 16, 4]), torch.tensor([0, 0, 1, 2])
+    r = _listening(m, ctx, tgt, inst, songs)
+    assert {name: n for name, (_, n) in r.items() if not name.startswith("train")} == {
+        "true": 40, "mismatched": 40, "null_instrument": 40, "null_context": 40, "null_both": 40}
+    assert r["train_true"][1] == r["train_mismatched"][1] > 0
+    # "true" is level 0 with every target token masked, scored against the real tokens
+    with torch.no_grad():
+        logits = m(ctx, torch.full_like(tgt, m.cfg.mask_id), inst, level=0)  # (B, T, V)
+        expected = F.cross_entropy(logits.flatten(0, 1), tgt[:, 0].flatten(), reduction="sum").item()
+        assert abs(r["true"][0] - expected) < 1e-3
+        # the guidance branch p(t): no context, no instrument
+        both = m(ctx, torch.full_like(tgt, m.cfg.mask_id), torch.full_like(inst, NULL_ID),
+                 drop_context=torch.ones(4, dtype=torch.bool), level=0)
+        assert abs(r["null_both"][0] - F.cross_entropy(both.flatten(0, 1), tgt[:, 0].flatten(),
+                                                       reduction="sum").item()) < 1e-3
+    # a model that cannot see its context: another song's context costs exactly nothing
+    with torch.no_grad():
+        for emb in m.context_embed:
+            emb.weight.zero_()
+    deaf = _listening(m, ctx, tgt, inst, songs)
+    assert deaf["mismatched"][0] == deaf["true"][0] and deaf["train_mismatched"][0] == deaf["train_true"][0]
+    assert deaf["null_context"][0] != deaf["true"][0]  # the null context is a learned vector, not zeros
+
+
+def test_a_model_that_copies_its_context_has_a_large_context_gain():
+    """Trained on target = context, the true context is worth nearly all of ln V per token."""
+    from stemgen.train.metrics import Listening
+
+    torch.manual_seed(0)
+    m = StemGenModel(ModelConfig.from_name("tiny", cardinality=8))
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for step in range(150):
+        ctx = torch.randint(8, (16, 4, 16), generator=g)
+        out = masked_token_loss(m, ctx, ctx.clone(), torch.zeros(16, dtype=torch.long), 0.0, 0.0, g)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    metric = Listening()
+    ctx = torch.randint(8, (16, 4, 16), generator=g)
+    metric.update(*listening_losses(m.eval(), ctx, ctx.clone(), torch.zeros(16, dtype=torch.long),
+                                    torch.arange(16), g))
+    r = metric.compute()
+    assert r["ce/true"] < 0.5 and r["ce/mismatched"] > 1.5
+    assert r["context_gain"] == r["ce/mismatched"] - r["ce/true"] and r["context_gain"] > 1.0
+    assert r["context_gain_train_mask"] > 0.5

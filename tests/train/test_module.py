@@ -39,6 +39,8 @@ def test_fit_logs_loss_and_per_level_accuracy_then_resumes(tmp_path, datamodule)
     rows = list(csv.DictReader(open(t.logger.log_dir + "/metrics.csv")))
     keys = set().union(*rows)
     assert {"train/loss", "val/loss", "val/accuracy_level0", "val/accuracy_level3"} <= keys
+    assert {"val/context_gain", "val/context_gain_train_mask", "val/ce/true", "val/ce/null_instrument",
+            "val/ce/null_context", "val/ce/null_both"} <= keys
     acc = [float(r["val/accuracy_level0"]) for r in rows if r.get("val/accuracy_level0")]
     assert acc and all(0.0 <= a <= 1.0 for a in acc)
     ckpts = list((tmp_path / "logs").rglob("*.ckpt"))
