@@ -1,0 +1,173 @@
+"""Listening: does a model use its context? Measured two ways on held-out chorales, in one run.
+
+    python benchmarks/listening.py                          # the demo model, 16 held-out chorales
+    python benchmarks/listening.py --model exported/x --songs 24 --out benchmarks/results/listening_x
+
+1. Cross-entropy (nats per token) of the bass's level-0 tokens with *every* target token masked,
+   where only the context can tell what to play: with the true context, another chorale's
+   context, and each guidance branch of paper eq. 3 (p(t|a,i), p(t|a), p(t|i), p(t)); plus the
+   true/mismatched pair at the training masking. ``context_gain_nats`` = mismatched - true.
+   Crops: the model's window, back to back over the first ``--ce-seconds`` of each chorale.
+2. Chroma agreement (``stemgen.eval.context_agreement``: frame-wise pitch-class cosine of a
+   stem with a context, over the frames where the context sounds) of the generated bass with
+   its own context and with the next chorale's, for guided (the paper's best) and naive
+   sampling; the real bass with the same two contexts is the reference, computed here too.
+
+The context is always the chorale's upper voices (soprano, alto, tenor: its harmony, no drums);
+the target is its bass. Held-out: the test split of the embedded chorales (neither the shipped
+codec nor the demo model trained on it). Writes ``OUT.json`` and ``OUT.md``
+(default ``benchmarks/results/listening``); keys are explained in benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+BRANCHES = {"p(t|a,i)": "true", "p(t|a)": "null_instrument", "p(t|i)": "null_context", "p(t)": "null_both"}
+
+
+def held_out_chorales(root: Path, n: int, sr: int, seconds: float) -> list[dict]:
+    """The first ``n`` test chorales: ``{"name", "context" (upper voices), "bass"}``, the first
+    ``seconds`` of each, mono at ``sr``."""
+    from stemgen.audio import load_mono, mix_down
+    from stemgen.data.songs import ScanReport, read_slakh_track, song_folders
+    from stemgen.instruments import DRUMS_ID, resolve
+
+    bass_id, out = resolve("bass").id, []
+    for track in song_folders(root, "test", complete=True)[:n]:
+        song = read_slakh_track(track, ScanReport())
+        stems = {s.name: (s.instrument, load_mono(s.path, sr)[: int(seconds * sr)]) for s in song.stems}
+        bass = [wav for inst, wav in stems.values() if inst == bass_id]
+        upper = [wav for inst, wav in stems.values() if inst not in (bass_id, DRUMS_ID)]
+        if len(bass) == 1 and upper:
+            out.append({"name": track.name, "context": mix_down(upper), "bass": bass[0]})
+    return out
+
+
+def cross_entropies(model, songs: list[dict], batch_size: int = 16, seed: int = 0) -> dict:
+    """Mean nats per token under each listening condition, over back-to-back window crops."""
+    import torch
+
+    from stemgen.instruments import resolve
+    from stemgen.model.loss import listening_losses
+    from stemgen.train.metrics import Listening
+
+    w = model.window_frames
+    crops = []  # (context (Q, w), target (Q, w), song index)
+    for k, s in enumerate(songs):
+        ctx, tgt = model._encode(s["context"]), model._encode(s["bass"])
+        for start in range(0, min(ctx.shape[-1], tgt.shape[-1]) - w + 1, w):
+            crops.append((ctx[:, start:start + w], tgt[:, start:start + w], k))
+    metric = Listening()
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    bass = torch.tensor(resolve("bass").id, device=model.device)
+    with torch.no_grad(), torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=model.precision == "bf16"):
+        for i in range(0, len(crops), batch_size):
+            part = crops[i:i + batch_size]
+            ctx, tgt = torch.stack([c for c, _, _ in part]), torch.stack([t for _, t, _ in part])
+            songs_idx = torch.tensor([k for _, _, k in part], device=model.device)
+            metric.update(*listening_losses(model.model, ctx, tgt, bass.expand(len(part)), songs_idx, gen))
+    r = {k: float(v) for k, v in metric.compute().items()}
+    return {"crops": len(crops), **r}
+
+
+def agreement(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> tuple[float, float]:
+    """Chroma agreement with the own and the mismatched (next song's) context."""
+    from stemgen.eval.context_agreement import ContextAgreement
+
+    m = ContextAgreement(beats=False)
+    m.update(stems, contexts, sr)
+    r = m.compute()
+    return float(r["chroma"]), float(r["chroma_mismatched"])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="demo")
+    p.add_argument("--data", type=Path, default=Path.home() / ".cache" / "stemgen" / "data" / "chorales_all",
+                   help="rendered chorales (all 353 are rendered there if missing)")
+    p.add_argument("--songs", type=int, default=16, help="held-out chorales")
+    p.add_argument("--ce-seconds", type=float, default=20.0, help="seconds of each chorale cut into crops for 1.")
+    p.add_argument("--seconds", type=float, default=8.0, help="length of the generated bass for 2.")
+    p.add_argument("--steps", type=int, nargs="*", default=None, help="decoding steps per level (default: the paper's)")
+    p.add_argument("--skip-generation", action="store_true", help="only the cross-entropies (1.)")
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "listening")
+    args = p.parse_args()
+
+    from stemgen.api import load_model
+    from stemgen.prepare import prepare_chorales
+    from stemgen.sampling.settings import SamplingSettings
+
+    prepare_chorales(args.data)
+    model = load_model(args.model, device="cpu")
+    sr = model.sample_rate
+    songs = held_out_chorales(args.data, args.songs, sr, max(args.ce_seconds, args.seconds))
+    if len(songs) < 2:
+        raise SystemExit(f"need at least 2 test chorales with a bass under {args.data}, found {len(songs)}")
+    start = time.perf_counter()
+    ce = cross_entropies(model, songs)
+    result = {"benchmark": "listening", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
+              "model": repr(model), "songs": len(songs), "ce_crops": ce["crops"],
+              "uniform_nats": round(math.log(model.model.cfg.cardinality), 4),
+              "context_gain_nats": round(ce["context_gain"], 4),
+              "context_gain_train_mask_nats": round(ce["context_gain_train_mask"], 4),
+              "ce_nats": {k[3:]: round(v, 4) for k, v in ce.items() if k.startswith("ce/")},
+              "branch_ce_nats": {b: round(ce[f"ce/{c}"], 4) for b, c in BRANCHES.items()}}
+    print(json.dumps(result, indent=1), flush=True)
+
+    n = int(args.seconds * sr)
+    contexts = [s["context"][:n] for s in songs]
+    reals = [s["bass"][:n] for s in songs]
+    result["seconds"] = args.seconds
+    result["chroma_real_own"], result["chroma_real_mismatched"] = (round(x, 4) for x in agreement(reals, contexts, sr))
+    if not args.skip_generation:
+        best = SamplingSettings.paper(model.model.cfg.num_levels)
+        naive = SamplingSettings.naive(steps=best.steps, temperature=best.temperature)
+        for name, settings in (("guided", best), ("naive", naive)):
+            t = time.perf_counter()
+            stems = model.generate(contexts, "bass", sample_rate=sr, seed=0, settings=settings, steps=args.steps or None)
+            own, mismatched = agreement([s.audio for s in stems], contexts, sr)
+            result[name] = {"chroma_generated_own": round(own, 4), "chroma_generated_mismatched": round(mismatched, 4),
+                            "chroma_gap": round(own - mismatched, 4), "settings": stems[0].settings,
+                            "seconds_to_generate": round(time.perf_counter() - t, 1)}
+            print(name, json.dumps(result[name]), flush=True)
+    result["seconds_total"] = round(time.perf_counter() - start, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def markdown(r: dict) -> str:
+    lines = ["# Listening", "", f"Model `{r['model']}`; {r['songs']} held-out chorales; machine {r['machine']['cpu']}, "
+             f"{r['machine']['cores']} cores.", "",
+             f"Level-0 cross-entropy, every target token masked, {r['ce_crops']} crops (nats per token; uniform "
+             f"{r['uniform_nats']}):", "", "| condition | nats |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in r["ce_nats"].items()]
+    lines += ["", f"**Context gain** (another song's context minus the true one, all masked): "
+              f"**{r['context_gain_nats']}** nats; at the training masking: {r['context_gain_train_mask_nats']}.", "",
+              f"Chroma agreement of the bass with its own / another chorale's context (first {r['seconds']:g} s):", "",
+              "| bass | own | mismatched | gap |", "|---|---|---|---|"]
+    for name in ("guided", "naive"):
+        if name in r:
+            g = r[name]
+            lines.append(f"| generated, {name} | {g['chroma_generated_own']} | {g['chroma_generated_mismatched']} | "
+                         f"{g['chroma_gap']} |")
+    lines.append(f"| real (reference) | {r['chroma_real_own']} | {r['chroma_real_mismatched']} | "
+                 f"{round(r['chroma_real_own'] - r['chroma_real_mismatched'], 4)} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
