@@ -35,11 +35,13 @@ def _scored(model: StemGenModel, context, inputs, instrument, drop_context, leve
 
 def masked_token_loss(model: StemGenModel, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
                       p_drop_context: float = 0.1, p_drop_instrument: float = 0.1,
-                      generator: torch.Generator | None = None, level: int | None = None) -> LossOutput:
+                      generator: torch.Generator | None = None, level: int | None = None,
+                      p_full_mask: float = 0.0) -> LossOutput:
     """Mask ``target (B, Q, T)``, drop conditions, and score the masked tokens of each example's
-    level (drawn per example, or ``level`` for all)."""
+    level (drawn per example, or ``level`` for all; see :func:`soundstorm_mask` for
+    ``p_full_mask``)."""
     q = model.cfg.num_levels
-    masked = soundstorm_mask(target, model.cfg.mask_id, generator, level)
+    masked = soundstorm_mask(target, model.cfg.mask_id, generator, level, p_full_mask)
     drop_ctx, inst = drop_conditions(instrument, p_drop_context, p_drop_instrument, generator)
     logits, labels, levels = _scored(model, context, masked.inputs, inst, drop_ctx, masked.level, masked.loss_mask,
                                      target)

@@ -31,14 +31,22 @@ def cosine_mask_count(u: torch.Tensor, t: int) -> torch.Tensor:
 
 
 def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generator | None = None,
-                    level: int | None = None) -> MaskedTarget:
+                    level: int | None = None, p_full_mask: float = 0.0) -> MaskedTarget:
     """Mask ``target (B, Q, T)`` for training (see module docstring); ``level`` fixes q for every
-    example instead of drawing it (validation scores each level in turn)."""
+    example instead of drawing it (validation scores each level in turn).
+
+    ``p_full_mask``: the probability that an example's level is masked entirely instead of at the
+    cosine ratio (which masks 64% on average and all of it rarely): the case where nothing of the
+    stem is given and only the context can say what to play, as at the start of sampling.
+    """
     b, q, t = target.shape
     dev = target.device
     level = (torch.randint(q, (b,), generator=generator, device=dev) if level is None
              else torch.full((b,), level, dtype=torch.long, device=dev))
     count = cosine_mask_count(torch.rand(b, generator=generator, device=dev), t)  # (B,)
+    if p_full_mask > 0:
+        full = torch.rand(b, generator=generator, device=dev) < p_full_mask
+        count = torch.where(full, torch.full_like(count, t), count)
     ranks = torch.rand(b, t, generator=generator, device=dev).argsort(1).argsort(1)  # random order
     masked = ranks < count[:, None]  # (B, T): exactly count positions
     lv = torch.arange(q, device=dev)[None, :, None]  # (1, Q, 1)

@@ -23,7 +23,12 @@ from ..instruments import NULL_ID, NUM_INSTRUMENTS
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Model shape. ``num_levels``/``cardinality`` must match the codec (Q, V)."""
+    """Model shape. ``num_levels``/``cardinality`` must match the codec (Q, V).
+
+    ``shared_embeddings``: the target channel reads the context channel's table of each level
+    (plus a learned MASK vector per level), so a code means the same vector in both channels from
+    the start; ``False`` (the paper's reading) gives each channel its own tables.
+    """
 
     num_levels: int = 4
     cardinality: int = 2048
@@ -34,6 +39,7 @@ class ModelConfig:
     ffn_multiple_of: int = 256
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
+    shared_embeddings: bool = False
 
     @property
     def mask_id(self) -> int:
@@ -136,7 +142,10 @@ class StemGenModel(nn.Module):
         self.cfg = cfg
         half = cfg.dim // 2
         self.context_embed = nn.ModuleList(nn.Embedding(cfg.cardinality, half) for _ in range(cfg.num_levels))
-        self.target_embed = nn.ModuleList(nn.Embedding(cfg.cardinality + 1, half) for _ in range(cfg.num_levels))
+        if cfg.shared_embeddings:
+            self.mask_embed = nn.Parameter(torch.zeros(cfg.num_levels, half))  # (Q, D/2)
+        else:
+            self.target_embed = nn.ModuleList(nn.Embedding(cfg.cardinality + 1, half) for _ in range(cfg.num_levels))
         self.instrument_embed = nn.Embedding(cfg.num_instruments, half)
         self.null_context = nn.Parameter(torch.zeros(half))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
@@ -152,6 +161,8 @@ class StemGenModel(nn.Module):
                 nn.init.normal_(module.weight, std=0.02)
         nn.init.normal_(self.heads, std=0.02)
         nn.init.normal_(self.null_context, std=0.02)
+        if self.cfg.shared_embeddings:
+            nn.init.normal_(self.mask_embed, std=0.02)
         for block in self.blocks:  # scaled residual branches (GPT-2 style)
             for lin in (block.attn.out, block.ffn.down):
                 nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * self.cfg.n_layers))
@@ -169,9 +180,17 @@ class StemGenModel(nn.Module):
         ctx = sum(emb(context[:, q]) for q, emb in enumerate(self.context_embed))  # (B, T, D/2)
         if drop_context is not None:
             ctx = torch.where(drop_context[:, None, None], self.null_context.to(ctx.dtype).expand_as(ctx), ctx)
-        tgt = sum(emb(target[:, q]) for q, emb in enumerate(self.target_embed))  # (B, T, D/2)
+        tgt = sum(self._target_level(target[:, q], q) for q in range(self.cfg.num_levels))  # (B, T, D/2)
         inst = self.instrument_embed(instrument)[:, None]  # (B, 1, D/2)
         return torch.cat([ctx + inst, tgt + inst], dim=-1)  # (B, T, D)
+
+    def _target_level(self, tokens: torch.Tensor, q: int) -> torch.Tensor:
+        """Embedding ``(B, T, D/2)`` of one target level's tokens ``(B, T)`` (MASK id included)."""
+        if not self.cfg.shared_embeddings:
+            return self.target_embed[q](tokens)
+        masked = (tokens == self.cfg.mask_id)[..., None]
+        codes = self.context_embed[q](tokens.clamp_max(self.cfg.cardinality - 1))
+        return torch.where(masked, self.mask_embed[q].to(codes.dtype), codes)
 
     def hidden(self, context, target, instrument, drop_context=None) -> torch.Tensor:
         """Final normalised hidden states ``(B, T, D)``."""

@@ -31,16 +31,22 @@ class StemGenLightning(LightningModule):
         betas: AdamW betas.
         p_drop_context: probability of replacing the context by the learned null context.
         p_drop_instrument: probability of replacing the instrument by the null entry.
+        p_full_mask: probability of masking the trained level entirely instead of at the cosine
+            ratio (0: the paper's SoundStorm masking).
+        shared_embeddings: context and target read one embedding table per level (see
+            :class:`~stemgen.model.ModelConfig`).
         seed: seed of the masks and dropouts (drawn per step from (seed, global step)).
     """
 
     def __init__(self, preset: str = "tiny", num_levels: int = 4, cardinality: int = 2048, lr: float = 5e-4,
                  warmup_steps: int = 10_000, hold_steps: int = 50_000, decay_steps: int = 300_000,
                  final_lr_scale: float = 0.01, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.95),
-                 p_drop_context: float = 0.1, p_drop_instrument: float = 0.1, seed: int = 0):
+                 p_drop_context: float = 0.1, p_drop_instrument: float = 0.1, p_full_mask: float = 0.0,
+                 shared_embeddings: bool = False, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
-        self.model = StemGenModel(ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality))
+        self.model = StemGenModel(ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality,
+                                                        shared_embeddings=shared_embeddings))
         self.val_accuracy = MaskedTokenAccuracy(num_levels)
         self.val_listening = Listening()
         #: the LR phases (warm-up, hold, decay) in use, fitted to max_steps (see fit_schedule)
@@ -78,7 +84,7 @@ class StemGenLightning(LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         out = masked_token_loss(self.model, batch["context_tokens"], batch["target_tokens"], batch["instrument"],
                                 self.hparams.p_drop_context, self.hparams.p_drop_instrument,
-                                self._generator(self.global_step))
+                                self._generator(self.global_step), p_full_mask=self.hparams.p_full_mask)
         self.log("train/loss", out.loss, prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return out.loss

@@ -52,3 +52,21 @@ def test_fixed_level():
     m = soundstorm_mask(target, MASK, g, level=2)
     assert (m.level == 2).all()
     assert (m.inputs[:, :2] == target[:, :2]).all() and (m.inputs[:, 3] == MASK).all()
+
+
+def test_full_masking_masks_the_whole_level_as_often_as_asked():
+    import torch
+
+    from stemgen.model.masking import soundstorm_mask
+
+    tgt = torch.zeros(4000, 4, 20, dtype=torch.long)
+    plain = soundstorm_mask(tgt, 99, torch.Generator().manual_seed(0))
+    full = soundstorm_mask(tgt, 99, torch.Generator().manual_seed(0), p_full_mask=0.5)
+    share = lambda m: m.loss_mask.all(1).float().mean().item()  # noqa: E731
+    assert share(plain) < 0.1 and abs(share(full) - (0.5 + 0.5 * share(plain))) < 0.03
+    # a fully masked level hides that level and every finer one; coarser levels stay given
+    rows = full.loss_mask.all(1)
+    lv = full.level[rows]
+    hidden = full.inputs[rows] == 99  # (N, Q, T)
+    for q in range(4):
+        assert (hidden[:, q].all(-1) == (lv <= q)).all()

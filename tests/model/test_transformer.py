@@ -71,3 +71,24 @@ def test_paper_preset_has_about_250m_parameters():
     assert abs(n - 250e6) / 250e6 < 0.10, n
     cfg = m.cfg
     assert (cfg.dim, cfg.n_heads, cfg.n_layers, cfg.num_levels, cfg.cardinality) == (1024, 16, 20, 4, 2048)
+
+
+def test_shared_embeddings_give_a_code_one_vector_in_both_channels():
+    import torch
+
+    from stemgen.model import ModelConfig, StemGenModel
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_name("tiny", cardinality=16, shared_embeddings=True)
+    m = StemGenModel(cfg)
+    assert not hasattr(m, "target_embed") and m.mask_embed.shape == (4, 32)
+    tokens = torch.randint(16, (2, 4, 6))
+    e = m.embed(tokens, tokens, torch.tensor([17, 17]))  # null instrument: its embedding is in both halves
+    torch.testing.assert_close(e[..., :32], e[..., 32:])  # the same audio means the same in both channels
+    masked = tokens.clone()
+    masked[:, 2:] = cfg.mask_id
+    e2 = m.embed(tokens, masked, torch.tensor([17, 17]))
+    assert not torch.allclose(e2[..., 32:], e[..., 32:])
+    logits = m(tokens, masked, torch.tensor([4, 16]))
+    assert logits.shape == (2, 4, 6, 16) and torch.isfinite(logits).all()
+    assert m.num_parameters() < StemGenModel(ModelConfig.from_name("tiny", cardinality=16)).num_parameters()
