@@ -37,21 +37,25 @@ ROOT = Path(__file__).resolve().parent.parent
 BRANCHES = {"p(t|a,i)": "true", "p(t|a)": "null_instrument", "p(t|i)": "null_context", "p(t)": "null_both"}
 
 
-def held_out_chorales(root: Path, n: int, sr: int, seconds: float) -> list[dict]:
-    """The first ``n`` test chorales: ``{"name", "context" (upper voices), "bass"}``, the first
-    ``seconds`` of each, mono at ``sr``."""
-    from stemgen.audio import load_mono, mix_down
+def held_out_chorales(root: Path, n: int, sr: int, seconds: float, sounding_seconds: float) -> list[dict]:
+    """The first ``n`` test chorales whose bass and upper voices both sound in their first
+    ``sounding_seconds``: ``{"name", "context" (upper voices), "bass"}``, the first ``seconds``,
+    mono at ``sr``."""
+    from stemgen.audio import dbfs, load_mono, mix_down
     from stemgen.data.songs import ScanReport, read_slakh_track, song_folders
     from stemgen.instruments import DRUMS_ID, resolve
 
     bass_id, out = resolve("bass").id, []
-    for track in song_folders(root, "test", complete=True)[:n]:
+    for track in song_folders(root, "test", complete=True):
         song = read_slakh_track(track, ScanReport())
         stems = {s.name: (s.instrument, load_mono(s.path, sr)[: int(seconds * sr)]) for s in song.stems}
         bass = [wav for inst, wav in stems.values() if inst == bass_id]
         upper = [wav for inst, wav in stems.values() if inst not in (bass_id, DRUMS_ID)]
-        if len(bass) == 1 and upper:
+        head = int(sounding_seconds * sr)
+        if len(bass) == 1 and upper and min(dbfs(bass[0][:head]), dbfs(mix_down(upper)[:head])) > -50.0:
             out.append({"name": track.name, "context": mix_down(upper), "bass": bass[0]})
+        if len(out) == n:
+            break
     return out
 
 
@@ -112,7 +116,7 @@ def main() -> None:
     prepare_chorales(args.data)
     model = load_model(args.model, device="cpu")
     sr = model.sample_rate
-    songs = held_out_chorales(args.data, args.songs, sr, max(args.ce_seconds, args.seconds))
+    songs = held_out_chorales(args.data, args.songs, sr, max(args.ce_seconds, args.seconds), args.seconds)
     if len(songs) < 2:
         raise SystemExit(f"need at least 2 test chorales with a bass under {args.data}, found {len(songs)}")
     start = time.perf_counter()
