@@ -85,20 +85,32 @@ def draw_triples(root: str | Path, n: int, sample_rate: int, seconds: float, spl
 
 def generate_population(model, triples: list, entry: GridEntry, out: Path, batch_size: int = 8,
                         seed: int = 0) -> list[np.ndarray]:
-    """One stem per triple for ``entry``, cached as ``out/NNNN.wav``; existing files are reused."""
+    """One stem per triple for ``entry``, cached as ``out/NNNN.wav``; existing files are reused.
+
+    Triple i's stem has the seed ``seed + i`` (a batch of triples i..j gets seeds seed+i..seed+j),
+    so it is the same whether it was generated alone, in a batch, or in a resumed run.
+    """
     from ..audio import read_audio, write_audio
     from ..instruments import by_id
 
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{i:04d}.wav" for i in range(len(triples))]
     todo = [i for i, p in enumerate(paths) if not p.exists()]
-    for b in range(0, len(todo), batch_size):
-        idx = todo[b: b + batch_size]
+    # batches of consecutive triples only, so that consecutive seeds fall on the right ones
+    batches = [[todo[0]]] if todo else []
+    for i in todo[1:]:
+        if i == batches[-1][-1] + 1 and len(batches[-1]) < batch_size:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    done = 0
+    for idx in batches:
         stems = model.generate([triples[i].context for i in idx], [by_id(triples[i].instrument).name for i in idx],
                                sample_rate=model.sample_rate, seed=seed + idx[0], **entry.generate_kwargs())
         for i, stem in zip(idx, stems):
             write_audio(paths[i], stem.audio, model.sample_rate)
-        log.info("%s: %d/%d generated", entry.name, b + len(idx), len(todo))
+        done += len(idx)
+        log.info("%s: %d/%d generated", entry.name, done, len(todo))
     return [read_audio(p)[0][0] for p in paths]
 
 
