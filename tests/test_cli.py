@@ -62,6 +62,9 @@ def test_missing_codec_is_a_clear_error(tmp_path, capsys, monkeypatch):
 def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "stemgen", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "subcommands" in out.stdout
+    help_of = {line.split()[0]: line for line in out.stdout.splitlines() if line.startswith("    ") and line.split()}
+    for command in ("data", "codec", "bench", "generate", "demo", "export"):
+        assert len(help_of[command].split()) > 3, f"`{command}` has no description in stemgen --help"
 
 
 def test_generate_command_writes_stem_mix_and_plot(tmp_path, tiny_export, capsys):
