@@ -91,6 +91,8 @@ class PairDataModule(LightningDataModule):
         train_token_epochs: 0 (default): training tokens are computed on the fly from fresh
             random pairs. N > 0: N draws per segment are encoded once and cached on disk, and
             training reads them (fast on CPU, where encoding dominates; less variety).
+        harmonic_context: training pairs with a pitched target never get a drums-only context
+            (validation and test keep the paper's distribution).
     """
 
     layout = "auto"
@@ -99,7 +101,7 @@ class PairDataModule(LightningDataModule):
     def __init__(self, root: str | Path | None = None, codec: str = "embedded", crop_seconds: float = 20.0,
                  segment_seconds: float = 60.0, silence_db: float = -50.0, batch_size: int = 8,
                  num_workers: int = 2, seed: int = 0, tokens: bool = True, cache_eval_tokens: bool = True,
-                 train_token_epochs: int = 0):
+                 train_token_epochs: int = 0, harmonic_context: bool = False):
         super().__init__()
         self.root = Path(root).expanduser() if root is not None else None
         self.codec_name = codec
@@ -112,6 +114,7 @@ class PairDataModule(LightningDataModule):
         self.tokens = tokens
         self.cache_eval_tokens = cache_eval_tokens
         self.train_token_epochs = train_token_epochs
+        self.harmonic_context = harmonic_context
         self._codec = None
         self.datasets: dict[str, torch.utils.data.Dataset] = {}
         self.skipped: dict[str, int] = {}
@@ -141,8 +144,10 @@ class PairDataModule(LightningDataModule):
         for split in splits:
             if split in self.datasets:
                 continue
+            # validation and test keep the paper's pair distribution, whatever training draws
             pairs = PairDataset(self.songs(split), self.codec.sample_rate, self.crop_seconds,
-                                self.segment_seconds, self.silence_db, seed=self.seed + {"train": 0}.get(split, 1))
+                                self.segment_seconds, self.silence_db, seed=self.seed + {"train": 0}.get(split, 1),
+                                harmonic_context=self.harmonic_context and split == "train")
             if split == "train" and self.tokens and self.train_token_epochs > 0:
                 n = self.train_token_epochs * len(pairs)
                 self.datasets[split] = TokenCache(pairs, self.codec, self._cache_path(split, pairs, n), n)
@@ -156,7 +161,8 @@ class PairDataModule(LightningDataModule):
     def _cache_path(self, split: str, pairs: PairDataset, n: int) -> Path:
         key = json.dumps({"format": 2, "root": str(self.root), "split": split, "songs": [s.id for s in pairs.songs],
                           "codec": self.codec.describe(), "crop": self.crop_seconds, "segment": self.segment_seconds,
-                          "silence": self.silence_db, "seed": pairs.seed, "n": n}, sort_keys=True)
+                          "silence": self.silence_db, "seed": pairs.seed, "n": n,
+                          "harmonic": pairs.harmonic_context}, sort_keys=True)
         return home() / "tokens" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.safetensors"
 
     def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:

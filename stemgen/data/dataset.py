@@ -31,6 +31,8 @@ class PairDataset(torch.utils.data.Dataset):
         segment_seconds: songs are cut into segments of this length (60 in the paper).
         silence_db: a context or target below this RMS level (dBFS) is rejected.
         seed: base seed.
+        harmonic_context: a pitched target never gets a drums-only context
+            (:func:`stemgen.data.pairs.with_harmony`).
 
     Items are dicts: ``context`` and ``target`` float32 ``(L,)``, ``instrument`` int64 (),
     ``song`` str, ``song_index`` int64 () (its position in ``songs``: tells examples of one song
@@ -38,12 +40,14 @@ class PairDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, songs: list[Song], sample_rate: int, crop_seconds: float = 20.0,
-                 segment_seconds: float = 60.0, silence_db: float = -50.0, seed: int = 0):
+                 segment_seconds: float = 60.0, silence_db: float = -50.0, seed: int = 0,
+                 harmonic_context: bool = False):
         self.songs = list(songs)
         self.sample_rate = sample_rate
         self.crop_seconds = crop_seconds
         self.silence_db = silence_db
         self.seed = seed
+        self.harmonic_context = harmonic_context
         self.index = [(s, seg) for s, song in enumerate(self.songs)
                       for seg in segments(song, segment_seconds, min_seconds=min(crop_seconds, segment_seconds) / 2)]
         if not self.index:
@@ -65,7 +69,8 @@ class PairDataset(torch.utils.data.Dataset):
             song = self.songs[song_idx]
             try:
                 pair = sample_pair(song, seg, (i + k) % len(self.index), rng, sample_rate=self.sample_rate,
-                                   crop_seconds=self.crop_seconds, silence_db=self.silence_db)
+                                   crop_seconds=self.crop_seconds, silence_db=self.silence_db,
+                                   harmonic_context=self.harmonic_context)
             except DatasetError as err:
                 self.broken.add(song_idx)
                 log.warning("skipping song %s from now on: %s (%d broken songs)", song.id, err, len(self.broken))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import is_silent, resample
+from ..instruments import DRUMS_ID
 from .songs import DatasetError, Song
 
 
@@ -85,14 +86,25 @@ class Pair:
     target_stem: str
 
 
+def with_harmony(song: Song, context: tuple[int, ...], target: int, rng: np.random.Generator) -> tuple[int, ...]:
+    """``context`` with one random pitched stem added when the target is pitched and every
+    context stem is drums (a drums-only context says nothing about the harmony to follow)."""
+    drums = [song.stems[i].instrument == DRUMS_ID for i in range(len(song.stems))]
+    if drums[target] or not all(drums[i] for i in context):
+        return context
+    pitched = [i for i in range(len(song.stems)) if not drums[i] and i != target and i not in context]
+    return tuple(sorted(context + (pitched[int(rng.integers(len(pitched)))],))) if pitched else context
+
+
 def sample_pair(song: Song, segment: tuple[int, int], segment_index: int, rng: np.random.Generator, *,
                 sample_rate: int, crop_seconds: float, silence_db: float = -50.0,
-                max_tries: int = 8) -> Pair | None:
+                max_tries: int = 8, harmonic_context: bool = False) -> Pair | None:
     """Draw a non-silent pair from a random crop of one segment; ``None`` after ``max_tries``
     silent draws (the caller moves to another segment).
 
     The crop is ``crop_seconds`` long (shorter segments are zero-padded); the context is the sum
-    of its stems as stored, peak-normalised only if it would clip.
+    of its stems as stored, peak-normalised only if it would clip. ``harmonic_context``: a
+    pitched target never gets a drums-only context (see :func:`with_harmony`).
     """
     length = int(round(crop_seconds * sample_rate))
     crop_native = int(round(crop_seconds * song.sample_rate))
@@ -102,6 +114,8 @@ def sample_pair(song: Song, segment: tuple[int, int], segment_index: int, rng: n
         start = int(rng.integers(seg_start, latest + 1))
         frames = min(crop_native, seg_end - start)
         ctx_idx, tgt_idx = draw_pair(len(song.stems), rng)
+        if harmonic_context:
+            ctx_idx = with_harmony(song, ctx_idx, tgt_idx, rng)
 
         def load(i: int) -> np.ndarray:
             return read_crop(song.stems[i].path, start, frames, song.sample_rate, sample_rate, length)

@@ -114,3 +114,21 @@ def test_epoch_sampler_shards_over_ranks():
     flat = [i for s in shards for i in s]
     assert len(set(flat)) == 9 and set(flat) <= set(range(10))
     assert isinstance(EpochSampler(4), torch.utils.data.DistributedSampler)
+
+
+def test_a_pitched_target_gets_harmony_when_asked():
+    from pathlib import Path
+
+    from stemgen.data.pairs import with_harmony
+    from stemgen.data.songs import Song, StemFile
+    from stemgen.instruments import DRUMS_ID
+
+    song = Song("s", tuple(StemFile(n, Path(n), i) for n, i in
+                           [("drums", DRUMS_ID), ("bass", 4), ("piano", 0), ("organ", 2)]), 32000, 32000)
+    rng = np.random.default_rng(0)
+    fixed = {with_harmony(song, (0,), 1, rng) for _ in range(50)}
+    assert fixed == {(0, 2), (0, 3)}  # drums + one pitched stem, never the target itself
+    assert with_harmony(song, (0, 2), 1, rng) == (0, 2)  # already harmonic: unchanged
+    assert with_harmony(song, (1,), 0, rng) == (1,)  # a drums target: unchanged
+    only = Song("t", song.stems[:2], 32000, 32000)
+    assert with_harmony(only, (0,), 1, rng) == (0,)  # nothing pitched to add
