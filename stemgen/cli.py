@@ -29,6 +29,38 @@ def chorales(out: Optional[Path] = None, limit: Optional[int] = None, seed: int 
     print(f"{len(tracks)} chorales in {out}")
 
 
+def tokens(out: Path, data: str = "chorales", root: Optional[Path] = None, codec: str = "embedded",
+           crop_seconds: float = 8.0, draws: int = 8, harmonic_context: bool = False, seed: int = 0) -> None:
+    """Compute the tokens of training pairs once, for training without audio (`stemgen-train
+    --data tokens --data.root OUT`, e.g. on a GPU machine without the audio packages).
+
+    Writes OUT/train.safetensors (DRAWS random pairs per segment), OUT/validation.safetensors
+    (one per segment) and OUT/tokens.json (the codec, the crop length). Training takes windows
+    at random offsets inside each crop, so crops longer than the training window add variety.
+
+    Args:
+        out: output folder.
+        data: chorales, slakh or stems (as for stemgen-train --data).
+        root: the dataset (default for chorales: $STEMGEN_HOME/data/chorales, rendered if empty).
+        codec: the codec (name or folder) that makes the tokens.
+        crop_seconds: length of each pair (the training window must not be longer).
+        draws: training pairs per segment of each song.
+        harmonic_context: a pitched target never gets a drums-only context.
+        seed: seed of the crops and submixes.
+    """
+    from .data.datamodule import ChoralesData, SlakhData, StemsData
+
+    kinds = {"chorales": ChoralesData, "slakh": SlakhData, "stems": StemsData}
+    if data not in kinds:
+        raise ValueError(f"data must be one of {', '.join(kinds)}, got {data!r}.")
+    dm = kinds[data](root, codec=codec, crop_seconds=crop_seconds, seed=seed, harmonic_context=harmonic_context)
+    dm.prepare_data()  # renders the chorales if they are not there yet
+    folder = dm.export_tokens(out, draws)
+    meta = json.loads((folder / "tokens.json").read_text())
+    size = sum(p.stat().st_size for p in folder.iterdir()) / 2**20
+    print(f"{meta['examples']} examples of {crop_seconds:g} s in {folder} ({size:.1f} MiB)")
+
+
 def fit(data: Optional[Path] = None, out: Optional[Path] = None, songs: int = 40,
         max_frames: int = 100_000, iters: int = 12, seed: int = 0, half: bool = False) -> None:
     """Fit the embedded codec (residual k-means over log-magnitude STFT frames) on chorales.
@@ -254,7 +286,8 @@ def bench_folders(real: Path, generated: Path, context: Optional[Path] = None, o
 
 
 COMMANDS = {
-    "data": {"_help": "Prepare datasets: render the embedded Bach chorales to stems.", "chorales": chorales},
+    "data": {"_help": "Prepare datasets: render the embedded Bach chorales to stems; tokens for training.",
+             "chorales": chorales, "tokens": tokens},
     "codec": {"_help": "The embedded codec: fit it on chorales, or hear what it keeps of a file.",
               "fit": fit, "roundtrip": roundtrip},
     "generate": generate,

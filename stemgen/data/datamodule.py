@@ -2,7 +2,9 @@
 
 * :class:`SlakhData` - a local Slakh2100 copy (``redux`` or ``orig`` split);
 * :class:`ChoralesData` - the embedded Bach chorales (rendered on first use);
-* :class:`StemsData` - a folder of the user's own stems (``SONG/stems/`` + ``stems.yaml``).
+* :class:`StemsData` - a folder of the user's own stems (``SONG/stems/`` + ``stems.yaml``);
+* :class:`TokensData` - tokens computed beforehand (:meth:`PairDataModule.export_tokens`,
+  ``stemgen data tokens``): training with no audio and no codec work (a GPU machine).
 
 Batches are dicts: ``context``/``target`` audio ``(B, L)`` at the codec rate, ``instrument``
 ``(B,)``, and, after the transfer to the training device, ``context_tokens``/
@@ -32,6 +34,9 @@ except ImportError:  # pragma: no cover
     LightningDataModule = object
 
 log = logging.getLogger(__name__)
+
+#: the description file of a folder of exported tokens
+TOKENS_META = "tokens.json"
 
 
 class TokenCache(torch.utils.data.Dataset):
@@ -74,7 +79,13 @@ class TokenCache(torch.utils.data.Dataset):
                 "song_index": self.song_index[i]}
 
 
-class PairDataModule(LightningDataModule):
+class StemgenData(LightningDataModule):
+    """What ``stemgen-train --data`` accepts: a data module with the codec its tokens come from
+    (``codec``, loaded as ``codec_name``), the training window ``crop_seconds``, and batches of
+    ``context_tokens``/``target_tokens`` ``(B, Q, T)``, ``instrument`` and ``song_index`` ``(B,)``."""
+
+
+class PairDataModule(StemgenData):
     """Shared machinery; subclasses say where the songs come from (:meth:`songs`).
 
     Args:
@@ -165,27 +176,37 @@ class PairDataModule(LightningDataModule):
                           "harmonic": pairs.harmonic_context}, sort_keys=True)
         return home() / "tokens" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.safetensors"
 
+    def export_tokens(self, out: str | Path, draws: int = 8, splits: tuple[str, ...] = ("train", "validation"),
+                      progress: bool = True) -> Path:
+        """Write the tokens of ``draws`` pairs per segment of each split (``crop_seconds`` each;
+        validation: one per segment) into ``out/{split}.safetensors``, with ``out/tokens.json``
+        naming the codec, for :class:`TokensData`. Returns ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        counts = {}
+        for split in splits:
+            pairs = PairDataset(self.songs(split), self.codec.sample_rate, self.crop_seconds, self.segment_seconds,
+                                self.silence_db, seed=self.seed + {"train": 0}.get(split, 1),
+                                harmonic_context=self.harmonic_context and split == "train")
+            n = draws * len(pairs) if split == "train" else len(pairs)
+            (out / f"{split}.safetensors").unlink(missing_ok=True)
+            counts[split] = len(TokenCache(pairs, self.codec, out / f"{split}.safetensors", n, progress=progress))
+        meta = {"codec": {"name": str(self.codec_name), **self.codec.describe()}, "crop_seconds": self.crop_seconds,
+                "draws_per_segment": draws, "examples": counts, "harmonic_context": self.harmonic_context,
+                "root": str(self.root), "seed": self.seed}
+        atomic_write(out / TOKENS_META, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
+        return out
+
     def _loader(self, split: str, shuffle: bool) -> torch.utils.data.DataLoader:
         if split not in self.datasets:
             self.setup(None)
         ds = self.datasets[split]
         if isinstance(ds, PairDataset):
-            loader = ResumableLoader if shuffle else torch.utils.data.DataLoader
-            extra = {"progress": self._batches_done} if shuffle else {}
-            trainer = getattr(self, "trainer", None)
-            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-            return loader(ds, batch_size=self.batch_size, drop_last=shuffle,
-                          sampler=EpochSampler(len(ds), shuffle=shuffle, seed=self.seed, num_replicas=world, rank=rank),
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **extra)
+            return epoch_loader(self, ds, shuffle, self.num_workers)
         # cached tokens: in memory already, no workers needed
         gen = torch.Generator().manual_seed(self.seed)
         sampler = torch.utils.data.RandomSampler(ds, generator=gen) if shuffle else None
         return torch.utils.data.DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=shuffle)
-
-    def _batches_done(self) -> int:
-        """Training batches finished in the current epoch (0 outside a Trainer)."""
-        trainer = getattr(self, "trainer", None)
-        return trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None else 0
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)
@@ -204,6 +225,24 @@ class PairDataModule(LightningDataModule):
             batch["context_tokens"] = codec.encode(batch["context"])
             batch["target_tokens"] = codec.encode(batch["target"])
         return batch
+
+
+def epoch_loader(dm, ds, shuffle: bool, num_workers: int = 0) -> torch.utils.data.DataLoader:
+    """A loader over ``ds`` whose item ``epoch * n + i`` is a fresh draw of example ``i``
+    (:class:`EpochSampler`, rank-sharded under DDP); in training a :class:`ResumableLoader`, so
+    a run resumed mid-epoch sees the batches the uninterrupted one would have seen. ``dm`` is the
+    data module (its ``batch_size``, ``seed`` and trainer)."""
+    trainer = getattr(dm, "trainer", None)
+    world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def batches_done() -> int:  # training batches finished in the current epoch
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed if trainer is not None else 0
+
+    loader = ResumableLoader if shuffle else torch.utils.data.DataLoader
+    extra = {"progress": batches_done} if shuffle else {}
+    return loader(ds, batch_size=dm.batch_size, drop_last=shuffle,
+                  sampler=EpochSampler(len(ds), shuffle=shuffle, seed=dm.seed, num_replicas=world, rank=rank),
+                  num_workers=num_workers, persistent_workers=num_workers > 0, **extra)
 
 
 class SlakhData(PairDataModule):
@@ -251,3 +290,102 @@ class ChoralesData(PairDataModule):
             from .chorales import render_chorales
 
             render_chorales(self.root, limit=self.limit, seed=self.render_seed)
+
+
+class TokensData(StemgenData):
+    """Training from tokens computed beforehand: no audio, no codec work, no audio packages.
+
+    ``root`` holds what :meth:`PairDataModule.export_tokens` (``stemgen data tokens``) wrote:
+    ``train.safetensors`` and ``validation.safetensors`` (``context_tokens``/``target_tokens``
+    ``(N, Q, L)``, ``instrument``, ``song_index``) and ``tokens.json`` (the codec, the crop
+    length). Each training example is a window of ``crop_seconds`` at a random offset in its L
+    frames (a new offset every time it is drawn); validation takes every example's first window.
+
+    Args:
+        root: the exported tokens.
+        crop_seconds: the training window (at most the exported crop length).
+        codec: where to load the codec (for the model's record and the Q/V check; default: the
+            one ``tokens.json`` names). Its fingerprint must be the exported tokens'.
+        batch_size: examples per batch.
+        seed: seed of the shuffling and the offsets.
+    """
+
+    def __init__(self, root: str | Path, crop_seconds: float = 4.0, codec: str | None = None,
+                 batch_size: int = 16, seed: int = 0):
+        super().__init__()
+        self.root = Path(root).expanduser()
+        meta_path = self.root / TOKENS_META
+        if not meta_path.exists():
+            raise DatasetError(f"no exported tokens in {self.root} (need {TOKENS_META}); write them with "
+                               f"`stemgen data tokens --out {self.root}`.")
+        self.meta = json.loads(meta_path.read_text())
+        self.codec_name = codec or self.meta["codec"]["name"]
+        self.crop_seconds = float(crop_seconds)
+        if self.crop_seconds > self.meta["crop_seconds"] + 1e-9:
+            raise ValueError(f"crop_seconds={crop_seconds} is longer than the exported crops "
+                             f"({self.meta['crop_seconds']} s): export longer crops or train on shorter ones.")
+        self.batch_size, self.seed = batch_size, seed
+        self._codec = None
+        self.datasets: dict[str, torch.utils.data.Dataset] = {}
+
+    @property
+    def codec(self):
+        """The codec the tokens came from (loaded on first use; its fingerprint is checked)."""
+        if self._codec is None:
+            from ..codec import load_codec
+
+            codec = load_codec(self.codec_name)
+            if codec.fingerprint() != self.meta["codec"].get("fingerprint"):
+                raise DatasetError(f"the codec at {self.codec_name} ({codec.fingerprint()}) is not the one the tokens "
+                                   f"in {self.root} were made with ({self.meta['codec'].get('fingerprint')}).")
+            self._codec = codec
+        return self._codec
+
+    def setup(self, stage: str | None = None) -> None:
+        frames = int(round(self.crop_seconds * self.meta["codec"]["frame_rate"]))
+        for split in ("train", "validation"):
+            if split not in self.datasets and (self.root / f"{split}.safetensors").exists():
+                self.datasets[split] = TokenWindows(self.root / f"{split}.safetensors", frames,
+                                                    random_offset=split == "train", seed=self.seed)
+
+    def train_dataloader(self):
+        self.setup()
+        return epoch_loader(self, self.datasets["train"], shuffle=True)
+
+    def val_dataloader(self):
+        self.setup()
+        return epoch_loader(self, self.datasets["validation"], shuffle=False)
+
+
+class TokenWindows(torch.utils.data.Dataset):
+    """Windows of ``frames`` frames of the N examples of an exported token file. Index ``i >= 0``
+    is example ``i mod N``; with ``random_offset`` its window starts at an offset drawn from
+    ``(seed, i)`` (so :class:`EpochSampler`'s ``epoch * N + j`` gives a new offset every epoch,
+    and the same one again on resume), else at frame 0."""
+
+    def __init__(self, path: Path, frames: int, random_offset: bool, seed: int = 0):
+        from safetensors.torch import load_file
+
+        data = load_file(str(path))
+        self.context, self.target = data["context_tokens"], data["target_tokens"]
+        self.instrument, self.song_index = data["instrument"], data["song_index"]
+        if frames > self.context.shape[-1]:
+            raise ValueError(f"windows of {frames} frames from crops of {self.context.shape[-1]}")
+        self.frames, self.random_offset, self.seed = frames, random_offset, seed
+
+    def __len__(self) -> int:
+        return len(self.instrument)
+
+    def start(self, i: int) -> int:
+        """First frame of the window of index ``i``."""
+        spare = self.context.shape[-1] - self.frames
+        if not self.random_offset or spare == 0:
+            return 0
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        return int(torch.randint(spare + 1, (1,), generator=gen))
+
+    def __getitem__(self, i: int) -> dict:
+        k, start = i % len(self), self.start(i)
+        window = slice(start, start + self.frames)
+        return {"context_tokens": self.context[k, :, window].long(), "target_tokens": self.target[k, :, window].long(),
+                "instrument": self.instrument[k], "song_index": self.song_index[k]}

@@ -5,6 +5,7 @@
     stemgen-train --data slakh --data.root /data/slakh2100 --model.preset paper
     stemgen-train --data chorales
     stemgen-train --data stems --data.root /data/my_stems
+    stemgen-train --data tokens --data.root tokens/chorales     # from `stemgen data tokens` (no audio)
 
 ``--data`` takes a short name (slakh, chorales, stems) or a LightningDataModule class path.
 The model's Q and V follow the data's codec. Every option is listed by ``--help``
@@ -22,6 +23,7 @@ DATA_ALIASES = {
     "slakh": "stemgen.data.datamodule.SlakhData",
     "chorales": "stemgen.data.datamodule.ChoralesData",
     "stems": "stemgen.data.datamodule.StemsData",
+    "tokens": "stemgen.data.datamodule.TokensData",
 }
 
 
@@ -78,9 +80,16 @@ def resume_path(trainer, ckpt_path: str | None) -> str | None:
 
 
 @functools.lru_cache(maxsize=4)
-def _codec_shape(codec: str) -> tuple[int, int]:
+def _codec_shape(codec: str | None, root: str | None = None) -> tuple[int, int]:
+    """(Q, V) of the data's codec; exported tokens (``--data tokens``) name theirs in tokens.json."""
+    import json
+    from pathlib import Path
+
     from ..codec import load_codec
 
+    if codec is None and root is not None and (Path(root).expanduser() / "tokens.json").exists():
+        meta = json.loads((Path(root).expanduser() / "tokens.json").read_text())["codec"]
+        return meta["num_levels"], meta["cardinality"]
     c = load_codec(codec)
     return c.num_levels, c.cardinality
 
@@ -89,24 +98,25 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``stemgen-train``."""
     from lightning.pytorch.cli import LightningCLI
 
-    from ..data.datamodule import PairDataModule
+    from ..data.datamodule import StemgenData
     from .module import StemGenLightning
 
     class StemGenCLI(LightningCLI):
         def add_arguments_to_parser(self, parser):
             parser.add_argument("--ckpt_path", type=str | None, default=None,
                                 help="resume training from this checkpoint ('last': the newest in the run folder)")
-            parser.link_arguments("data.init_args.codec", "model.num_levels",
-                                  compute_fn=lambda c: _codec_shape(c)[0])
-            parser.link_arguments("data.init_args.codec", "model.cardinality",
-                                  compute_fn=lambda c: _codec_shape(c)[1])
+            source = ("data.init_args.codec", "data.init_args.root")
+            parser.link_arguments(source, "model.num_levels",
+                                  compute_fn=lambda c, r: _codec_shape(c, None if r is None else str(r))[0])
+            parser.link_arguments(source, "model.cardinality",
+                                  compute_fn=lambda c, r: _codec_shape(c, None if r is None else str(r))[1])
 
     if argv is None:  # LightningCLI reads sys.argv itself (given both, it warns)
         sys.argv[1:] = expand_data_alias(sys.argv[1:])
         args = None
     else:
         args = expand_data_alias(argv)
-    cli = StemGenCLI(StemGenLightning, PairDataModule, subclass_mode_data=True, args=args, run=False,
+    cli = StemGenCLI(StemGenLightning, StemgenData, subclass_mode_data=True, args=args, run=False,
                      save_config_kwargs={"overwrite": True},
                      parser_kwargs={"prog": "stemgen-train", "description": __doc__.split("\n\n")[0]})
     run_folders(cli.trainer, logger_configured=cli.config.trainer.logger not in (None, True))

@@ -90,3 +90,38 @@ def test_a_config_run_writes_under_the_root_given_on_the_command_line(tmp_path, 
     main(["--config", str(tmp_path / "run.yaml")] + _args(tmp_path, codec, root, 2, tmp_path / "chosen"))
     assert (tmp_path / "chosen" / "checkpoints" / "last.ckpt").exists() and (tmp_path / "chosen" / "csv").exists()
     assert not (tmp_path / "from_config").exists()
+
+
+def test_training_from_exported_tokens(tmp_path, tiny_codec):
+    import torch
+
+    from stemgen.cli import main as stemgen_main
+    from stemgen.data.datamodule import TokenWindows
+
+    codec = tiny_codec.save(tmp_path / "codec")
+    root = make_slakh(tmp_path / "slakh")
+    tokens = tmp_path / "tokens"
+    assert stemgen_main(["data", "tokens", str(tokens), "--data", "slakh", "--root", str(root), "--codec",
+                         str(codec), "--crop_seconds", "1.5", "--draws", "2"]) == 0
+    windows = TokenWindows(tokens / "train.safetensors", 50, random_offset=True, seed=0)
+    n = len(windows)
+    assert windows[0]["context_tokens"].shape == (4, 50) and windows.context.shape[-1] == 75
+    # example k again in the next epoch (index e * n + k): the same example at another offset; an
+    # index always gives the same window (a resumed run sees what the first run saw)
+    starts = [windows.start(e * n + 1) for e in range(8)]
+    assert len(set(starts)) > 1 and all(0 <= s <= 25 for s in starts) and windows.start(n + 1) == starts[1]
+    item = windows[3 * n + 1]
+    assert torch.equal(item["target_tokens"], windows.target[1, :, starts[3]:starts[3] + 50].long())
+    assert TokenWindows(tokens / "validation.safetensors", 50, random_offset=False).start(7) == 0
+    run = tmp_path / "run"
+    main(["--data", "tokens", "--data.root", str(tokens), "--data.crop_seconds", "1.0", "--data.batch_size", "2",
+          "--model.preset", "tiny", "--trainer.max_steps", "2", "--trainer.accelerator", "cpu",
+          "--trainer.default_root_dir", str(run), "--trainer.enable_progress_bar", "false",
+          "--trainer.limit_val_batches", "1"])
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["stemgen"]["codec"]["fingerprint"] == tiny_codec.fingerprint()
+    assert ckpt["stemgen"]["window_seconds"] == 1.0 and ckpt["stemgen"]["model"]["cardinality"] == 64
+    with pytest.raises(ValueError, match="longer than the exported crops"):
+        from stemgen.data.datamodule import TokensData
+
+        TokensData(tokens, crop_seconds=2.0)

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The listening recipe trained on one GPU (issue 15): one call, <= 9 minutes on an H100/H200,
+# from tokens computed beforehand on a CPU machine, so the GPU machine needs only torch,
+# lightning, torchmetrics, numpy and safetensors (no soundfile, music21 or madmom).
+#
+#   once, on a CPU machine (about 20 min; about 30 MiB, ignored by git):
+#     stemgen data tokens benchmarks/gpu_tokens --codec stemgen/assets/demo_chorales/codec \
+#         --root ~/.cache/stemgen/data/chorales_all --crop_seconds 8 --draws 16
+#   on the GPU machine (the device tool: carry=["benchmarks/gpu_tokens"]):
+#     OUT=/path/for/results bash benchmarks/gpu_train.sh
+#
+# What lands in $OUT: gpu.txt; train.log; metrics.csv (the learning curve: train/loss, val/loss,
+# val/accuracy_level{q}, val/context_gain, val/ce/* at every validation); summary.json (steps,
+# minutes, the last validation); model/ (the export, float16: config.json, model.safetensors and
+# the codec; what benchmarks/listening.py --model OUT/model evaluates). The checkpoints stay out.
+set -u
+OUT=${OUT:?set OUT to the folder for the results}
+TOKENS=${TOKENS:-benchmarks/gpu_tokens}
+MINUTES=${MINUTES:-7}
+ACCELERATOR=${ACCELERATOR:-gpu}  # cpu: a dry run of the whole pipeline on a CPU machine (MINUTES=1)
+mkdir -p "$OUT"
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/gpu.txt" 2>&1
+if [ "$ACCELERATOR" = gpu ] && ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "no CUDA device: nothing trained (this script is for a GPU machine)" | tee -a "$OUT/gpu.txt"
+  exit 1
+fi
+if [ ! -f "$TOKENS/tokens.json" ]; then
+  echo "no tokens in $TOKENS: write them first (see the top of this script)" | tee -a "$OUT/gpu.txt"
+  exit 1
+fi
+
+RUN=$(mktemp -d)
+timeout $((MINUTES * 60 + 120)) $PY -c "from stemgen.train.cli import main; main()" \
+  --config configs/gpu_listening.yaml --data.root "$TOKENS" --trainer.default_root_dir "$RUN" \
+  --trainer.accelerator "$ACCELERATOR" \
+  --trainer.max_time "00:00:$(printf %02d "$MINUTES"):00" >"$OUT/train.log" 2>&1
+echo "exit $?" >>"$OUT/train.log"
+cp "$RUN"/csv/version_*/metrics.csv "$OUT/metrics.csv" 2>/dev/null
+$PY -c "import sys; from stemgen.cli import main; sys.exit(main(sys.argv[1:]))" \
+  export "$RUN/checkpoints/last.ckpt" "$OUT/model" --half true >>"$OUT/train.log" 2>&1
+$PY - "$OUT" <<'PYEOF' >>"$OUT/train.log" 2>&1
+import csv, json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+rows = list(csv.DictReader(open(out / "metrics.csv"))) if (out / "metrics.csv").exists() else []
+val = [{k: float(v) for k, v in r.items() if v and (k.startswith("val/") or k == "step")} for r in rows
+       if r.get("val/context_gain")]
+summary = {"steps": max((int(r["step"]) for r in rows if r.get("step")), default=0),
+           "validations": len(val), "last_validation": val[-1] if val else None,
+           "exported": (out / "model" / "model.safetensors").exists()}
+(out / "summary.json").write_text(json.dumps(summary, indent=1))
+print(json.dumps(summary, indent=1))
+PYEOF
+rm -rf "$RUN"
+exit 0
