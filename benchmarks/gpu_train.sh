@@ -11,8 +11,10 @@
 #
 # What lands in $OUT: gpu.txt; train.log; metrics.csv (the learning curve: train/loss, val/loss,
 # val/accuracy_level{q}, val/context_gain, val/ce/* at every validation); summary.json (steps,
-# minutes, the last validation); model/ (the export, float16: config.json, model.safetensors and
-# the codec; what benchmarks/listening.py --model OUT/model evaluates). The checkpoints stay out.
+# minutes, the last validation); model/ (the export, float16, in files of at most 15 MiB:
+# config.json, model*.safetensors; its codec is the checkout's stemgen/assets/demo_chorales/codec,
+# not copied: put it back as model/codec, or pass codec= to load_model, to evaluate with
+# benchmarks/listening.py). The checkpoints stay out.
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
 TOKENS=${TOKENS:-benchmarks/gpu_tokens}
@@ -41,7 +43,10 @@ timeout $((MINUTES * 60 + 120)) $PY -c "from stemgen.train.cli import main; main
 echo "exit $?" >>"$OUT/train.log"
 cp "$RUN"/csv/version_*/metrics.csv "$OUT/metrics.csv" 2>/dev/null
 $PY -c "import sys; from stemgen.cli import main; sys.exit(main(sys.argv[1:]))" \
-  export "$RUN/checkpoints/last.ckpt" "$OUT/model" --half true >>"$OUT/train.log" 2>&1
+  export "$RUN/checkpoints/last.ckpt" "$OUT/model" --half true --max_shard_mib 15 >>"$OUT/train.log" 2>&1
+# the bundled codec is the checkout's own (stemgen/assets/demo_chorales/codec, 16.0 MiB): leave the
+# copy out; config.json keeps its fingerprint, checked when the model is loaded beside that codec
+rm -rf "$OUT/model/codec"
 $PY - "$OUT" <<'PYEOF' >>"$OUT/train.log" 2>&1
 import csv, json, sys
 from pathlib import Path

@@ -212,7 +212,7 @@ def _first_given(*values):
     return next(v for v in values if v is not None)
 
 
-def export(checkpoint: Path, out_dir: Path, half: bool = False) -> None:
+def export(checkpoint: Path, out_dir: Path, half: bool = False, max_shard_mib: Optional[float] = None) -> None:
     """Export a stemgen-train checkpoint as model.safetensors + config.json (safe to share).
 
     The checkpoint is read with torch.load(weights_only=True); the export records the model
@@ -223,10 +223,13 @@ def export(checkpoint: Path, out_dir: Path, half: bool = False) -> None:
         checkpoint: a .ckpt file written by stemgen-train.
         out_dir: output folder (stemgen.load_model reads it).
         half: store weights and codebooks as float16 (half the size).
+        max_shard_mib: split the weights into files of at most this many MiB
+            (model-0000k-of-0000n.safetensors + model.safetensors.index.json).
     """
     from .train.export import export_checkpoint
 
-    folder = export_checkpoint(checkpoint, out_dir, half=half)
+    limit = int(max_shard_mib * 2**20) if max_shard_mib else None
+    folder = export_checkpoint(checkpoint, out_dir, half=half, max_shard_bytes=limit)
     print(f"exported {checkpoint} -> {folder}")
 
 

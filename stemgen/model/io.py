@@ -18,6 +18,8 @@ from .transformer import ModelConfig, StemGenModel
 log = logging.getLogger(__name__)
 
 WEIGHTS = "model.safetensors"
+#: the index of a sharded export (the Hugging Face layout: ``{"weight_map": {tensor: file}}``)
+WEIGHTS_INDEX = "model.safetensors.index.json"
 CONFIG = "config.json"
 CODEC_DIR = "codec"  # an export's own codec (fitted embedded codecs travel with their model)
 FORMAT = "stemgen-model-v1"
@@ -85,12 +87,14 @@ def check_codec(cfg: ModelConfig, codec: Codec, record: ModelRecord | None = Non
 
 
 def save_exported(model: StemGenModel, folder: str | Path, record: ModelRecord, info: dict | None = None,
-                  half: bool = False) -> Path:
+                  half: bool = False, max_shard_bytes: int | None = None) -> Path:
     """Write ``folder/model.safetensors`` and ``folder/config.json`` (each atomically).
 
     ``config.json`` holds the :class:`ModelRecord` and ``info`` (JSON-able provenance: the
     training step, hyper-parameters, ...). ``half`` stores the weights as float16 (loaded back
-    as float32).
+    as float32). ``max_shard_bytes``: weights larger than this are written as
+    ``model-0000k-of-0000n.safetensors`` files of at most that size (a tensor larger than the
+    limit gets a file of its own) with ``model.safetensors.index.json``.
     """
     from safetensors.torch import save_file
 
@@ -98,10 +102,39 @@ def save_exported(model: StemGenModel, folder: str | Path, record: ModelRecord, 
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
                for k, v in model.state_dict().items()}
-    atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+    for old in [folder / WEIGHTS, folder / WEIGHTS_INDEX, *folder.glob("model-*-of-*.safetensors")]:
+        old.unlink(missing_ok=True)  # a re-export may change the sharding
+    shards = _shards(tensors, max_shard_bytes)
+    if len(shards) == 1:
+        atomic_write(folder / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+    else:
+        weight_map = {}
+        for k, names in enumerate(shards):
+            name = f"model-{k + 1:05d}-of-{len(shards):05d}.safetensors"
+            part = {n: tensors[n] for n in names}
+            atomic_write(folder / name, lambda tmp, part=part: save_file(part, str(tmp)))
+            weight_map.update({n: name for n in names})
+        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in tensors.values())},
+                 "weight_map": weight_map}
+        atomic_write(folder / WEIGHTS_INDEX, lambda tmp: tmp.write_text(json.dumps(index, indent=1)))
     config = {"format": FORMAT, **record.to_dict(), "info": info or {}}
     atomic_write(folder / CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=1)))
     return folder
+
+
+def _shards(tensors: dict, max_bytes: int | None) -> list[list[str]]:
+    """Tensor names grouped in order into shards of at most ``max_bytes`` (one shard: no limit)."""
+    if not max_bytes:
+        return [list(tensors)]
+    shards, size = [[]], 0
+    for name, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    return shards
 
 
 def load_exported(folder: str | Path) -> tuple[StemGenModel, ModelRecord, dict]:
@@ -109,7 +142,8 @@ def load_exported(folder: str | Path) -> tuple[StemGenModel, ModelRecord, dict]:
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    if not (folder / CONFIG).exists() or not (folder / WEIGHTS).exists():
+    sharded = (folder / WEIGHTS_INDEX).exists()
+    if not (folder / CONFIG).exists() or not ((folder / WEIGHTS).exists() or sharded):
         raise MissingWeightsError(f"no exported stemgen model in {folder} (need {CONFIG} and {WEIGHTS}); "
                                   f"export a training checkpoint with `stemgen export CKPT {folder}`.")
     cfg = json.loads((folder / CONFIG).read_text())
@@ -121,8 +155,12 @@ def load_exported(folder: str | Path) -> tuple[StemGenModel, ModelRecord, dict]:
     record = ModelRecord.from_dict(cfg, str(folder / CONFIG))
     model = StemGenModel(record.model)
     try:
-        state = load_file(str(folder / WEIGHTS))
+        if sharded:
+            files = sorted(set(json.loads((folder / WEIGHTS_INDEX).read_text())["weight_map"].values()))
+            state = {k: v for f in files for k, v in load_file(str(folder / f)).items()}
+        else:
+            state = load_file(str(folder / WEIGHTS))
         model.load_state_dict(state)  # copies into the float32 parameters (float16 exports too)
     except Exception as err:
-        raise CheckpointError(f"cannot load the weights in {folder / WEIGHTS}: {err}") from err
+        raise CheckpointError(f"cannot load the weights in {folder}: {err}") from err
     return model.eval(), record, info

@@ -53,10 +53,13 @@ def read_checkpoint(ckpt: str | Path) -> tuple[StemGenModel, ModelRecord, dict]:
     return model.eval(), record, info
 
 
-def export_checkpoint(ckpt: str | Path, out_dir: str | Path, half: bool = False) -> Path:
+def export_checkpoint(ckpt: str | Path, out_dir: str | Path, half: bool = False,
+                      max_shard_bytes: int | None = None) -> Path:
     """Write ``out_dir`` (weights, config, and the embedded codec if the model used one).
 
     ``half`` stores weights (and codebooks) as float16: half the size, loaded back as float32.
+    ``max_shard_bytes`` splits the weights into files of at most that size (see
+    :func:`~stemgen.model.io.save_exported`).
     The bundled codec's fingerprint is computed from the files written, as every later load
     computes it.
     """
@@ -73,4 +76,4 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path, half: bool = False)
         written = load_codec(out_dir / CODEC_DIR)
         record = ModelRecord.for_codec(record.model, written, CODEC_DIR, record.window_seconds)
         log.info("bundled the embedded codec into %s", out_dir / CODEC_DIR)
-    return save_exported(model, out_dir, record, info, half=half)
+    return save_exported(model, out_dir, record, info, half=half, max_shard_bytes=max_shard_bytes)

@@ -90,3 +90,22 @@ def test_checkpoints_and_exports_of_the_previous_format_still_load(tmp_path, tin
     with caplog.at_level("WARNING"):
         m = load_model(tmp_path / "old.ckpt", codec=tiny_codec, device="cpu")
     assert "older scheme" in caplog.text and m.window_frames == 100
+
+
+def test_sharded_export_loads_back(tmp_path, tiny_codec):
+    from stemgen.model import ModelConfig, StemGenModel
+    from stemgen.model.io import ModelRecord, save_exported
+
+    torch.manual_seed(0)
+    model = StemGenModel(ModelConfig.from_name("tiny", cardinality=64))
+    record = ModelRecord.for_codec(model.cfg, tiny_codec, "codec", 1.0)
+    save_exported(model, tmp_path / "one", record)
+    save_exported(model, tmp_path / "many", record, max_shard_bytes=40_000)
+    shards = sorted((tmp_path / "many").glob("model-*-of-*.safetensors"))
+    assert len(shards) > 2 and not (tmp_path / "many" / "model.safetensors").exists()
+    biggest = max(v.numel() * v.element_size() for v in model.state_dict().values())
+    assert all(p.stat().st_size <= max(40_000, biggest) + 4096 for p in shards)
+    loaded, rec, _ = load_exported(tmp_path / "many")
+    assert rec == record and all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    save_exported(model, tmp_path / "many", record)  # re-exported unsharded: no stale shards left
+    assert not list((tmp_path / "many").glob("model-*")) and load_exported(tmp_path / "many")[0] is not None
