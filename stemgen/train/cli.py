@@ -7,7 +7,7 @@
     stemgen-train --data stems --data.root /data/my_stems
     stemgen-train --data tokens --data.root tokens/chorales     # from `stemgen data tokens` (no audio)
 
-``--data`` takes a short name (slakh, chorales, stems) or a LightningDataModule class path.
+``--data`` takes a short name (slakh, chorales, stems, tokens) or a data module's class path.
 The model's Q and V follow the data's codec. Every option is listed by ``--help``
 (``--data.help stems`` for one data module's options). Everything a run writes goes under
 ``--trainer.default_root_dir`` (checkpoints/, with last.ckpt, and csv/ logs) unless a config
@@ -86,9 +86,11 @@ def _codec_shape(codec: str | None, root: str | None = None) -> tuple[int, int]:
     from pathlib import Path
 
     from ..codec import load_codec
+    from ..data.datamodule import TOKENS_META
 
-    if codec is None and root is not None and (Path(root).expanduser() / "tokens.json").exists():
-        meta = json.loads((Path(root).expanduser() / "tokens.json").read_text())["codec"]
+    meta_path = Path(root).expanduser() / TOKENS_META if root is not None else None
+    if codec is None and meta_path is not None and meta_path.exists():
+        meta = json.loads(meta_path.read_text())["codec"]
         return meta["num_levels"], meta["cardinality"]
     c = load_codec(codec)
     return c.num_levels, c.cardinality
