@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The listening recipe trained on one GPU (issue 15): one call, <= 9 minutes on an H100/H200,
-# from tokens computed beforehand on a CPU machine, so the GPU machine needs only torch,
+# from tokens computed beforehand on a CPU machine (checked end to end on a CPU with
+# ACCELERATOR=cpu MINUTES=1: trains, validates, exports in 2 shards), so the GPU machine needs only torch,
 # lightning, torchmetrics, numpy and safetensors (no soundfile, music21 or madmom).
 #
-#   once, on a CPU machine (about 20 min; about 30 MiB, ignored by git):
+#   once, on a CPU machine (about 30 min of 2-core CPU; about 32 MiB, ignored by git):
 #     stemgen data tokens benchmarks/gpu_tokens --codec stemgen/assets/demo_chorales/codec \
 #         --root ~/.cache/stemgen/data/chorales_all --crop_seconds 8 --draws 16
 #   on the GPU machine (the device tool: carry=["benchmarks/gpu_tokens"]):
@@ -56,7 +57,8 @@ val = [{k: float(v) for k, v in r.items() if v and (k.startswith("val/") or k ==
        if r.get("val/context_gain")]
 summary = {"steps": max((int(r["step"]) for r in rows if r.get("step")), default=0),
            "validations": len(val), "last_validation": val[-1] if val else None,
-           "exported": (out / "model" / "model.safetensors").exists()}
+           "exported": (out / "model" / "config.json").exists()
+                       and any((out / "model").glob("model*.safetensors"))}
 (out / "summary.json").write_text(json.dumps(summary, indent=1))
 print(json.dumps(summary, indent=1))
 PYEOF
