@@ -155,10 +155,7 @@ class PairDataModule(StemgenData):
         for split in splits:
             if split in self.datasets:
                 continue
-            # validation and test keep the paper's pair distribution, whatever training draws
-            pairs = PairDataset(self.songs(split), self.codec.sample_rate, self.crop_seconds,
-                                self.segment_seconds, self.silence_db, seed=self.seed + {"train": 0}.get(split, 1),
-                                harmonic_context=self.harmonic_context and split == "train")
+            pairs = self._pairs(split)
             if split == "train" and self.tokens and self.train_token_epochs > 0:
                 n = self.train_token_epochs * len(pairs)
                 self.datasets[split] = TokenCache(pairs, self.codec, self._cache_path(split, pairs, n), n)
@@ -176,6 +173,12 @@ class PairDataModule(StemgenData):
                           "harmonic": pairs.harmonic_context}, sort_keys=True)
         return home() / "tokens" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.safetensors"
 
+    def _pairs(self, split: str) -> PairDataset:
+        # validation and test keep the paper's pair distribution, whatever training draws
+        return PairDataset(self.songs(split), self.codec.sample_rate, self.crop_seconds, self.segment_seconds,
+                           self.silence_db, seed=self.seed + {"train": 0}.get(split, 1),
+                           harmonic_context=self.harmonic_context and split == "train")
+
     def export_tokens(self, out: str | Path, draws: int = 8, splits: tuple[str, ...] = ("train", "validation"),
                       progress: bool = True) -> Path:
         """Write the tokens of ``draws`` pairs per segment of each split (``crop_seconds`` each;
@@ -185,9 +188,7 @@ class PairDataModule(StemgenData):
         out.mkdir(parents=True, exist_ok=True)
         counts = {}
         for split in splits:
-            pairs = PairDataset(self.songs(split), self.codec.sample_rate, self.crop_seconds, self.segment_seconds,
-                                self.silence_db, seed=self.seed + {"train": 0}.get(split, 1),
-                                harmonic_context=self.harmonic_context and split == "train")
+            pairs = self._pairs(split)
             n = draws * len(pairs) if split == "train" else len(pairs)
             (out / f"{split}.safetensors").unlink(missing_ok=True)
             counts[split] = len(TokenCache(pairs, self.codec, out / f"{split}.safetensors", n, progress=progress))
@@ -299,7 +300,7 @@ class TokensData(StemgenData):
     ``train.safetensors`` and ``validation.safetensors`` (``context_tokens``/``target_tokens``
     ``(N, Q, L)``, ``instrument``, ``song_index``) and ``tokens.json`` (the codec, the crop
     length). Each training example is a window of ``crop_seconds`` at a random offset in its L
-    frames (a new offset every time it is drawn); validation takes every example's first window.
+    frames (a new offset every epoch, the same again on resume); validation takes every example's first window.
 
     Args:
         root: the exported tokens.
@@ -317,7 +318,7 @@ class TokensData(StemgenData):
         meta_path = self.root / TOKENS_META
         if not meta_path.exists():
             raise DatasetError(f"no exported tokens in {self.root} (need {TOKENS_META}); write them with "
-                               f"`stemgen data tokens --out {self.root}`.")
+                               f"`stemgen data tokens {self.root}`.")
         self.meta = json.loads(meta_path.read_text())
         self.codec_name = codec or self.meta["codec"]["name"]
         self.crop_seconds = float(crop_seconds)
