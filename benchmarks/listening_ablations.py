@@ -3,6 +3,7 @@
     python benchmarks/listening_ablations.py                         # every arm, 13 min each
     python benchmarks/listening_ablations.py --arms baseline full_mask --minutes 5
     python benchmarks/listening_ablations.py --table-only            # re-read finished runs
+    python benchmarks/listening_ablations.py --new-only --minutes 12 # only arms not run yet
 
 Each arm is ``configs/demo_chorales.yaml`` (the shipped demo recipe: `small` preset, all 353
 chorales, cached tokens, seed 0) + ``configs/ablations/listening_budget.yaml`` (the same fixed
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-ARMS = ["baseline", "full_mask", "shared_embeddings", "full_mask_shared", "dropout_0.3"]
+ARMS = ["baseline", "full_mask", "shared_embeddings", "full_mask_shared", "dropout_0.3", "harmonic_context"]
 COLUMNS = ["val/context_gain", "val/context_gain_train_mask", "val/ce/true", "val/ce/mismatched",
            "val/ce/null_instrument", "val/ce/null_context", "val/ce/null_both", "val/accuracy_level0", "val/loss"]
 
@@ -64,11 +65,12 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=None, help="override the budget per arm")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "ablations")
     p.add_argument("--table-only", action="store_true", help="do not train; tabulate the runs there are")
+    p.add_argument("--new-only", action="store_true", help="train only the arms that have no run yet")
     args = p.parse_args()
 
     seconds = {}
     for arm in args.arms:
-        if not args.table_only:
+        if not args.table_only and not (args.new_only and curve(arm, args.runs)):
             t = time.perf_counter()
             train(arm, args.runs, args.minutes)
             seconds[arm] = round(time.perf_counter() - t)
