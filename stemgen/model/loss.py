@@ -23,34 +23,52 @@ class LossOutput:
     count: torch.Tensor
 
 
-def _scored(model: StemGenModel, context, inputs, instrument, drop_context, level, loss_mask, target):
-    """Logits ``(N, V)``, labels ``(N,)`` and levels ``(N,)`` of the ``loss_mask (B, T)`` positions of
-    each example's ``level (B,)``, for target ``inputs (B, Q, T)`` (MASK ids where hidden)."""
+def scored_cross_entropy(model: StemGenModel, context: torch.Tensor, inputs: torch.Tensor, instrument: torch.Tensor,
+                         drop_context: torch.Tensor, level: torch.Tensor,
+                         target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy (nats, float32) and argmax hit (bool), both ``(B, T)``, of every position of
+    each example's ``level (B,)`` against ``target (B, Q, T)``, for the model given target
+    ``inputs (B, Q, T)`` (MASK ids where hidden). Callers weight by the positions they score.
+
+    Nothing depends on values (no boolean indexing, no host synchronisation): the function
+    compiles into one graph, the head and the log-softmax fused by the compiler.
+    """
+    t = target.shape[-1]
     h = model.hidden(context, inputs, instrument, drop_context)  # (B, T, D)
-    b_idx, t_idx = loss_mask.nonzero(as_tuple=True)  # masked positions
-    levels = level[b_idx]  # (N,)
-    labels = target[b_idx, levels, t_idx]  # (N,)
-    return model.level_logits(h[b_idx, t_idx], levels), labels, levels
+    logits = model.level_logits(h, level)  # (B, T, V)
+    labels = target.gather(1, level[:, None, None].expand(-1, 1, t)).squeeze(1)  # (B, T)
+    ce = F.cross_entropy(logits.float().transpose(1, 2), labels, reduction="none")  # (B, T)
+    return ce, logits.argmax(-1) == labels
+
+
+def masked_loss(model: StemGenModel, context: torch.Tensor, inputs: torch.Tensor, instrument: torch.Tensor,
+                drop_context: torch.Tensor, level: torch.Tensor, loss_mask: torch.Tensor,
+                target: torch.Tensor) -> LossOutput:
+    """The training step's model work: mean cross-entropy over the ``loss_mask (B, T)`` positions
+    of each example's ``level (B,)``, and hits/counts per level. Pure tensor code with static
+    shapes, so ``torch.compile(masked_loss, fullgraph=True)`` compiles it whole (the random masks
+    and dropouts are drawn outside, by :func:`masked_token_loss`)."""
+    ce, hit = scored_cross_entropy(model, context, inputs, instrument, drop_context, level, target)
+    weight = loss_mask.to(ce.dtype)
+    loss = (ce * weight).sum() / weight.sum().clamp_min(1.0)
+    q = model.cfg.num_levels
+    with torch.no_grad():
+        per_level = torch.zeros(q, dtype=torch.long, device=level.device)
+        correct = per_level.index_add(0, level, (hit & loss_mask).sum(1))
+        count = per_level.index_add(0, level, loss_mask.sum(1))
+    return LossOutput(loss, correct, count)
 
 
 def masked_token_loss(model: StemGenModel, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
                       p_drop_context: float = 0.1, p_drop_instrument: float = 0.1,
                       generator: torch.Generator | None = None, level: int | None = None,
-                      p_full_mask: float = 0.0) -> LossOutput:
+                      p_full_mask: float = 0.0, loss_fn=masked_loss) -> LossOutput:
     """Mask ``target (B, Q, T)``, drop conditions, and score the masked tokens of each example's
     level (drawn per example, or ``level`` for all; see :func:`soundstorm_mask` for
-    ``p_full_mask``)."""
-    q = model.cfg.num_levels
+    ``p_full_mask``). ``loss_fn``: :func:`masked_loss` or a compiled copy of it."""
     masked = soundstorm_mask(target, model.cfg.mask_id, generator, level, p_full_mask)
     drop_ctx, inst = drop_conditions(instrument, p_drop_context, p_drop_instrument, generator)
-    logits, labels, levels = _scored(model, context, masked.inputs, inst, drop_ctx, masked.level, masked.loss_mask,
-                                     target)
-    loss = F.cross_entropy(logits.float(), labels)
-    with torch.no_grad():
-        hit = (logits.argmax(-1) == labels).long()
-        correct = torch.zeros(q, dtype=torch.long, device=hit.device).index_add_(0, levels, hit)
-        count = torch.bincount(levels, minlength=q)
-    return LossOutput(loss, correct, count)
+    return loss_fn(model, context, masked.inputs, inst, drop_ctx, masked.level, masked.loss_mask, target)
 
 
 #: the conditions of :func:`listening_losses`. At level 0 with every target token masked (the
@@ -100,8 +118,8 @@ def listening_losses(model: StemGenModel, context: torch.Tensor, target: torch.T
     no_drop, drop = torch.zeros(b, dtype=torch.bool, device=dev), torch.ones(b, dtype=torch.bool, device=dev)
 
     def nll(ctx, inputs, inst, drop_ctx, level, loss_mask):
-        logits, labels, _ = _scored(model, ctx, inputs, inst, drop_ctx, level, loss_mask, target)
-        return F.cross_entropy(logits.float(), labels, reduction="sum").double(), labels.numel()
+        ce, _ = scored_cross_entropy(model, ctx, inputs, inst, drop_ctx, level, target)
+        return (ce.double() * loss_mask).sum(), int(loss_mask.sum())
 
     all_masked = torch.full_like(target, mask_id)
     level0 = torch.zeros(b, dtype=torch.long, device=dev)

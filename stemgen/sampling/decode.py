@@ -87,7 +87,7 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     Levels coarser than ``level`` must be decoded; positions of ``level`` already decoded are
     kept. Each example follows the cosine schedule over its own masked positions. The number of
     steps is fixed once per level (the schedule's steps until every example is fully decoded), so
-    inside a level nothing waits on the device. With one generator per example (a sequence of B),
+    inside a level nothing waits on the device. Steps that commit nothing are skipped. With one generator per example (a sequence of B),
     an example draws noise only for the steps it needs itself, so its tokens do not depend on the
     other examples of the batch (up to the floating-point rounding of batched matrix products).
     """
@@ -103,12 +103,17 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     own_steps = [0 if n == 0 else next(s for s, row in enumerate(rows) if row[i] == 0) + 1
                  for i, n in enumerate(totals)]
     n_steps = max(own_steps)
+    # a step where no example commits a token (the schedule's count did not fall: frequent when a
+    # window has fewer masked positions than the level has steps) would change nothing: its
+    # forward pass is skipped, its noise still drawn so that later steps read the same stream
+    commits = [any(now < before for now, before in zip(row, prev)) for row, prev in zip(rows, [totals] + rows)]
     remains = torch.tensor(rows, device=context.device)
     step_fn = _step_function(settings, context.device)
     for step in range(n_steps):
         noise, uniform = _step_noise(generator, (b, t, v), step, own_steps, context.device)
-        tokens = step_fn(model, context, target, instrument, noise, uniform, remains[step], level, settings)
-        target[:, level] = tokens
+        if commits[step]:
+            target[:, level] = step_fn(model, context, target, instrument, noise, uniform, remains[step], level,
+                                       settings)
         if callback is not None:
             callback(level, step + 1, steps)
     if n_steps < steps and callback is not None:

@@ -136,3 +136,25 @@ def test_pure_causal_bias_decodes_every_level_left_to_right():
         decoded = tgt[:2, level] != V  # (B, T)
         n = decoded.sum(-1, keepdim=True)
         assert torch.equal(decoded, torch.arange(T)[None] < n)  # always a prefix in time
+
+
+def test_steps_that_commit_nothing_skip_the_forward_pass_and_change_no_token():
+    """With 4 of 24 positions free and 12 steps, most steps' scheduled count does not fall: only
+    the steps that commit run the model, and the tokens are those of running every step (the
+    same noise stream, read by decode_step at every step)."""
+    from stemgen.sampling.decode import _step_noise, decode_level, decode_step
+
+    model, ctx, inst = setup()
+    prefix = torch.full_like(ctx, V)
+    prefix[:, :, 4:] = ctx[:, :, 4:]  # only frames 0-3 to decode
+    settings = SamplingSettings(steps=(12, 2, 2, 2), sampler="eager")
+    rec = Recorder(model)
+    out = decode_level(rec, ctx, prefix, inst, 0, settings, torch.Generator().manual_seed(3))
+    counts = [(4 * c) // T for c in masked_counts(T, 12)]
+    committing = sum(now < before for now, before in zip(counts, [4] + counts))
+    assert len(rec.calls) == committing < 12
+    g, target = torch.Generator().manual_seed(3), prefix.clone()
+    for step, remain in enumerate(counts):  # every step, committing or not
+        noise, uniform = _step_noise(g, (2, T, V), step, [12, 12], ctx.device)
+        target[:, 0] = decode_step(model, ctx, target, inst, noise, uniform, torch.tensor([remain] * 2), 0, settings)
+    assert torch.equal(out, target) and (out[:, 0] != V).all()

@@ -107,3 +107,11 @@ def test_validation_scores_every_level(tmp_path, datamodule):
     module.log = lambda *a, **k: None
     module.validation_step(batch, 0)
     assert (module.val_accuracy.total > 0).all()  # all four levels were scored
+
+
+def test_the_training_step_is_compiled_on_request_and_by_default_on_cuda_only():
+    from stemgen.model.loss import masked_loss
+
+    assert StemGenLightning("tiny").train_loss_fn() is masked_loss  # CPU default: eager
+    compiled = StemGenLightning("tiny", compile=True).train_loss_fn()
+    assert compiled is not masked_loss and getattr(compiled, "_torchdynamo_orig_callable", None) is masked_loss
