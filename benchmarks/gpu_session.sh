@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The GPU measurements still open (issue 8: fused sampling and compiled generation on a GPU;
-# issue 5: training MFU of the paper preset) as one prepared run for a lent GPU machine, which
-# has torch and Triton but no stemgen install and no network: the package runs from the checkout.
+# The GPU performance measurements (issue 16: compiled training step and its MFU, compiled
+# sampling) as one prepared run for a lent GPU machine, which has torch and Triton but no stemgen
+# install and no network: the package runs from the checkout. It builds no CPU kernel.
 #
-#     OUT=/path/for/results bash benchmarks/gpu_session.sh      # about 10 minutes on one H100/H200
+#     OUT=/path/for/results bash benchmarks/gpu_session.sh      # at most 5 minutes on one H100/H200
 #
-# Each part has its own time limit, so one that hangs or fails leaves the others' results. What
-# lands in $OUT: gpu.txt (nvidia-smi), cuda_tests.log (the CUDA equivalence tests, when pytest is
-# there), sampling_speed_cuda.{json,md} + sampling.log, train_throughput_paper_cuda.json + train.log.
+# Each part has its own time limit (50 + 120 + 120 s), so one that hangs or fails leaves the others'
+# results. What lands in $OUT: gpu.txt (nvidia-smi), cuda_tests.log (the CUDA equivalence tests,
+# when pytest is there), train_throughput_paper_cuda.json + train_profile.txt (one compiled
+# training step of the paper preset, batch 40 x 1000 frames) + train.log,
+# sampling_speed_cuda.{json,md} + sampling_profile.txt (4 captured decoding steps, paper preset,
+# 20 s window) + sampling.log.
 set -u
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
@@ -25,15 +28,18 @@ if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"
 fi
 
 if $PY -c "import pytest" 2>/dev/null; then
-  timeout 120 $PY -m pytest -q -p no:cacheprovider tests/sampling/test_fused_triton.py >"$OUT/cuda_tests.log" 2>&1
+  timeout 50 $PY -m pytest -q -p no:cacheprovider tests/sampling/test_fused_triton.py >"$OUT/cuda_tests.log" 2>&1
   echo "exit $?" >>"$OUT/cuda_tests.log"
 fi
 
-timeout 330 $PY benchmarks/sampling_speed.py --device cuda >"$OUT/sampling.log" 2>&1
-echo "exit $?" >>"$OUT/sampling.log"
-cp benchmarks/results/sampling_speed_cuda.json benchmarks/results/sampling_speed_cuda.md "$OUT/" 2>/dev/null
-
-timeout 150 $PY benchmarks/train_throughput.py --preset paper --batch 40 --frames 1000 --compile >"$OUT/train.log" 2>&1
+timeout 120 $PY benchmarks/train_throughput.py --preset paper --batch 40 --frames 1000 --compile \
+  --profile "$OUT/train_profile.txt" >"$OUT/train.log" 2>&1
 echo "exit $?" >>"$OUT/train.log"
 cp benchmarks/results/train_throughput_paper_cuda.json "$OUT/" 2>/dev/null
+
+# --quick: batch 1 only (each batch size compiles its own graphs, about a minute each)
+timeout 120 $PY benchmarks/sampling_speed.py --device cuda --quick --profile "$OUT/sampling_profile.txt" \
+  >"$OUT/sampling.log" 2>&1
+echo "exit $?" >>"$OUT/sampling.log"
+cp benchmarks/results/sampling_speed_cuda.json benchmarks/results/sampling_speed_cuda.md "$OUT/" 2>/dev/null
 exit 0

@@ -13,6 +13,8 @@
     ops with each step compiled (on CUDA captured as a CUDA graph). On CPU the transformer runs
     under bf16 autocast where the CPU has native bf16 (as ``stemgen.generate`` does).
 (c) Stems per second at batch 1, 4 and 16 with the fastest variant of (b).
+(d) Where one decoding step's time goes (forward pass, noise, step ops), and how many steps of a
+    20 s stem commit tokens: a step that commits none skips its forward pass (every variant).
 
 Writes benchmarks/results/sampling_speed_<device>.json and .md.
 """
@@ -85,9 +87,78 @@ def step_work(device, repeats: int) -> list[dict]:
     return rows
 
 
+def step_profile(device, preset: str, frames: int, repeats: int, seconds: float = 20.0, window_seconds: float = 4.0,
+                 overlap_seconds: float = 1.0) -> dict:
+    """(d) Where a decoding step's time goes, at batch 1 with guidance on windows of ``frames``: the
+    forward pass (all three branches), the noise drawing, the fused and eager step ops, each timed
+    alone (median of repeats); and how many forward passes a ``seconds`` stem needs at the paper's
+    steps, with and without skipping the steps that commit nothing."""
+    from stemgen.model import ModelConfig, StemGenModel
+    from stemgen.sampling import fused
+    from stemgen.sampling.decode import level_logits
+    from stemgen.sampling.steps import masked_counts
+    from stemgen.sampling.windows import window_starts
+
+    torch.manual_seed(0)
+    model = StemGenModel(ModelConfig.from_name(preset)).eval().to(device)
+    q, v = model.cfg.num_levels, model.cfg.cardinality
+    g = torch.Generator(device=device).manual_seed(0)
+    context = torch.randint(v, (1, q, frames), device=device, generator=g)
+    target = torch.full_like(context, model.cfg.mask_id)
+    target[:, 0, : frames // 2] = context[:, 0, : frames // 2]  # mid-level: half decoded
+    instrument = torch.full((1,), 4, device=device)
+    bf16 = device.type == "cuda" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = level_logits(model, context, target, instrument, 0, True)
+        noise = torch.rand(1, frames, v, device=device, generator=g)
+        uniform = torch.rand(1, frames, device=device, generator=g)
+        remain = torch.full((1,), frames // 4, device=device)
+        args = (logits, target[:, 0], noise, uniform, remain, 3.0, 3.0, 1.0, 0.1, 0.1, 1.0, model.cfg.mask_id)
+        forward, draw, fused_ops, eager_ops = median_seconds([
+            lambda: level_logits(model, context, target, instrument, 0, True),
+            lambda: (torch.rand(1, frames, v, device=device, generator=g),
+                     torch.rand(1, frames, generator=g, device=device)),
+            lambda: fused.sample_step(*args), lambda: fused.reference_step(*args)], device, repeats)
+    # forward passes of one stem: every window decodes what the previous ones left masked
+    total, window, overlap = int(seconds * FRAME_RATE), int(window_seconds * FRAME_RATE), int(overlap_seconds * FRAME_RATE)
+    starts = window_starts(total, window, overlap)
+    free = [min(window, start + window - (prev + window)) if k else window
+            for k, (prev, start) in enumerate(zip([0] + starts, starts))]
+    steps = (128, 64, 32, 32)
+    all_steps = committing = 0
+    for n in free:
+        for s in steps:
+            rows = [(n * c) // window for c in masked_counts(window, s)]
+            all_steps += next(i for i, r in enumerate(rows) if r == 0) + 1
+            committing += sum(now < before for now, before in zip(rows, [n] + rows))
+    step_ms = 1e3 * (forward + draw + fused_ops)
+    row = {"preset": preset, "frames": frames, "batch": 1, "guidance": True, "bf16_autocast": bf16,
+           "forward_ms": 1e3 * forward, "noise_ms": 1e3 * draw, "fused_step_ops_ms": 1e3 * fused_ops,
+           "eager_step_ops_ms": 1e3 * eager_ops, "forward_share": forward / (forward + draw + fused_ops),
+           "stem_seconds": seconds, "windows": len(starts), "forward_passes_all_steps": all_steps,
+           "forward_passes_committing": committing,
+           "estimated_stem_seconds": (all_steps * (forward + draw + eager_ops),
+                                      committing * (forward + fused_ops) + all_steps * draw)}
+    print(row, flush=True)
+    return row
+
+
+def profile_table(fn, device, title: str) -> str:
+    """A torch.profiler table of one call of ``fn`` (already warmed up)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return title + "\n" + prof.key_averages().table(sort_by=sort, row_limit=40)
+
+
 def end_to_end(device, preset: str, batch: int, variant: str, seconds: float = 20.0, window_seconds: float = 4.0,
-               overlap_seconds: float = 1.0) -> dict:
-    """(b) one generation of ``seconds`` of audio at the paper's sampling settings."""
+               overlap_seconds: float = 1.0, profile: Path | None = None) -> dict:
+    """(b) one generation of ``seconds`` of audio at the paper's sampling settings; ``profile``: also
+    write a profiler table of 2 steps per level (the graphs the timed run used) to this file."""
     from stemgen.model import ModelConfig, StemGenModel
     from stemgen.sampling.decode import SamplingSettings
     from stemgen.sampling.windows import decode_windows
@@ -116,12 +187,16 @@ def end_to_end(device, preset: str, batch: int, variant: str, seconds: float = 2
     sync(device)
     took = time.perf_counter() - t
     assert (tokens != model.cfg.mask_id).all()
-    row = {"preset": preset, "parameters": sum(p.numel() for p in model.parameters()), "batch": batch,
+    if profile is not None:
+        profile.write_text(profile_table(lambda: run(steps=(2, 2, 2, 2)), device,
+                                         f"{preset}, batch {batch}, {variant}, {seconds:g} s in windows of "
+                                         f"{window_seconds:g} s, 2 decoding steps per level"))
+    row = {"tokens": tokens, "preset": preset, "parameters": sum(p.numel() for p in model.parameters()), "batch": batch,
            "variant": variant, "audio_seconds": seconds, "window_seconds": window_seconds,
            "overlap_seconds": overlap_seconds, "steps": list(settings.steps), "bf16_autocast": bf16,
            "warmup_seconds": warm, "seconds": took, "seconds_per_stem": took / batch,
            "stems_per_second": batch / took, "realtime_factor": seconds * batch / took}
-    print(row, flush=True)
+    print({k: x for k, x in row.items() if k != "tokens"}, flush=True)
     return row
 
 
@@ -136,12 +211,20 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['frames']} | {r['batch']} | {r['guidance']} | {r['logits_dtype']} | {r['eager_ms']:.2f} | "
                      f"{r['fused_ms']:.2f} | {r['ratio']:.2f}x |")
     lines += ["", "## (b, c) 20 s stems at paper settings", "",
-              "| preset | batch | variant | window s | s per stem | stems/s | x real time | warm-up s |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| preset | batch | variant | window s | s per stem | stems/s | x real time | warm-up s | same tokens as eager |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in result["end_to_end"]:
         lines.append(f"| {r['preset']} | {r['batch']} | {r['variant']} | {r['window_seconds']:g} | "
                      f"{r['seconds_per_stem']:.2f} | {r['stems_per_second']:.3f} | {r['realtime_factor']:.2f} | "
-                     f"{r['warmup_seconds']:.1f} |")
+                     f"{r['warmup_seconds']:.1f} | {r.get('same_tokens_as_eager')} |")
+    for r in result.get("step_profile", []):
+        lines += ["", f"## (d) One step of the `{r['preset']}` preset, batch 1, guidance, {r['frames']} frames", "",
+                  f"forward {r['forward_ms']:.2f} ms ({100 * r['forward_share']:.0f}% of a step), noise "
+                  f"{r['noise_ms']:.2f} ms, step ops fused {r['fused_step_ops_ms']:.2f} / eager "
+                  f"{r['eager_step_ops_ms']:.2f} ms. A {r['stem_seconds']:g} s stem: {r['windows']} windows, "
+                  f"{r['forward_passes_all_steps']} steps of which {r['forward_passes_committing']} commit tokens "
+                  f"(the others skip the forward pass); estimated {r['estimated_stem_seconds'][0]:.1f} s every "
+                  f"step eager vs {r['estimated_stem_seconds'][1]:.1f} s committing steps fused."]
     if result.get("ratios"):
         lines += ["", "Ratios (same run): " + ", ".join(f"{k} {v:.2f}x" for k, v in result["ratios"].items())]
     return "\n".join(lines) + "\n"
@@ -152,30 +235,44 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="fewer repeats and no `small` end to end on CPU")
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--profile", type=Path, default=None,
+                   help="also write a torch.profiler table of compiled decoding steps (batch 1, the `small` "
+                        "preset on CPU, `paper` on CUDA: captured graphs) to this file")
     args = p.parse_args()
     device = torch.device(args.device)
     from stemgen.sampling import fused
 
     repeats = args.repeats or (5 if args.quick else 20)
-    result = {"device": str(device), "machine": machine_info(), "cpu_kernels": fused.backend("cpu"),
+    result = {"device": str(device), "machine": machine_info(), "cpu_kernels": fused.backend("cpu") if device.type == "cpu" else None,
               "cuda_kernels": fused.backend("cuda") if device.type == "cuda" else None,
               "step_work": step_work(device, repeats), "end_to_end": []}
     e2e = result["end_to_end"]
     if device.type == "cpu":
+        result["step_profile"] = [step_profile(device, "small", 200, repeats)]
         presets = ["tiny"] if args.quick else ["tiny", "small"]
         for preset in presets:
             for variant in ("eager", "fused", "compiled"):
-                e2e.append(end_to_end(device, preset, 1, variant))
+                e2e.append(end_to_end(device, preset, 1, variant,
+                                      profile=args.profile if (preset, variant) == ("small", "compiled") else None))
         for batch in (4, 16):
             e2e.append(end_to_end(device, "tiny", batch, "fused"))
     else:  # the paper preset, one 20 s window as the paper trains
+        result["step_profile"] = [step_profile(device, "paper", 1000, repeats, window_seconds=20.0, overlap_seconds=0.0)]
         for variant in ("eager", "fused", "compiled"):
-            e2e.append(end_to_end(device, "paper", 1, variant, window_seconds=20.0, overlap_seconds=0.0))
-        for batch in (4, 16):
-            e2e.append(end_to_end(device, "paper", batch, "compiled", window_seconds=20.0, overlap_seconds=0.0))
+            e2e.append(end_to_end(device, "paper", 1, variant, window_seconds=20.0, overlap_seconds=0.0,
+                                  profile=args.profile if variant == "compiled" else None))
+        if not args.quick:
+            e2e.append(end_to_end(device, "paper", 16, "compiled", window_seconds=20.0, overlap_seconds=0.0))
     base = {(r["preset"], r["batch"]): r for r in e2e if r["variant"] == "eager"}
     result["ratios"] = {f"{r['preset']} b{r['batch']} eager/{r['variant']}": base[(r['preset'], r['batch'])]["seconds"]
                         / r["seconds"] for r in e2e if r["variant"] != "eager" and (r["preset"], r["batch"]) in base}
+    # the same model, context and noise: the fraction of tokens each variant shares with the eager
+    # reference (1.0 for the fused ops; compiled forwards round differently in the last bits of bf16)
+    for r in e2e:
+        ref = base.get((r["preset"], r["batch"]))
+        r["same_tokens_as_eager"] = float((r["tokens"] == ref["tokens"]).float().mean()) if ref else None
+    for r in e2e:
+        del r["tokens"]
     RESULTS.mkdir(exist_ok=True)
     name = f"sampling_speed_{device.type}"
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))

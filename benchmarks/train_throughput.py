@@ -60,6 +60,8 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=250, help="T, frames per example (50 per second)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--compile", action="store_true", help="compile the step's model work (stemgen.model.loss.masked_loss) as one graph")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="also write a torch.profiler table (3 steps after the timed ones) to this file")
     args = p.parse_args()
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -90,6 +92,18 @@ def main() -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize()
     step_s = (time.perf_counter() - t) / args.steps
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+        with profile(activities=activities) as prof:
+            for _ in range(3):
+                step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+        sort = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+        args.profile.write_text(f"{args.preset}, batch {args.batch} x {args.frames} frames, compile {args.compile}, "
+                                f"3 training steps\n" + prof.key_averages().table(sort_by=sort, row_limit=40))
     flops = model_flops_per_step(model, args.batch, args.frames)
     if dev.type == "cuda":
         name = torch.cuda.get_device_name(0)
