@@ -201,9 +201,11 @@ class StemGenModel(nn.Module):
         return self.norm(x)
 
     def forward(self, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
-                drop_context: torch.Tensor | None = None, level: int | None = None) -> torch.Tensor:
-        """Logits ``(B, Q, T, V)``, or ``(B, T, V)`` for one ``level``."""
+                drop_context: torch.Tensor | None = None, level: int | torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(B, Q, T, V)``, or ``(B, T, V)`` for one ``level`` (an int or a 0-dim tensor)."""
         h = self.hidden(context, target, instrument, drop_context)  # (B, T, D)
+        if isinstance(level, torch.Tensor):  # 0-dim: a compiled caller's graph then serves every level
+            return h @ self.heads.index_select(0, level.reshape(1))[0].T
         if level is not None:
             return h @ self.heads[level].T
         return torch.einsum("btd,qvd->bqtv", h, self.heads)

@@ -25,8 +25,8 @@ StepCallback = Callable[[int, int, int], None]
 Generators = Union[torch.Generator, Sequence[torch.Generator], None]
 
 
-def level_logits(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, level: int,
-                 guidance: bool) -> torch.Tensor:
+def level_logits(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
+                 level: "int | torch.Tensor", guidance: bool) -> torch.Tensor:
     """Logits of level ``level``: ``(B, T, V)`` for p(t|a,i), or with guidance the three branches
     p(t|a), p(t|i), p(t) stacked as ``(3B, T, V)`` and run as one batch."""
     if not guidance:
@@ -49,17 +49,21 @@ def level_log_probs(model, context: torch.Tensor, target: torch.Tensor, instrume
 
 
 def decode_step(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, noise: torch.Tensor,
-                uniform: torch.Tensor, remain: torch.Tensor, level: int, settings: SamplingSettings) -> torch.Tensor:
-    """One decoding step of level ``level``: forward pass, then candidates, ranking and commit.
+                uniform: torch.Tensor, remain: torch.Tensor, level: torch.Tensor, temperature: float,
+                settings: SamplingSettings) -> torch.Tensor:
+    """One decoding step of level ``level`` (a 0-dim long tensor on the device, so that one
+    compiled graph serves every level): forward pass, then candidates, ranking and commit.
 
     ``noise (B, T, V)`` and ``uniform (B, T)`` are uniform noise in [0, 1) for the candidates and
-    the ranking; ``remain (B,)`` positions stay masked. Returns the level's tokens ``(B, T)``.
-    Shapes are static and nothing waits on the device, so the step can be compiled and captured.
+    the ranking; ``remain (B,)`` positions stay masked; ``temperature`` is the level's. Returns the
+    level's tokens ``(B, T)``. Shapes are static and nothing waits on the device, so the step can be
+    compiled and captured.
     """
     logits = level_logits(model, context, target, instrument, level, settings.guidance)
     step = fused.sample_step if settings.sampler == "fused" else fused.reference_step
     la, li = (settings.lambda_context, settings.lambda_instrument) if settings.guidance else (1.0, 1.0)
-    return step(logits, target[:, level], noise, uniform, remain, la, li, float(settings.temperature[level]),
+    current = target.index_select(1, level.reshape(1))[:, 0]  # (B, T) the level's tokens so far
+    return step(logits, current, noise, uniform, remain, la, li, temperature,
                 settings.w_confidence, settings.w_position, settings.w_random, model.cfg.mask_id)
 
 
@@ -71,8 +75,9 @@ def _step_function(settings: SamplingSettings, device: torch.device):
         return decode_step
     mode = "reduce-overhead" if device.type == "cuda" else None  # CUDA graphs where launches dominate
     if mode not in _COMPILED:
-        # one graph per (model, level, settings, shape): more than dynamo's default limit of 8
-        # in a session that samples with several models, which would silently fall back to eager
+        # one graph per (model, settings, temperature, shape), every level sharing it: more than
+        # dynamo's default limit of 8 in a session that samples with several models, which would
+        # silently fall back to eager
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         _COMPILED[mode] = torch.compile(decode_step, mode=mode, fullgraph=True, dynamic=False)
     return _COMPILED[mode]
@@ -108,12 +113,14 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     # forward pass is skipped, its noise still drawn so that later steps read the same stream
     commits = [any(now < before for now, before in zip(row, prev)) for row, prev in zip(rows, [totals] + rows)]
     remains = torch.tensor(rows, device=context.device)
+    level_t = torch.tensor(level, device=context.device)
+    temperature = float(settings.temperature[level])
     step_fn = _step_function(settings, context.device)
     for step in range(n_steps):
         noise, uniform = _step_noise(generator, (b, t, v), step, own_steps, context.device)
         if commits[step]:
-            target[:, level] = step_fn(model, context, target, instrument, noise, uniform, remains[step], level,
-                                       settings)
+            target[:, level] = step_fn(model, context, target, instrument, noise, uniform, remains[step], level_t,
+                                       temperature, settings)
         if callback is not None:
             callback(level, step + 1, steps)
     if n_steps < steps and callback is not None:

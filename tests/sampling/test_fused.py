@@ -183,11 +183,18 @@ def test_unknown_sampler_is_refused():
 
 @pytest.mark.slow
 def test_compiled_decoding_steps_on_cpu():
+    """Every level and window of a stem runs one compiled graph (the level is a tensor argument):
+    one compilation before the first stem instead of one per level."""
+    from torch._dynamo.utils import counters
+
     model, ctx, inst = tiny_setup(t=40)
     eager = SamplingSettings(steps=(4, 2, 2, 2))
     compiled = SamplingSettings(steps=(4, 2, 2, 2), compile=True)
     a = decode_windows(model, ctx, inst, 24, 8, eager, torch.Generator().manual_seed(2))
+    torch._dynamo.reset()
+    counters.clear()
     b = decode_windows(model, ctx, inst, 24, 8, compiled, torch.Generator().manual_seed(2))
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
     assert b.shape == a.shape and (b != model.cfg.mask_id).all()
     # the compiled forward pass rounds differently from the eager one, so a near-tie can go the
     # other way; the tokens must still agree almost everywhere
