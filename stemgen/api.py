@@ -103,6 +103,8 @@ class StemModel:
         #: instructions); the codec and the sampling math stay float32
         self.precision = _auto_precision(self.device) if precision == "auto" else precision
         self.model = model.eval().to(self.device)
+        if self.precision == "bf16":  # generation runs under bf16 autocast: cast the matmul weights once
+            self.model.cast_matmul_weights(torch.bfloat16)
         self.codec = codec.eval().to(self.device)
         #: provenance (training step, hyper-parameters) as the checkpoint or export gave it
         self.info = info or {}

@@ -167,6 +167,18 @@ class StemGenModel(nn.Module):
             for lin in (block.attn.out, block.ffn.down):
                 nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * self.cfg.n_layers))
 
+    def cast_matmul_weights(self, dtype: torch.dtype) -> "StemGenModel":
+        """Store the weights that only enter matrix products (every Linear, the output heads) in
+        ``dtype``, for inference under autocast to that dtype: autocast would cast them at every
+        forward pass, to the same values, so outputs are unchanged and the per-step casts and half
+        the weight memory are saved. Embeddings, norms and the null context stay as they are (the
+        residual stream keeps autocast's float32). Returns ``self``."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.weight.data = module.weight.data.to(dtype)
+        self.heads.data = self.heads.data.to(dtype)
+        return self
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -91,3 +91,15 @@ def test_shared_embeddings_give_a_code_one_vector_in_both_channels():
     logits = m(tokens, masked, torch.tensor([4, 16]))
     assert logits.shape == (2, 4, 6, 16) and torch.isfinite(logits).all()
     assert m.num_parameters() < StemGenModel(ModelConfig.from_name("tiny", cardinality=16)).num_parameters()
+
+
+def test_matmul_weights_in_bf16_give_the_same_logits_under_autocast():
+    m = tiny()
+    ctx, tgt, inst = tokens(), tokens(seed=1), torch.tensor([4, NULL_ID])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        before = m(ctx, tgt, inst, level=1)
+        m.cast_matmul_weights(torch.bfloat16)
+        after = m(ctx, tgt, inst, level=1)
+    assert m.heads.dtype == m.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
+    assert m.context_embed[0].weight.dtype == m.norm.weight.dtype == torch.float32
+    assert torch.equal(before, after)
