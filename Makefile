@@ -31,9 +31,10 @@ test: install
 demo: install
 	$(BIN)/python -m stemgen demo --out $(DEMO_OUT)
 
-# Rebuilds the shipped demo model from scratch (about 80 minutes on 2 CPU cores): the embedded
+# Rebuilds the shipped demo model from scratch (about 2 h 20 min on 2 CPU cores): the embedded
 # codec fitted on 40 training chorales (float16), all 353 chorales rendered, the `small` preset
-# trained for 70 minutes (configs/demo_chorales.yaml), exported in float16 with its codec.
+# trained with the listening recipe for 13000 steps or 2 h 05 min, whichever comes first
+# (configs/demo_chorales.yaml), exported in float16 with its codec.
 demo-model: install
 	$(BIN)/stemgen data chorales --limit 60
 	$(BIN)/stemgen codec fit --out $(DEMO_MODEL)/codec --half true
