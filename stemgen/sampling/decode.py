@@ -79,7 +79,8 @@ def _step_function(settings: SamplingSettings, device: torch.device):
         # dynamo's default limit of 8 in a session that samples with several models, which would
         # silently fall back to eager
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-        _COMPILED[mode] = torch.compile(decode_step, mode=mode, fullgraph=True, dynamic=False)
+        # dynamic=None: only what decode_level marks (the batch dimension) is symbolic
+        _COMPILED[mode] = torch.compile(decode_step, mode=mode, fullgraph=True, dynamic=None)
     return _COMPILED[mode]
 
 
@@ -119,8 +120,11 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     for step in range(n_steps):
         noise, uniform = _step_noise(generator, (b, t, v), step, own_steps, context.device)
         if commits[step]:
-            target[:, level] = step_fn(model, context, target, instrument, noise, uniform, remains[step], level_t,
-                                       temperature, settings)
+            args = (context, target, instrument, noise, uniform, remains[step])
+            if settings.compile:  # the batch dimension symbolic: a new batch size reuses the graph
+                for x in args:
+                    torch._dynamo.maybe_mark_dynamic(x, 0)
+            target[:, level] = step_fn(model, *args, level_t, temperature, settings)
         if callback is not None:
             callback(level, step + 1, steps)
     if n_steps < steps and callback is not None:
