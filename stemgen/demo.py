@@ -19,6 +19,15 @@ from .instruments import DRUMS_ID, resolve
 from .plots import spectrogram_figure
 from .data.songs import song_folders
 from .prepare import prepare_chorales
+from .spectra import chroma_frames, frame_cosine
+
+
+def chroma_agreement(stem, context, sample_rate: int) -> float:
+    """Mean frame-wise cosine of the pitch-class profiles of ``stem`` and ``context`` (mono
+    ``(N,)`` arrays) over the context's audible frames: how well a stem follows the harmony
+    (the measure of ``benchmarks/listening.py``)."""
+    ctx_chroma, ctx_energy = chroma_frames(context, sample_rate)
+    return frame_cosine(ctx_chroma, chroma_frames(stem, sample_rate)[0], ctx_energy)
 
 
 def run_demo(out: Path = Path("demo_out"), songs: int = 10, seconds: float = 20.0, seed: int = 0,
@@ -46,6 +55,8 @@ def run_demo(out: Path = Path("demo_out"), songs: int = 10, seconds: float = 20.
                         progress=progress)
     t_drums = time.perf_counter() - t0 - t_bass
     mix = mix_down([voices, bass.audio, drums.audio])
+    agreement = {"generated_bass": round(chroma_agreement(bass.audio, voices, sr), 3),
+                 "original_bass": round(chroma_agreement(reference[bass_id], voices, sr), 3)}
 
     files = {
         "context": write_audio(out / "context_upper_voices.wav", voices, sr),
@@ -56,14 +67,16 @@ def run_demo(out: Path = Path("demo_out"), songs: int = 10, seconds: float = 20.
     }
     files["plot"] = spectrogram_figure(
         {f"context: upper voices of held-out chorale {track.name} (what the model hears)": voices,
-         "generated bass": bass.audio,
-         "original bass of the chorale (never shown to the model; for comparison)": reference[bass_id],
+         f"generated bass (chroma agreement with the voices {agreement['generated_bass']:.2f})": bass.audio,
+         f"original bass of the chorale, never shown to the model (chroma agreement "
+         f"{agreement['original_bass']:.2f})": reference[bass_id],
          "generated drums (for the voices + generated bass)": drums.audio,
          "mix: voices + generated bass + generated drums": mix},
         sr, out / "demo.png", title=f"stemgen demo: {sm.name} model, seeds {seed} and {seed + 1}")
     summary = {"track": str(track), "seconds": len(voices) / sr, "model": repr(sm),
                "generation_seconds": {"bass": round(t_bass, 1), "drums": round(t_drums, 1)},
                "settings": {"bass": bass.settings, "drums": drums.settings},
+               "chroma_agreement_with_voices": agreement,
                "files": {k: str(v) for k, v in files.items()}}
     (out / "demo.json").write_text(json.dumps(summary, indent=1))
     return summary

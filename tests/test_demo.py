@@ -26,6 +26,20 @@ def test_demo_generates_bass_and_drums_for_a_held_out_chorale(tmp_path, chorales
     assert summary["settings"]["bass"]["seed"] == 0 and summary["settings"]["drums"]["seed"] == 1
     assert summary["settings"]["bass"]["steps"] == [2, 2, 1, 1]
     assert "generation took" in capsys.readouterr().out
+    agreement = summary["chroma_agreement_with_voices"]
+    assert set(agreement) == {"generated_bass", "original_bass"}
+    assert all(0.0 < v <= 1.0 for v in agreement.values())
+
+
+def test_chroma_agreement_follows_the_harmony():
+    """A stem in the context's key agrees more than one a tritone away."""
+    from stemgen.demo import chroma_agreement
+
+    sr = 32000
+    t = np.arange(2 * sr) / sr
+    context = sum(np.sin(2 * np.pi * f * t) for f in (261.6, 329.6, 392.0))  # C major triad
+    same, tritone = np.sin(2 * np.pi * 130.8 * t), np.sin(2 * np.pi * 185.0 * t)  # C3, F#3
+    assert chroma_agreement(same, context, sr) > 0.5 > chroma_agreement(tritone, context, sr)
 
 
 def test_chorales_command(tmp_path, capsys):
