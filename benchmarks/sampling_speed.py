@@ -96,7 +96,7 @@ def step_profile(device, preset: str, frames: int, repeats: int, seconds: float 
     from stemgen.model import ModelConfig, StemGenModel
     from stemgen.sampling import fused
     from stemgen.sampling.decode import level_logits
-    from stemgen.sampling.steps import masked_counts
+    from stemgen.sampling.steps import level_schedule
     from stemgen.sampling.windows import window_starts
 
     torch.manual_seed(0)
@@ -122,16 +122,13 @@ def step_profile(device, preset: str, frames: int, repeats: int, seconds: float 
     # forward passes of one stem: every window decodes what the previous ones left masked
     total, window, overlap = int(seconds * FRAME_RATE), int(window_seconds * FRAME_RATE), int(overlap_seconds * FRAME_RATE)
     starts = window_starts(total, window, overlap)
-    free = [min(window, start + window - (prev + window)) if k else window
-            for k, (prev, start) in enumerate(zip([0] + starts, starts))]
-    steps = (128, 64, 32, 32)
+    free = [window] + [start - prev for prev, start in zip(starts, starts[1:])]  # frames each window decodes
     all_steps = committing = 0
     for n in free:
-        for s in steps:
-            rows = [(n * c) // window for c in masked_counts(window, s)]
-            all_steps += next(i for i, r in enumerate(rows) if r == 0) + 1
-            committing += sum(now < before for now, before in zip(rows, [n] + rows))
-    step_ms = 1e3 * (forward + draw + fused_ops)
+        for s in (128, 64, 32, 32):
+            _, own_steps, commits = level_schedule([n], window, s)
+            all_steps += own_steps[0]
+            committing += sum(commits)
     row = {"preset": preset, "frames": frames, "batch": 1, "guidance": True, "bf16_autocast": bf16,
            "forward_ms": 1e3 * forward, "noise_ms": 1e3 * draw, "fused_step_ops_ms": 1e3 * fused_ops,
            "eager_step_ops_ms": 1e3 * eager_ops, "forward_share": forward / (forward + draw + fused_ops),

@@ -19,15 +19,7 @@ from .instruments import DRUMS_ID, resolve
 from .plots import spectrogram_figure
 from .data.songs import song_folders
 from .prepare import prepare_chorales
-from .spectra import chroma_frames, frame_cosine
-
-
-def chroma_agreement(stem, context, sample_rate: int) -> float:
-    """Mean frame-wise cosine of the pitch-class profiles of ``stem`` and ``context`` (mono
-    ``(N,)`` arrays) over the context's audible frames: how well a stem follows the harmony
-    (the measure of ``benchmarks/listening.py``)."""
-    ctx_chroma, ctx_energy = chroma_frames(context, sample_rate)
-    return frame_cosine(ctx_chroma, chroma_frames(stem, sample_rate)[0], ctx_energy)
+from .spectra import chroma_agreement
 
 
 def run_demo(out: Path = Path("demo_out"), songs: int = 10, seconds: float = 20.0, seed: int = 0,

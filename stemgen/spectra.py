@@ -63,3 +63,11 @@ def frame_cosine(ref: np.ndarray, est: np.ndarray, ref_energy: np.ndarray, energ
     num = (ref * est).sum(0)
     den = np.linalg.norm(ref, axis=0) * np.linalg.norm(est, axis=0) + 1e-20
     return float((num / den)[keep].mean()) if keep.any() else 0.0
+
+
+def chroma_agreement(stem: np.ndarray, context: np.ndarray, sample_rate: int) -> float:
+    """Mean frame-wise cosine of the pitch-class profiles of ``stem`` and ``context`` (mono
+    ``(N,)`` arrays) over the context's audible frames: how well a stem follows the harmony (for
+    one pair what ``stemgen.eval.context_agreement`` averages over many)."""
+    ctx_chroma, ctx_energy = chroma_frames(context, sample_rate)
+    return frame_cosine(ctx_chroma, chroma_frames(stem, sample_rate)[0], ctx_energy)

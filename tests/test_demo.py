@@ -33,7 +33,7 @@ def test_demo_generates_bass_and_drums_for_a_held_out_chorale(tmp_path, chorales
 
 def test_chroma_agreement_follows_the_harmony():
     """A stem in the context's key agrees more than one a tritone away."""
-    from stemgen.demo import chroma_agreement
+    from stemgen.spectra import chroma_agreement
 
     sr = 32000
     t = np.arange(2 * sr) / sr

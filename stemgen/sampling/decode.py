@@ -16,7 +16,7 @@ import torch
 from ..instruments import NULL_ID
 from . import fused
 from .settings import SamplingSettings
-from .steps import branch_log_probs, masked_counts
+from .steps import branch_log_probs, level_schedule
 
 # callback(level, step, steps_of_level) after every committed step
 StepCallback = Callable[[int, int, int], None]
@@ -93,9 +93,10 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     Levels coarser than ``level`` must be decoded; positions of ``level`` already decoded are
     kept. Each example follows the cosine schedule over its own masked positions. The number of
     steps is fixed once per level (the schedule's steps until every example is fully decoded), so
-    inside a level nothing waits on the device. Steps that commit nothing are skipped. With one generator per example (a sequence of B),
-    an example draws noise only for the steps it needs itself, so its tokens do not depend on the
-    other examples of the batch (up to the floating-point rounding of batched matrix products).
+    inside a level nothing waits on the device. Steps that commit nothing are skipped. With one
+    generator per example (a sequence of B), an example draws noise only for the steps it needs
+    itself, so its tokens do not depend on the other examples of the batch (up to the
+    floating-point rounding of batched matrix products).
     """
     mask_id = model.cfg.mask_id
     b, _, t = context.shape
@@ -104,15 +105,12 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     total = (target[:, level] == mask_id).sum(-1)  # (B,) positions this level decodes
     steps = int(settings.steps[level])
     totals = total.tolist()  # the level's one host synchronisation
-    rows = [[(n * count) // t for n in totals] for count in masked_counts(t, steps)]  # (S, B) left masked
-    # steps after the one where every example is fully decoded would change nothing
-    own_steps = [0 if n == 0 else next(s for s, row in enumerate(rows) if row[i] == 0) + 1
-                 for i, n in enumerate(totals)]
+    rows, own_steps, commits = level_schedule(totals, t, steps)  # rows: (S, B) left masked
+    # steps after the one where every example is fully decoded would change nothing; so would a
+    # step where no example commits a token (the schedule's count did not fall: frequent when a
+    # window has fewer masked positions than the level has steps): its forward pass is skipped,
+    # its noise still drawn so that later steps read the same stream
     n_steps = max(own_steps)
-    # a step where no example commits a token (the schedule's count did not fall: frequent when a
-    # window has fewer masked positions than the level has steps) would change nothing: its
-    # forward pass is skipped, its noise still drawn so that later steps read the same stream
-    commits = [any(now < before for now, before in zip(row, prev)) for row, prev in zip(rows, [totals] + rows)]
     remains = torch.tensor(rows, device=context.device)
     level_t = torch.tensor(level, device=context.device)
     temperature = float(settings.temperature[level])

@@ -20,6 +20,19 @@ def masked_counts(num_frames: int, steps: int) -> list[int]:
     return counts
 
 
+def level_schedule(totals: list[int], num_frames: int, steps: int) -> tuple[list[list[int]], list[int], list[bool]]:
+    """The cosine schedule of one level for a batch whose examples have ``totals`` (B) masked
+    positions out of ``num_frames``. Returns ``remain`` (S x B: positions left masked after each
+    step, scaled to each example's own count), ``own_steps`` (B: the steps until each example is
+    fully decoded, 0 if it has nothing to decode) and ``commits`` (S: whether any example commits
+    a token at that step; a step where none does changes nothing)."""
+    remain = [[(n * count) // num_frames for n in totals] for count in masked_counts(num_frames, steps)]
+    own_steps = [0 if n == 0 else next(s for s, row in enumerate(remain) if row[i] == 0) + 1
+                 for i, n in enumerate(totals)]
+    commits = [any(now < before for now, before in zip(row, prev)) for row, prev in zip(remain, [totals] + remain)]
+    return remain, own_steps, commits
+
+
 def guided_log_probs(cond_context: torch.Tensor, cond_instrument: torch.Tensor, uncond: torch.Tensor,
                      lambda_context: float, lambda_instrument: float) -> torch.Tensor:
     """Multi-source classifier-free guidance (paper eq. 3) over normalised log-probabilities.

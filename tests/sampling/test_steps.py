@@ -60,3 +60,16 @@ def test_strong_position_bias_decodes_in_time_order():
     for remain, expect in ((6, 2), (3, 5)):
         cur = commit(cur, cand, scores, MASK, remain)
         assert (cur[0, :expect] != MASK).all() and (cur[0, expect:] == MASK).all()
+
+
+def test_level_schedule_scales_to_each_example_and_marks_the_steps_that_commit():
+    from stemgen.sampling.steps import level_schedule
+
+    remain, own_steps, commits = level_schedule([24, 4, 0], 24, 6)
+    assert [row[0] for row in remain] == masked_counts(24, 6)  # a fully masked example: the schedule
+    assert [row[1] for row in remain] == [(4 * c) // 24 for c in masked_counts(24, 6)]
+    assert all(row[2] == 0 for row in remain) and own_steps[2] == 0
+    assert own_steps[:2] == [6, 6] and all(commits)  # the first example commits at every step
+    _, own, commits = level_schedule([4], 24, 6)
+    counts = [4] + [(4 * c) // 24 for c in masked_counts(24, 6)]
+    assert commits == [a > b for a, b in zip(counts, counts[1:])] and not all(commits) and own == [6]
