@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# The listening recipe trained on one GPU (issue 15): one call, <= 9 minutes on an H100/H200,
-# from tokens computed beforehand on a CPU machine (checked end to end on a CPU with
-# ACCELERATOR=cpu MINUTES=1: trains, validates, exports in 2 shards), so the GPU machine needs only torch,
-# lightning, torchmetrics, numpy and safetensors (no soundfile, music21 or madmom).
+# The listening recipe trained on one GPU (issue 15): one call, <= 7 minutes on an H100/H200
+# (5 minutes of training, a schedule of 6000 steps), from tokens computed beforehand on a CPU
+# machine (checked end to end on a CPU with ACCELERATOR=cpu MINUTES=1 and the audio packages made
+# unimportable), so the GPU machine needs only torch, lightning, torchmetrics, numpy, safetensors
+# and jsonargparse (LightningCLI's parser; carry it as wheels where it is missing), not soundfile,
+# music21 or madmom.
 #
-#   once, on a CPU machine (about 30 min of 2-core CPU; about 32 MiB, ignored by git):
+#   once, on a CPU machine (about 14 min of 2-core CPU, 15.7 MiB, ignored by git):
 #     stemgen data tokens benchmarks/gpu_tokens --codec stemgen/assets/demo_chorales/codec \
-#         --root ~/.cache/stemgen/data/chorales_all --crop_seconds 8 --draws 16
-#   on the GPU machine (the device tool: carry=["benchmarks/gpu_tokens"]):
-#     OUT=/path/for/results bash benchmarks/gpu_train.sh
+#         --root ~/.cache/stemgen/data/chorales_all --crop_seconds 8 --draws 8
+#   optionally, transposed re-renderings of the training chorales (8 min + 21 min, 23.6 MiB):
+#     stemgen data chorales --out ~/.cache/stemgen/data/chorales_aug --versions '[1,2,3]'
+#     stemgen data tokens benchmarks/gpu_tokens_aug --codec stemgen/assets/demo_chorales/codec \
+#         --root ~/.cache/stemgen/data/chorales_aug --crop_seconds 8 --draws 4 --seed 1
+#   on the GPU machine (the device tool: carry=["benchmarks/gpu_tokens", "benchmarks/gpu_tokens_aug"]):
+#     OUT=/path/for/results [EXTRA_TRAIN=benchmarks/gpu_tokens_aug] bash benchmarks/gpu_train.sh
 #
 # What lands in $OUT: gpu.txt; train.log; metrics.csv (the learning curve: train/loss, val/loss,
 # val/accuracy_level{q}, val/context_gain, val/ce/* at every validation); summary.json (steps,
@@ -19,7 +25,8 @@
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
 TOKENS=${TOKENS:-benchmarks/gpu_tokens}
-MINUTES=${MINUTES:-7}
+EXTRA_TRAIN=${EXTRA_TRAIN:-}  # more token folders whose training examples are added (space-separated)
+MINUTES=${MINUTES:-5}
 ACCELERATOR=${ACCELERATOR:-gpu}  # cpu: a dry run of the whole pipeline on a CPU machine (MINUTES=1)
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
@@ -36,12 +43,17 @@ if [ ! -f "$TOKENS/tokens.json" ]; then
   exit 1
 fi
 
+EXTRA_ARGS=()
+if [ -n "$EXTRA_TRAIN" ]; then
+  EXTRA_ARGS=(--data.extra_train "[$(echo $EXTRA_TRAIN | sed 's/ /,/g')]")
+fi
 RUN=$(mktemp -d)
+START=$SECONDS
 timeout $((MINUTES * 60 + 120)) $PY -c "from stemgen.train.cli import main; main()" \
-  --config configs/gpu_listening.yaml --data.root "$TOKENS" --trainer.default_root_dir "$RUN" \
+  --config configs/gpu_listening.yaml --data.root "$TOKENS" "${EXTRA_ARGS[@]}" --trainer.default_root_dir "$RUN" \
   --trainer.accelerator "$ACCELERATOR" \
   --trainer.max_time "00:00:$(printf %02d "$MINUTES"):00" >"$OUT/train.log" 2>&1
-echo "exit $?" >>"$OUT/train.log"
+echo "exit $? after $((SECONDS - START)) s" >>"$OUT/train.log"
 cp "$RUN"/csv/version_*/metrics.csv "$OUT/metrics.csv" 2>/dev/null
 $PY -c "import sys; from stemgen.cli import main; sys.exit(main(sys.argv[1:]))" \
   export "$RUN/checkpoints/last.ckpt" "$OUT/model" --half true --max_shard_mib 15 >>"$OUT/train.log" 2>&1

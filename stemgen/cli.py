@@ -10,7 +10,7 @@ from typing import Optional
 
 
 def chorales(out: Optional[Path] = None, limit: Optional[int] = None, seed: int = 0,
-             sample_rate: int = 32000) -> None:
+             sample_rate: int = 32000, versions: Optional[list[int]] = None) -> None:
     """Render the embedded Bach-chorale dataset (music21 corpus, GM soundfont) in the Slakh layout.
 
     Writes OUT/{train,validation,test}/TrackNNNNN/{mix.flac, stems/SNN.flac, MIDI/SNN.mid,
@@ -21,11 +21,15 @@ def chorales(out: Optional[Path] = None, limit: Optional[int] = None, seed: int 
         limit: render this many chorales (default: all 353); each split keeps its share.
         seed: seed for the split, instrument programs, tempi and velocities.
         sample_rate: rendering rate in Hz.
+        versions: which renderings (default [0], the dataset): K >= 1 adds an augmented copy of
+            each training chorale (other instruments, tempo, velocities, transposed by 1-6
+            semitones), e.g. ``--versions [1,2,3]`` into a folder of its own for `stemgen data tokens`.
     """
     from .data.chorales import default_chorales_dir, render_chorales
 
     out = out or default_chorales_dir()
-    tracks = render_chorales(out, limit=limit, seed=seed, sample_rate=sample_rate)
+    tracks = render_chorales(out, limit=limit, seed=seed, sample_rate=sample_rate,
+                             versions=tuple(versions) if versions else (0,))
     print(f"{len(tracks)} chorales in {out}")
 
 

@@ -43,6 +43,9 @@ VOICE_PROGRAMS = {
     "bass": {"Bass": [32, 33, 34, 35, 38]},
 }
 VOICE_ORDER = ("soprano", "alto", "tenor", "bass")
+# augmented versions are transposed by up to this many semitones either way: keeps each voice
+# within about a fourth of its written range, where its programs still sound
+MAX_TRANSPOSE = 6
 
 # GM drum keys
 KICK, SNARE, CLOSED_HAT, CRASH = 36, 38, 42, 49
@@ -241,12 +244,33 @@ def _rms_active(x: np.ndarray, sample_rate: int) -> float:
     return float(np.sqrt(active.mean()) + 1e-12)
 
 
+def transposition(seed: int, index: int, version: int) -> int:
+    """Semitones by which version ``version`` of chorale ``index`` is transposed: 0 for the
+    original (version 0), else drawn from +-1..MAX_TRANSPOSE (never 0, so a version is never the
+    original's key), stable for a seed."""
+    if version == 0:
+        return 0
+    steps = [t for t in range(-MAX_TRANSPOSE, MAX_TRANSPOSE + 1) if t != 0]
+    return steps[int(np.random.default_rng([seed, index, version, 1]).integers(len(steps)))]
+
+
+def track_name(index: int, version: int = 0) -> str:
+    """``TrackNNNNN`` for the original rendering, ``TrackNNNNN-vK`` for version K."""
+    return f"Track{index:05d}" + (f"-v{version}" if version else "")
+
+
 def render_chorale(index: int, name: str, split: str, out: Path, seed: int,
-                   sample_rate: int = 32000, target_dbfs: float = -20.0) -> Path:
-    """Render one chorale into ``out/split/TrackNNNNN`` and return that folder."""
-    rng = np.random.default_rng([seed, index])
+                   sample_rate: int = 32000, target_dbfs: float = -20.0, version: int = 0) -> Path:
+    """Render one chorale into ``out/split/TrackNNNNN`` (version K >= 1: ``TrackNNNNN-vK``, a
+    re-rendering with its own programs, tempo, velocities and drums, transposed by
+    :func:`transposition`) and return that folder."""
+    rng = np.random.default_rng([seed, index] + ([version] if version else []))
     tempo = float(rng.uniform(72, 100))
     voices, beats, duration = parse_voices(name, tempo)
+    transpose = transposition(seed, index, version)
+    if transpose:
+        voices = {v: [NoteEvent(n.start, n.end, n.pitch + transpose, n.velocity) for n in notes]
+                  for v, notes in voices.items()}
     # velocities: a per-voice level with small per-note variation
     for v in VOICE_ORDER:
         base = int(rng.integers(80, 105))
@@ -264,7 +288,7 @@ def render_chorale(index: int, name: str, split: str, out: Path, seed: int,
     num_samples = int(math.ceil((duration + 1.5) * sample_rate))  # room for release tails
     sf_path = soundfont_path()
 
-    track = out / split / f"Track{index:05d}"
+    track = out / split / track_name(index, version)
     stems: dict[str, np.ndarray] = {}
     meta_stems = {}
     specs = [(v, voices[v], programs[v], False) for v in VOICE_ORDER] + [("drums", drums, 0, True)]
@@ -292,12 +316,14 @@ def render_chorale(index: int, name: str, split: str, out: Path, seed: int,
         write_audio(track / "stems" / f"{sid}.flac", audio * gain, sample_rate)
     write_audio(track / "mix.flac", mix * gain, sample_rate)
     meta = {
-        "UUID": hashlib.sha1(f"{seed}:{name}".encode()).hexdigest()[:32],
+        "UUID": hashlib.sha1(f"{seed}:{name}".encode() + (f":v{version}".encode() if version else b"")).hexdigest()[:32],
         "audio_dir": "stems",
         "midi_dir": "MIDI",
         "source": "music21 Bach chorales (embedded stemgen dataset)",
         "chorale": name,
         "seed": seed,
+        "version": version,
+        "transpose_semitones": transpose,
         "tempo_bpm": round(tempo, 3),
         "sample_rate": sample_rate,
         "overall_gain": round(gain, 6),
@@ -317,7 +343,8 @@ def _program_name(program: int) -> str:
 
 
 def render_chorales(out: str | Path, limit: int | None = None, seed: int = 0,
-                    sample_rate: int = 32000, progress: bool = True) -> list[Path]:
+                    sample_rate: int = 32000, progress: bool = True,
+                    versions: tuple[int, ...] = (0,)) -> list[Path]:
     """Render chorales to ``out`` in the Slakh layout; tracks already complete are kept.
 
     Args:
@@ -326,27 +353,37 @@ def render_chorales(out: str | Path, limit: int | None = None, seed: int = 0,
         seed: drives the split, programs, tempi and velocities.
         sample_rate: rendering rate in Hz (32000, the codec rate; readers resample anyway).
         progress: show a progress bar.
+        versions: which renderings: 0 is the dataset itself (every split); K >= 1 is an
+            augmented version of the *training* chorales only (``train/TrackNNNNN-vK``: other
+            instruments, tempo and velocities, transposed by 1-6 semitones up or down), so the
+            held-out chorales are never seen in any key. ``(1, 2)`` writes two augmented copies
+            and nothing else (a folder of its own, for ``stemgen data tokens``).
 
     Returns:
-        The track folders, in corpus order.
+        The track folders, in corpus order (version by version).
     """
     from tqdm.auto import tqdm
 
+    if not versions or any(v < 0 for v in versions):
+        raise ValueError(f"versions must be non-negative integers (0: the dataset, K >= 1: augmented "
+                         f"copies of the training chorales), got {versions!r}")
     out = Path(out)
     picked = select(chorale_names(), limit, seed)
+    jobs = [(index, name, split, v) for v in sorted(set(versions)) for index, name, split in picked
+            if v == 0 or split == "train"]
     tracks = []
-    for index, name, split in tqdm(picked, desc="rendering chorales", unit="song", disable=not progress):
-        track = out / split / f"Track{index:05d}"
-        if not _complete(track, seed, sample_rate):
-            track = render_chorale(index, name, split, out, seed, sample_rate)
+    for index, name, split, v in tqdm(jobs, desc="rendering chorales", unit="song", disable=not progress):
+        track = out / split / track_name(index, v)
+        if not _complete(track, seed, sample_rate, v):
+            track = render_chorale(index, name, split, out, seed, sample_rate, version=v)
         tracks.append(track)
     (out / "chorales.json").write_text(json.dumps(
-        {"seed": seed, "sample_rate": sample_rate, "limit": limit,
+        {"seed": seed, "sample_rate": sample_rate, "limit": limit, "versions": sorted(set(versions)),
          "tracks": [str(t.relative_to(out)) for t in tracks]}, indent=1))
     return tracks
 
 
-def _complete(track: Path, seed: int, sample_rate: int) -> bool:
+def _complete(track: Path, seed: int, sample_rate: int, version: int = 0) -> bool:
     meta = track / "metadata.yaml"
     if not meta.exists():
         return False
@@ -356,5 +393,5 @@ def _complete(track: Path, seed: int, sample_rate: int) -> bool:
         m = yaml.safe_load(meta.read_text())
     except yaml.YAMLError:
         return False
-    return m.get("seed") == seed and m.get("sample_rate") == sample_rate and all(
+    return m.get("seed") == seed and m.get("sample_rate") == sample_rate and m.get("version", 0) == version and all(
         (track / "stems" / f"{sid}.flac").exists() for sid in m.get("stems", {}))

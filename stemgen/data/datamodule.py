@@ -183,11 +183,13 @@ class PairDataModule(StemgenData):
                       progress: bool = True) -> Path:
         """Write the tokens of ``draws`` pairs per segment of each split (``crop_seconds`` each;
         validation: one per segment) into ``out/{split}.safetensors``, with ``out/tokens.json``
-        naming the codec, for :class:`TokensData`. Returns ``out``."""
+        naming the codec, for :class:`TokensData`; a split without songs is left out. Returns ``out``."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         counts = {}
         for split in splits:
+            if split != "train" and not self.songs(split):
+                continue  # e.g. a folder of augmented training versions only: nothing held out
             pairs = self._pairs(split)
             n = draws * len(pairs) if split == "train" else len(pairs)
             (out / f"{split}.safetensors").unlink(missing_ok=True)
@@ -309,17 +311,25 @@ class TokensData(StemgenData):
             one ``tokens.json`` names). Its fingerprint must be the exported tokens'.
         batch_size: examples per batch.
         seed: seed of the shuffling and the offsets.
+        extra_train: more exported token folders whose training examples are added to ``root``'s
+            (e.g. augmented versions of the training songs, `stemgen data chorales --versions`);
+            same codec and crop length; validation stays ``root``'s alone.
     """
 
     def __init__(self, root: str | Path, crop_seconds: float = 4.0, codec: str | None = None,
-                 batch_size: int = 16, seed: int = 0):
+                 batch_size: int = 16, seed: int = 0, extra_train: list[str] | None = None):
         super().__init__()
         self.root = Path(root).expanduser()
-        meta_path = self.root / TOKENS_META
-        if not meta_path.exists():
-            raise DatasetError(f"no exported tokens in {self.root} (need {TOKENS_META}); write them with "
-                               f"`stemgen data tokens {self.root}`.")
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = read_tokens_meta(self.root)
+        self.extra_train = [Path(r).expanduser() for r in extra_train or []]
+        for extra in self.extra_train:
+            m = read_tokens_meta(extra)
+            if m["codec"].get("fingerprint") != self.meta["codec"].get("fingerprint") or \
+                    m["crop_seconds"] != self.meta["crop_seconds"]:
+                raise DatasetError(f"the tokens in {extra} (codec {m['codec'].get('fingerprint')}, crops of "
+                                   f"{m['crop_seconds']} s) do not match those in {self.root} (codec "
+                                   f"{self.meta['codec'].get('fingerprint')}, {self.meta['crop_seconds']} s): "
+                                   f"export them with the same --codec and --crop_seconds.")
         self.codec_name = codec or self.meta["codec"]["name"]
         self.crop_seconds = float(crop_seconds)
         if self.crop_seconds > self.meta["crop_seconds"] + 1e-9:
@@ -346,7 +356,8 @@ class TokensData(StemgenData):
         frames = int(round(self.crop_seconds * self.meta["codec"]["frame_rate"]))
         for split in ("train", "validation"):
             if split not in self.datasets and (self.root / f"{split}.safetensors").exists():
-                self.datasets[split] = TokenWindows(self.root / f"{split}.safetensors", frames,
+                extra = [r / "train.safetensors" for r in self.extra_train] if split == "train" else []
+                self.datasets[split] = TokenWindows([self.root / f"{split}.safetensors", *extra], frames,
                                                     random_offset=split == "train", seed=self.seed)
 
     def train_dataloader(self):
@@ -358,18 +369,35 @@ class TokensData(StemgenData):
         return epoch_loader(self, self.datasets["validation"], shuffle=False)
 
 
-class TokenWindows(torch.utils.data.Dataset):
-    """Windows of ``frames`` frames of the N examples of an exported token file. Index ``i >= 0``
-    is example ``i mod N``; with ``random_offset`` its window starts at an offset drawn from
-    ``(seed, i)`` (so :class:`EpochSampler`'s ``epoch * N + j`` gives a new offset every epoch,
-    and the same one again on resume), else at frame 0."""
+def read_tokens_meta(root: Path) -> dict:
+    """``root/tokens.json`` of an exported token folder, or a clear error."""
+    meta_path = root / TOKENS_META
+    if not meta_path.exists():
+        raise DatasetError(f"no exported tokens in {root} (need {TOKENS_META}); write them with "
+                           f"`stemgen data tokens {root}`.")
+    return json.loads(meta_path.read_text())
 
-    def __init__(self, path: Path, frames: int, random_offset: bool, seed: int = 0):
+
+class TokenWindows(torch.utils.data.Dataset):
+    """Windows of ``frames`` frames of the N examples of exported token files (one path or
+    several, concatenated; song indices are offset so that songs of different files never
+    share one). Index ``i >= 0`` is example ``i mod N``; with ``random_offset`` its window starts
+    at an offset drawn from ``(seed, i)`` (so :class:`EpochSampler`'s ``epoch * N + j`` gives a
+    new offset every epoch, and the same one again on resume), else at frame 0."""
+
+    def __init__(self, path: Path | list[Path], frames: int, random_offset: bool, seed: int = 0):
         from safetensors.torch import load_file
 
-        data = load_file(str(path))
-        self.context, self.target = data["context_tokens"], data["target_tokens"]
-        self.instrument, self.song_index = data["instrument"], data["song_index"]
+        parts = [load_file(str(p)) for p in (path if isinstance(path, list) else [path])]
+        if len({d["context_tokens"].shape[-1] for d in parts}) > 1:
+            raise ValueError(f"token files of different crop lengths: {path}")
+        songs, offset = [], 0
+        for d in parts:
+            songs.append(d["song_index"] + offset)
+            offset += int(d["song_index"].max()) + 1 if len(d["song_index"]) else 0
+        self.context = torch.cat([d["context_tokens"] for d in parts])
+        self.target = torch.cat([d["target_tokens"] for d in parts])
+        self.instrument, self.song_index = torch.cat([d["instrument"] for d in parts]), torch.cat(songs)
         if frames > self.context.shape[-1]:
             raise ValueError(f"windows of {frames} frames from crops of {self.context.shape[-1]}")
         self.frames, self.random_offset, self.seed = frames, random_offset, seed

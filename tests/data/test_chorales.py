@@ -7,7 +7,7 @@ import soundfile as sf
 import yaml
 
 from stemgen.data.chorales import (CLOSED_HAT, KICK, SNARE, chorale_names, drum_pattern, render_chorales,
-                                   select, split_of)
+                                   select, split_of, transposition)
 from stemgen.instruments import DRUMS_ID, from_program
 
 
@@ -69,6 +69,30 @@ def test_rerun_keeps_complete_tracks(chorales_dir):
     stamp = {p: p.stat().st_mtime_ns for p in chorales_dir.glob("*/Track*/mix.flac")}
     render_chorales(chorales_dir, limit=3, seed=0, progress=False)
     assert stamp == {p: p.stat().st_mtime_ns for p in chorales_dir.glob("*/Track*/mix.flac")}
+
+
+def test_augmented_versions_transpose_the_training_chorales_only(tmp_path, chorales_dir):
+    tracks = render_chorales(tmp_path, limit=3, seed=0, progress=False, versions=(1, 2))
+    assert [t.parent.name for t in tracks] == ["train", "train"]  # held-out chorales are never augmented
+    original = next(chorales_dir.glob("train/Track*"))
+    assert sorted(t.name for t in tracks) == [f"{original.name}-v1", f"{original.name}-v2"]
+    index = int(original.name[len("Track"):])
+    shifts = []
+    for track in tracks:
+        meta = yaml.safe_load((track / "metadata.yaml").read_text())
+        shift = meta["transpose_semitones"]
+        assert shift == transposition(0, index, meta["version"]) and 1 <= abs(shift) <= 6
+        shifts.append(shift)
+        for sid, stem in meta["stems"].items():
+            pitches = [n.pitch for n in pretty_midi.PrettyMIDI(str(track / "MIDI" / f"{sid}.mid")).instruments[0].notes]
+            ref = [n.pitch for n in pretty_midi.PrettyMIDI(str(original / "MIDI" / f"{sid}.mid")).instruments[0].notes]
+            if stem["is_drum"]:
+                continue  # a new drum part, never transposed
+            # the same notes in another key (order by onset, which a new tempo keeps)
+            assert pitches == [p + shift for p in ref]
+    assert transposition(0, index, 0) == 0
+    with pytest.raises(ValueError, match="versions"):
+        render_chorales(tmp_path, limit=3, versions=())
 
 
 @pytest.mark.parametrize("beats_per_bar", [3, 4])

@@ -125,3 +125,32 @@ def test_training_from_exported_tokens(tmp_path, tiny_codec):
         from stemgen.data.datamodule import TokensData
 
         TokensData(tokens, crop_seconds=2.0)
+
+
+def test_extra_training_tokens_are_added_with_their_own_songs(tmp_path, tiny_codec):
+    import torch
+
+    from stemgen.cli import main as stemgen_main
+    from stemgen.data.datamodule import TokensData
+    from stemgen.data.songs import DatasetError
+
+    codec = tiny_codec.save(tmp_path / "codec")
+    root = make_slakh(tmp_path / "slakh")
+    folders = {}
+    for name, crop, seed in [("a", "1.5", "0"), ("b", "1.5", "1"), ("short", "1.0", "0")]:
+        folders[name] = tmp_path / name
+        assert stemgen_main(["data", "tokens", str(folders[name]), "--data", "slakh", "--root", str(root), "--codec",
+                             str(codec), "--crop_seconds", crop, "--draws", "1", "--seed", seed]) == 0
+    alone = TokensData(folders["a"], crop_seconds=1.0)
+    both = TokensData(folders["a"], crop_seconds=1.0, extra_train=[str(folders["b"])])
+    alone.setup(), both.setup()
+    a, ab = alone.datasets["train"], both.datasets["train"]
+    n_a = len(a)
+    assert len(ab) == 2 * n_a  # the same songs and draws per segment, another seed
+    assert torch.equal(ab.target[:n_a], a.target) and not torch.equal(ab.target[n_a:], a.target)
+    # the second file's songs never share an index with the first's (the mismatched-context pairing
+    # must not take another file's song for the same one)
+    assert int(ab.song_index[n_a:].min()) > int(a.song_index.max())
+    assert len(both.datasets["validation"]) == len(alone.datasets["validation"])
+    with pytest.raises(DatasetError, match="crop_seconds"):
+        TokensData(folders["a"], extra_train=[str(folders["short"])])
