@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-ARMS = ["baseline", "full_mask", "shared_embeddings", "full_mask_shared", "dropout_0.3", "harmonic_context"]
+ARMS = ["baseline", "full_mask", "shared_embeddings", "full_mask_shared", "dropout_0.3", "harmonic_context",
+        "tokens", "transposed"]
 COLUMNS = ["val/context_gain", "val/context_gain_train_mask", "val/ce/true", "val/ce/mismatched",
            "val/ce/null_instrument", "val/ce/null_context", "val/ce/null_both", "val/accuracy_level0", "val/loss"]
 

@@ -26,7 +26,7 @@ import torch
 
 from ..paths import atomic_write, home
 from .dataset import EpochSampler, PairDataset, ResumableLoader
-from .songs import DatasetError, Song, cached_scan, check_variant
+from .songs import DatasetError, Song, cached_scan, check_variant, song_folders
 
 try:  # lightning is a dependency, but keep `import stemgen.data` light
     from lightning import LightningDataModule
@@ -188,7 +188,7 @@ class PairDataModule(StemgenData):
         out.mkdir(parents=True, exist_ok=True)
         counts = {}
         for split in splits:
-            if split != "train" and not self.songs(split):
+            if split != "train" and not song_folders(self.root, split, self.variant):
                 continue  # e.g. a folder of augmented training versions only: nothing held out
             pairs = self._pairs(split)
             n = draws * len(pairs) if split == "train" else len(pairs)

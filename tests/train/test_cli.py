@@ -154,3 +154,14 @@ def test_extra_training_tokens_are_added_with_their_own_songs(tmp_path, tiny_cod
     assert len(both.datasets["validation"]) == len(alone.datasets["validation"])
     with pytest.raises(DatasetError, match="crop_seconds"):
         TokensData(folders["a"], extra_train=[str(folders["short"])])
+    # a folder of training songs alone (augmented versions) exports its training examples only
+    import shutil
+
+    shutil.rmtree(root / "validation")
+    train_only = tmp_path / "train_only"
+    assert stemgen_main(["data", "tokens", str(train_only), "--data", "slakh", "--root", str(root), "--codec",
+                         str(codec), "--crop_seconds", "1.5", "--draws", "1", "--seed", "1"]) == 0
+    assert sorted(p.name for p in train_only.iterdir()) == ["tokens.json", "train.safetensors"]
+    extra = TokensData(folders["a"], crop_seconds=1.0, extra_train=[str(train_only)])
+    extra.setup()
+    assert torch.equal(extra.datasets["train"].target, both.datasets["train"].target)
