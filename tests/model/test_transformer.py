@@ -103,3 +103,30 @@ def test_matmul_weights_in_bf16_give_the_same_logits_under_autocast():
     assert m.heads.dtype == m.blocks[0].attn.qkv.weight.dtype == torch.bfloat16
     assert m.context_embed[0].weight.dtype == m.norm.weight.dtype == torch.float32
     assert torch.equal(before, after)
+
+
+def test_rotary_tables_are_kept_as_unsaved_buffers_and_extended_past_them(monkeypatch):
+    from stemgen.model import transformer
+
+    cfg = ModelConfig(num_levels=2, cardinality=16, dim=32, n_heads=4, n_layers=1)
+    model = StemGenModel(cfg)
+    hd = cfg.dim // cfg.n_heads
+    for frames in (1, 37, transformer.ROPE_CACHE_FRAMES):
+        cos, sin = model.rotary(frames)
+        ref_cos, ref_sin = transformer.rotary_tables(frames, hd, cfg.rope_base, "cpu")
+        assert cos.dtype == torch.float32 and torch.equal(cos, ref_cos) and torch.equal(sin, ref_sin)
+    # not in the state dict: checkpoints written before the cache load as they are, and stay small
+    assert not any(k.startswith("rope_") for k in model.state_dict())
+    StemGenModel(cfg).load_state_dict(model.state_dict(), strict=True)
+    # a module cast to half keeps float32 tables for the rotation
+    assert model.half().rotary(5)[0].dtype == torch.float32
+    # inputs longer than the cache: computed, and the same output as from cached tables
+    monkeypatch.setattr(transformer, "ROPE_CACHE_FRAMES", 8)
+    short = StemGenModel(cfg).eval()
+    monkeypatch.setattr(transformer, "ROPE_CACHE_FRAMES", 4096)
+    cached = StemGenModel(cfg).eval()
+    cached.load_state_dict(short.state_dict())
+    assert short.rope_cos.shape[0] == 8 and cached.rope_cos.shape[0] == 4096
+    ctx, tgt, inst = torch.randint(0, 16, (1, 2, 12)), torch.randint(0, 17, (1, 2, 12)), torch.tensor([3])
+    with torch.no_grad():
+        assert torch.equal(short(ctx, tgt, inst), cached(ctx, tgt, inst))
