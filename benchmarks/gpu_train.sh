@@ -15,6 +15,10 @@
 #         --root ~/.cache/stemgen/data/chorales_aug --crop_seconds 8 --draws 4 --seed 1
 #   on the GPU machine (the device tool: carry=["benchmarks/gpu_tokens", "benchmarks/gpu_tokens_aug"]):
 #     OUT=/path/for/results [EXTRA_TRAIN=benchmarks/gpu_tokens_aug] bash benchmarks/gpu_train.sh
+#   or both arms side by side and the performance run after them: benchmarks/gpu_all.sh.
+#   Size: the checkout's tracked files are 34 MB (16 MB of them the demo model, which training
+#   does not read); with both token folders (41 MB) that is over a 64 MiB transfer: export the
+#   augmented tokens with --draws 2 (12 MB) where the transfer is limited.
 #
 # What lands in $OUT: gpu.txt; train.log; metrics.csv (the learning curve: train/loss, val/loss,
 # val/accuracy_level{q}, val/context_gain, val/ce/* at every validation); summary.json (steps,
