@@ -316,7 +316,7 @@ def render_chorale(index: int, name: str, split: str, out: Path, seed: int,
         write_audio(track / "stems" / f"{sid}.flac", audio * gain, sample_rate)
     write_audio(track / "mix.flac", mix * gain, sample_rate)
     meta = {
-        "UUID": hashlib.sha1(f"{seed}:{name}".encode() + (f":v{version}".encode() if version else b"")).hexdigest()[:32],
+        "UUID": hashlib.sha1((f"{seed}:{name}" + (f":v{version}" if version else "")).encode()).hexdigest()[:32],
         "audio_dir": "stems",
         "midi_dir": "MIDI",
         "source": "music21 Bach chorales (embedded stemgen dataset)",
