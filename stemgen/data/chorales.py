@@ -109,6 +109,23 @@ def select(names: list[str], limit: int | None, seed: int) -> list[tuple[int, st
     return sorted(chosen)
 
 
+def part_notes(part, seconds_per_quarter: float) -> tuple[list[NoteEvent], float]:
+    """The notes of one music21 part in seconds (velocity 0, to be set by the caller), every
+    chord tone a note, ties joined, and where the part ends, in quarter notes."""
+    notes, end_q = [], 0.0
+    for el in part.stripTies().flatten().notes:
+        start = float(el.offset)
+        dur = float(el.quarterLength)
+        if dur <= 0:
+            continue
+        end_q = max(end_q, start + dur)
+        for p in el.pitches:
+            # slightly detached playing so repeated notes re-attack
+            notes.append(NoteEvent(start * seconds_per_quarter, (start + dur) * seconds_per_quarter - 0.02,
+                                   int(p.midi), 0))
+    return notes, end_q
+
+
 def parse_voices(name: str, tempo_bpm: float) -> tuple[dict[str, list[NoteEvent]], list[tuple[float, int, float]], float]:
     """Parse a chorale into note events per voice (seconds) and its beat grid.
 
@@ -125,17 +142,8 @@ def parse_voices(name: str, tempo_bpm: float) -> tuple[dict[str, list[NoteEvent]
     voices: dict[str, list[NoteEvent]] = {}
     end_q = 0.0
     for voice, part in zip(VOICE_ORDER, parts[:4]):
-        notes = []
-        for el in part.stripTies().flatten().notes:
-            start = float(el.offset)
-            dur = float(el.quarterLength)
-            if dur <= 0:
-                continue
-            end_q = max(end_q, start + dur)
-            for p in el.pitches:
-                # slightly detached playing so repeated notes re-attack
-                notes.append(NoteEvent(start * spq, (start + dur) * spq - 0.02, int(p.midi), 0))
-        voices[voice] = notes
+        voices[voice], part_end = part_notes(part, spq)
+        end_q = max(end_q, part_end)
     beats = []
     ts = None
     for m in parts[0].getElementsByClass(stream.Measure):

@@ -1,0 +1,108 @@
+"""Which sampling settings make a model's bass follow its context? One model, several settings,
+the same held-out chorales, seed and metric as ``benchmarks/listening.py`` part 2.
+
+    python benchmarks/listening_sampling.py                        # the demo model
+    python benchmarks/listening_sampling.py --model exported/x --temperatures 1.0 0.7 0.4 \\
+        --out benchmarks/results/listening_sampling_x
+
+Arms: guided (paper eq. 3, the paper's ranking) and naive sampling, each at every level-0
+temperature of ``--temperatures`` (levels 1-3 stay at 1.0: they carry timbre, level 0 the pitch),
+and optionally other context guidance scales (``--lambdas``, guided only). The metric, fixed
+before the runs: chroma agreement of the generated bass with its own context (``own``) and its
+gap to the next piece's context (``gap``), on the first ``--seconds`` of ``--songs`` held-out
+chorales (context: the upper voices) or, with ``--music unseen``, pieces by other composers with
+other instruments (:mod:`unseen_music`); the real bass's scores are the reference of the same run.
+Writes ``OUT.json`` and ``OUT.md`` (default ``benchmarks/results/listening_sampling``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from listening import agreement, held_out_chorales  # noqa: E402
+from machine import machine_info  # noqa: E402
+from unseen_music import unseen_pieces  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="demo")
+    p.add_argument("--data", type=Path, default=Path.home() / ".cache" / "stemgen" / "data" / "chorales_all")
+    p.add_argument("--music", choices=["chorales", "unseen"], default="chorales",
+                   help="held-out chorales, or music the model never saw (benchmarks/unseen_music.py)")
+    p.add_argument("--songs", type=int, default=16, help="held-out chorales / unseen pieces")
+    p.add_argument("--seconds", type=float, default=8.0, help="length of each generated bass")
+    p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.7, 0.4], help="level-0 temperatures")
+    p.add_argument("--lambdas", type=float, nargs="*", default=[], help="extra lambda_context values (guided)")
+    p.add_argument("--modes", nargs="+", default=["guided", "naive"], choices=["guided", "naive"])
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "listening_sampling")
+    args = p.parse_args()
+
+    from stemgen.api import load_model
+    from stemgen.prepare import prepare_chorales
+    from stemgen.sampling.settings import SamplingSettings
+
+    prepare_chorales(args.data)
+    model = load_model(args.model, device="cpu")
+    sr, levels = model.sample_rate, model.model.cfg.num_levels
+    if args.music == "chorales":
+        songs = held_out_chorales(args.data, args.songs, sr, args.seconds, args.seconds)
+    else:
+        songs = unseen_pieces(args.songs, sr, args.seconds)
+    contexts = [s["context"] for s in songs]
+    own, mism = agreement([s["bass"] for s in songs], contexts, sr)
+    result = {"benchmark": "listening_sampling", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
+              "model": repr(model), "music": args.music, "song_names": [s["name"] for s in songs],
+              "songs": len(songs), "seconds": args.seconds,
+              "real": {"own": round(own, 4), "mismatched": round(mism, 4), "gap": round(own - mism, 4)}, "arms": []}
+    best = SamplingSettings.paper(levels)
+    arms = []
+    for mode in args.modes:
+        base = best if mode == "guided" else SamplingSettings.naive(steps=best.steps, temperature=best.temperature)
+        for t in args.temperatures:
+            arms.append((mode, base, t, base.lambda_context))
+        if mode == "guided":
+            arms += [(mode, base, args.temperatures[0], lam) for lam in args.lambdas]
+    for mode, base, t, lam in arms:
+        settings = replace(base, temperature=(t,) + (1.0,) * (levels - 1), lambda_context=lam)
+        start = time.perf_counter()
+        stems = model.generate(contexts, "bass", sample_rate=sr, seed=0, settings=settings)
+        own, mism = agreement([s.audio for s in stems], contexts, sr)
+        arm = {"mode": mode, "temperature_level0": t, "lambda_context": lam if mode == "guided" else None,
+               "own": round(own, 4), "mismatched": round(mism, 4), "gap": round(own - mism, 4),
+               "seconds_to_generate": round(time.perf_counter() - start, 1)}
+        result["arms"].append(arm)
+        print(json.dumps(arm), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+MUSIC = {"chorales": "held-out chorales", "unseen": "pieces of unseen music (benchmarks/unseen_music.py)"}
+
+
+def markdown(r: dict) -> str:
+    lines = ["# Sampling settings and listening", "",
+             f"Model `{r['model']}`; {r['songs']} {MUSIC[r['music']]}, first {r['seconds']} s, seed 0; "
+             f"machine {r['machine']['cpu']}, {r['machine']['cores']} cores; {r['date']}.", "",
+             "Chroma agreement of the bass with its own / the next piece's context:", "",
+             "| bass | level-0 temperature | lambda_a | own | mismatched | gap |", "|---|---|---|---|---|---|"]
+    for a in r["arms"]:
+        lam = "-" if a["lambda_context"] is None else a["lambda_context"]
+        lines.append(f"| generated, {a['mode']} | {a['temperature_level0']} | {lam} | {a['own']} | {a['mismatched']} | {a['gap']} |")
+    real = r["real"]
+    lines.append(f"| real (reference) | | | {real['own']} | {real['mismatched']} | {real['gap']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
