@@ -54,8 +54,8 @@ def decode_step(model, context: torch.Tensor, target: torch.Tensor, instrument: 
     """One decoding step of level ``level`` (a 0-dim long tensor on the device, so that one
     compiled graph serves every level): forward pass, then candidates, ranking and commit.
 
-    ``noise (B, T)`` and ``uniform (B, T)`` are uniform noise in [0, 1) for the candidates (one
-    number per position, inverse transform sampling) and the ranking; ``remain (B,)`` positions stay masked; ``temperature`` is the level's. Returns the
+    ``noise (B, T, V)`` and ``uniform (B, T)`` are uniform noise in [0, 1) for the candidates and
+    the ranking; ``remain (B,)`` positions stay masked; ``temperature`` is the level's. Returns the
     level's tokens ``(B, T)``. Shapes are static and nothing waits on the device, so the step can be
     compiled and captured.
     """
@@ -100,6 +100,7 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     """
     mask_id = model.cfg.mask_id
     b, _, t = context.shape
+    v = model.cfg.cardinality
     target = target.clone()
     total = (target[:, level] == mask_id).sum(-1)  # (B,) positions this level decodes
     steps = int(settings.steps[level])
@@ -115,7 +116,7 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     temperature = float(settings.temperature[level])
     step_fn = _step_function(settings, context.device)
     for step in range(n_steps):
-        noise, uniform = _step_noise(generator, (b, t), step, own_steps, context.device)
+        noise, uniform = _step_noise(generator, (b, t, v), step, own_steps, context.device)
         if commits[step]:
             args = (context, target, instrument, noise, uniform, remains[step])
             if settings.compile:  # the batch dimension symbolic: a new batch size reuses the graph
@@ -129,23 +130,23 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     return target
 
 
-def _step_noise(generator: Generators, shape: tuple[int, int], step: int, own_steps: list[int],
+def _step_noise(generator: Generators, shape: tuple[int, int, int], step: int, own_steps: list[int],
                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Uniform noise ``(B, T)`` for the candidates and ``(B, T)`` for the ranking of one step.
+    """Uniform noise ``(B, T, V)`` for the candidates and ``(B, T)`` for the ranking of one step.
 
     Per-example generators draw for the examples that still decode at ``step``; the others
     (fully decoded: the noise is not read) get zeros without advancing their generator.
     """
-    b, t = shape
+    b, t, v = shape
     if generator is None or isinstance(generator, torch.Generator):
-        return (torch.rand(b, t, generator=generator, device=device),
+        return (torch.rand(b, t, v, generator=generator, device=device),
                 torch.rand(b, t, generator=generator, device=device))
     if len(generator) != b:
         raise ValueError(f"{len(generator)} generators for a batch of {b}: give one, or one per example.")
-    noise, uniform = torch.zeros(b, t, device=device), torch.zeros(b, t, device=device)
+    noise, uniform = torch.zeros(b, t, v, device=device), torch.zeros(b, t, device=device)
     for i, g in enumerate(generator):
         if step < own_steps[i]:
-            noise[i] = torch.rand(t, generator=g, device=device)
+            noise[i] = torch.rand(t, v, generator=g, device=device)
             uniform[i] = torch.rand(t, generator=g, device=device)
     return noise, uniform
 

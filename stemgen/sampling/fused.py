@@ -3,9 +3,7 @@
 * ``torch.ops.stemgen.candidates(logits, current, noise, lambda_context, lambda_instrument,
   temperature, mask_id) -> (tokens, confidence)``: ``logits (G*B, T, V)`` of G = 1 (naive) or 3
   (guidance branches p(t|a), p(t|i), p(t)), ``current (B, T)`` tokens of the level (``mask_id``
-  where undecoded), ``noise (B, T)`` uniform noise in [0, 1), one number per position (the
-  candidate is drawn from the guided, tempered distribution by inverse transform sampling:
-  :func:`~stemgen.sampling.steps.inverse_cdf`).
+  where undecoded), ``noise (B, T, V)`` uniform noise in [0, 1) (made into Gumbel noise inside).
   Returns the candidate ``tokens (B, T)`` and their probability ``confidence (B, T)`` under the
   guided, tempered distribution at masked positions (``current`` and 0 elsewhere).
 * ``torch.ops.stemgen.rank_commit(current, candidates, confidence, uniform, remain, w_confidence,
@@ -29,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .steps import branch_log_probs, causal_bias_scores, commit, sample_candidates
+from .steps import branch_log_probs, causal_bias_scores, commit, gumbel_from_uniform, sample_candidates
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +41,7 @@ def reference_candidates(logits: torch.Tensor, current: torch.Tensor, noise: tor
                          lambda_instrument: float, temperature: float, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Eager ``stemgen::candidates``: see the module docstring for shapes."""
     logp = branch_log_probs(logits, current.shape[0], lambda_context, lambda_instrument)
-    tokens, conf = sample_candidates(logp, temperature, noise)
+    tokens, conf = sample_candidates(logp, temperature, gumbel_from_uniform(noise))
     masked = current == mask_id
     return torch.where(masked, tokens, current), torch.where(masked, conf, torch.zeros_like(conf))
 

@@ -2,12 +2,9 @@
 
 One program per position (b, t): the G = 1 or 3 branch rows of V logits are loaded once into
 registers, and the per-branch log-softmax, the eq. 3 combination, renormalisation, temperature,
-the candidate drawn by inverse transform sampling from the position's one uniform number
-(``tl.cumsum`` of the probabilities) and its probability are computed there; only the token and
-its probability are written. Already decoded positions load nothing. The arithmetic follows the
-eager reference operation by operation, except the cumulative sum (a float32 scan here, float64
-partial sums in ATen's CPU cumsum): a code can differ where the uniform number falls within float
-rounding of the boundary between two codes. With
+Gumbel noise from the uniform noise passed in, argmax and the candidate's probability are
+computed there; only the token and its probability are written. Already decoded positions load
+nothing. The arithmetic follows the eager reference operation by operation. With
 ``TRITON_INTERPRET=1`` the same kernel runs on CPU tensors (that is how the tests check it on
 machines without a GPU).
 """
@@ -49,17 +46,13 @@ def _candidates_kernel(logits_ptr, current_ptr, noise_ptr, tokens_ptr, conf_ptr,
             lp = _log_softmax(tl.where(valid, c, neg))
         if SAMPLE:
             tempered = _log_softmax(tl.where(valid, lp / temperature, neg))
-            # steps.inverse_cdf: the first code whose partial sum exceeds u * total, never past the
-            # first code whose partial sum reaches total
-            cdf = tl.cumsum(tl.where(valid, tl.exp(tempered), 0.0), 0)
-            total = tl.sum(tl.where(offs == V - 1, cdf, 0.0), 0)
-            threshold = tl.load(noise_ptr + p) * total
-            below = tl.sum(tl.where(valid & (cdf <= threshold), 1, 0), 0)
-            last = tl.sum(tl.where(valid & (cdf < total), 1, 0), 0)
-            best = tl.minimum(below, last)
+            x = tl.load(noise_ptr + p.to(tl.int64) * V + offs, mask=valid, other=0.5)
+            x = tl.minimum(tl.maximum(x, 1e-20), 1.0 - 1e-7)
+            z = tl.where(valid, tempered + (-tl.log(-tl.log(x))), neg)
         else:
             tempered = _log_softmax(tl.where(valid, lp, neg))
-            best = tl.argmax(tl.where(valid, tempered, neg), 0, tie_break_left=True)
+            z = tl.where(valid, tempered, neg)
+        best = tl.argmax(z, 0, tie_break_left=True)
         conf = tl.exp(tl.sum(tl.where(offs == best, tempered, 0.0), 0))
         tl.store(tokens_ptr + p, best.to(tl.int64))
         tl.store(conf_ptr + p, conf)
@@ -73,9 +66,9 @@ def candidates(logits: torch.Tensor, current: torch.Tensor, noise: torch.Tensor,
     """``stemgen::candidates`` on the GPU (or on CPU tensors under ``TRITON_INTERPRET=1``)."""
     b, t = current.shape
     v = logits.shape[-1]
-    if logits.shape[0] not in (b, 3 * b) or logits.shape[1] != t or tuple(noise.shape) != (b, t):
+    if logits.shape[0] not in (b, 3 * b) or logits.shape[1] != t or tuple(noise.shape) != (b, t, v):
         raise RuntimeError(f"candidates: logits must hold 1 or 3 guidance branches of the batch and noise must be "
-                           f"(B, T); got logits {tuple(logits.shape)}, current {tuple(current.shape)}, "
+                           f"(B, T, V); got logits {tuple(logits.shape)}, current {tuple(current.shape)}, "
                            f"noise {tuple(noise.shape)}")
     logits, current, noise = logits.contiguous(), current.contiguous(), noise.float().contiguous()
     tokens = torch.empty_like(current)

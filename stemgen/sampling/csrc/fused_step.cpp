@@ -1,25 +1,22 @@
 // Fused CPU kernels for one decoding step after the forward pass (stemgen.sampling.fused).
 //
 // candidates: per masked position (b, t), one walk over the V codes of the G = 1 or 3 guidance
-// branches' logits rows, held in a per-thread scratch of (G + 2) x V floats: per-branch
-// log-softmax, the eq. 3 combination, renormalisation, temperature, and the candidate drawn by
-// inverse transform sampling from the one uniform number of that position, with its
-// probability. No [B, T, V] intermediate is written. Already decoded positions are skipped (they
-// never compete).
+// branches' logits rows, held in a per-thread scratch of (G + 1) x V floats: per-branch
+// log-softmax, the eq. 3 combination, renormalisation, temperature, Gumbel noise made from the
+// uniform noise passed in, argmax and the candidate's probability. No [B, T, V] intermediate is
+// written. Already decoded positions are skipped (they never compete).
 //
 // rank_commit: per example, the causal-bias score rho = w_c c + w_s (1 - t/T) + w_r U of each
 // masked position and a selection (nth_element) of the n_masked - remain best, committed.
 //
 // The arithmetic follows the eager reference (stemgen/sampling/steps.py) operation by operation,
-// with the same vectorised exp/log for every per-code value (ATen's Vectorized, SLEEF), and the
-// cumulative sum taken as ATen's CPU cumsum takes it (in order, in double, each partial sum
-// rounded to float), except for the softmax normalisers: their sums are taken in another order and
-// with ATen's faster exp_u20, and the tempered distribution's normaliser is known without a pass
-// when there is no division by the temperature (see Tempered); they differ from eager by about
-// 1e-6 relative, a constant per row, which moves a drawn code only where the uniform number falls
-// within about that much of the boundary between two codes. The tempered values are recomputed
-// where they are needed rather than stored. Built with -ffp-contract=off so no FMA changes the
-// rounding.
+// with the same vectorised exp/log for every per-code value (ATen's Vectorized, SLEEF), except
+// for the softmax normalisers: their sums are taken in another order and with ATen's faster
+// exp_u20, and the tempered distribution's normaliser is known without a pass when there is no
+// division by the temperature (see Tempered); they differ from eager by about 1e-6 relative, a
+// constant per row. The tempered values are recomputed where they are needed rather than stored,
+// and the Gumbel argmax skips blocks of codes that provably cannot win (see gumbel_argmax), which
+// leaves its result unchanged. Built with -ffp-contract=off so no FMA changes the rounding.
 
 #include <torch/extension.h>
 
@@ -115,6 +112,23 @@ inline Vec load(const float* x, int64_t v, int64_t n) {
   return v + Vec::size() <= n ? Vec::loadu(x + v) : Vec::loadu(x + v, n - v);
 }
 
+// Block maxima bm[k] of x over the whole blocks of K codes (k < n / K); returns the row's max.
+constexpr int64_t kBlockVecs = 4;  // block size K = kBlockVecs vectors of codes
+
+float block_maxima(const float* x, int64_t n, float* bm) {
+  constexpr int64_t W = Vec::size(), K = kBlockVecs * W;
+  const int64_t nb = n / K;
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t k = 0; k < nb; ++k) {
+    Vec mx = Vec::loadu(x + k * K);
+    for (int64_t j = W; j < K; j += W) mx = vmax(mx, Vec::loadu(x + k * K + j));
+    bm[k] = hmax(mx);
+    m = std::max(m, bm[k]);
+  }
+  for (int64_t v = nb * K; v < n; ++v) m = std::max(m, x[v]);
+  return m;
+}
+
 // The tempered log-probabilities of one position, from the combined row c:
 //   lp(v) = (c(v) - mc) - lsc                      the guided log-probabilities (eager's log_softmax)
 //   pre(v) = lp(v) / temp   (lp(v) when temp is 1 or the argmax is taken: dividing by 1 is exact)
@@ -155,27 +169,92 @@ Tempered tempered_of(const float* c, int64_t V, float mc, float lsc, double temp
   return t;
 }
 
-// The inverse-transform candidate, as steps.inverse_cdf computes it: p(v) = exp(tempered(v)) with
-// the same vectorised exp, partial sums in order in double rounded to float (ATen's CPU cumsum of
-// float32), total the last of them; the first code whose partial sum exceeds u * total (a float
-// product, as in eager), and never past the first code whose partial sum reaches total (so a code
-// of probability 0 is never drawn).
-int64_t inverse_cdf_sample(const Tempered& tp, float u, std::vector<float>& p) {
+// The Gumbel-max candidate: first-occurrence argmax over v of
+//   z(v) = tempered(v) + g(u(v)),   g(x) = -log(-log(clamp(x, lo, hi))),
+// z computed exactly as the eager reference computes it, but only in the blocks that can hold
+// the winner. Both terms are monotone, so z in a block is at most the same formula applied to
+// the block's largest c (bc, from block_maxima) and largest u; a block whose bound is below an
+// exact z already seen is skipped without evaluating its logarithms. The bound carries a margin
+// for rounding. On a peaked distribution almost every block is skipped; on a flat one, most
+// after the first.
+int64_t gumbel_argmax(const Tempered& tp, const float* bc, const float* u, float lo, float hi,
+                      std::vector<float>& scratch) {
   constexpr int64_t W = Vec::size();
+  constexpr int64_t K = kBlockVecs * W;
   const int64_t V = tp.V;
-  p.resize((V + W - 1) / W * W);
-  for (int64_t v = 0; v < V; v += W) tp.at(v).exp().store(p.data() + v, std::min<int64_t>(W, V - v));
-  double acc = 0.0;
-  for (int64_t v = 0; v < V; ++v) acc += p[v];
-  const float total = static_cast<float>(acc);
-  const float threshold = u * total;
-  acc = 0.0;
-  for (int64_t v = 0; v < V; ++v) {
-    acc += p[v];
-    const float cdf = static_cast<float>(acc);
-    if (cdf > threshold || cdf >= total) return v;
+  auto z_at = [&](int64_t v) {
+    const Vec x = at::vec::clamp(load(u, v, V), Vec(lo), Vec(hi));
+    return tp.at(v) + (-((-(x.log())).log()));
+  };
+  const int64_t nb = V / K;  // whole blocks; the tail is always evaluated
+  if (nb < 2) return argmax_of(z_at, V);
+  scratch.resize(3 * nb);
+  float *bt = scratch.data(), *bu = scratch.data() + nb, *bound = scratch.data() + 2 * nb;
+  for (int64_t k = 0; k < nb; ++k) {
+    Vec mu = Vec::loadu(u + k * K);
+    for (int64_t j = W; j < K; j += W) mu = vmax(mu, Vec::loadu(u + k * K + j));
+    bu[k] = hmax(mu);
+    bt[k] = (tp.pre_of(bc[k]) - tp.mp) - tp.lsp;  // the block's largest tempered value, exactly
   }
-  return V - 1;  // not reached: the last partial sum is total
+  at::vec::map2(
+      [lo, hi](Vec a, Vec x) {
+        const Vec c = at::vec::clamp(x, Vec(lo), Vec(hi));
+        return a + (-((-(c.log())).log()));
+      },
+      bound, bt, bu, nb);
+  float best = -std::numeric_limits<float>::infinity();
+  int64_t best_idx = -1;
+  // A second, per-vector test: no tempered value exceeds tmax = (mp - mp) - lsp = -lsp, so a
+  // lane can only beat `best` if g(u) >= best - tmax, i.e. u >= ustar = g^-1(best - tmax),
+  // computed in double with a margin and rounded down.
+  const double tmax = -static_cast<double>(tp.lsp);
+  float ustar = 0.f, reach = -std::numeric_limits<float>::infinity();
+  const float slack = 1e-5f;
+  const int full = (1 << W) - 1;
+  auto visit = [&](int64_t start, int64_t stop) {  // exact z on [start, stop), stop - start <= K
+    float z[W];
+    for (int64_t j = start; j < stop; j += W) {
+      const int64_t n = std::min<int64_t>(W, stop - j);
+      if (n == W) {
+        // no lane can win (compared after the clamp, as g sees it): first against ustar, then
+        // lane by lane, without logarithms: z(v) >= best - margin needs g(x) >= best - margin -
+        // tempered(v), i.e. x >= exp(-exp(tempered(v) - (best - margin))). exp_u20 is within
+        // 2e-6 of exp, which the margin covers inside and `slack` outside; a NaN never skips.
+        const Vec x = at::vec::clamp(Vec::loadu(u + j), Vec(lo), Vec(hi));
+        if ((x >= Vec(ustar)).zero_mask() == full) continue;
+        if (best_idx >= 0) {
+          const Vec need = (tp.at(j) - Vec(reach)).exp_u20().neg().exp_u20() - Vec(slack);
+          if ((x < need).zero_mask() == 0) continue;
+        }
+      }
+      z_at(j).store(z, n);
+      bool improved = false;
+      for (int64_t i = 0; i < n; ++i)
+        if (z[i] > best || (z[i] == best && j + i < best_idx) || best_idx < 0) {
+          best = z[i];
+          best_idx = j + i;
+          improved = true;
+        }
+      if (improved) {
+        const double margin = 1e-3 + 1e-5 * std::abs(static_cast<double>(best));
+        reach = static_cast<float>(static_cast<double>(best) - margin);
+        const double g = static_cast<double>(best) - tmax - margin;
+        ustar = std::nextafter(static_cast<float>(std::exp(-std::exp(-g))), 0.f);
+      }
+    }
+  };
+  int64_t pivot = 0;  // the most promising block first, so that the bound prunes from the start
+  for (int64_t k = 1; k < nb; ++k)
+    if (bound[k] > bound[pivot]) pivot = k;
+  visit(pivot * K, pivot * K + K);
+  for (int64_t k = 0; k < nb; ++k) {
+    if (k == pivot) continue;
+    const float margin = 1e-3f + 1e-5f * std::abs(bound[k]);
+    if (bound[k] + margin < best) continue;
+    visit(k * K, k * K + K);
+  }
+  for (int64_t v = nb * K; v < V; v += K) visit(v, std::min(V, v + K));
+  return best_idx;
 }
 
 template <typename scalar_t>
@@ -192,6 +271,7 @@ template <typename scalar_t>
 void candidates_kernel(const scalar_t* logits, const int64_t* current, const float* noise, int64_t G, int64_t B,
                        int64_t T, int64_t V, float la, float li, float lu, double temperature, int64_t mask_id,
                        int64_t* tokens, float* confidence) {
+  const float lo = 1e-20f, hi = static_cast<float>(1.0 - 1e-7);
   constexpr int64_t W = Vec::size();
   // the masked positions, listed first so that the threads share them evenly (decoded positions
   // cost nothing, and late in a level the masked ones gather at the end)
@@ -209,7 +289,7 @@ void candidates_kernel(const scalar_t* logits, const int64_t* current, const flo
     // rows: G branch rows (when converted) and the combined row, padded to whole vectors
     const int64_t stride = (V + W - 1) / W * W;
     std::vector<float> buf((G + 1) * stride, 0.f);
-    std::vector<float> probs;
+    std::vector<float> bc(V / (kBlockVecs * W) + 1), blocks;
     const float* row[3];
     float m[3], ls[3];
     for (int64_t i = begin; i < end; ++i) {
@@ -232,11 +312,11 @@ void candidates_kernel(const scalar_t* logits, const int64_t* current, const flo
         }
         c = combined;
       }
-      const float mc = row_max(c, V);
+      const float mc = block_maxima(c, V, bc.data());
       const Tempered tp = tempered_of(c, V, mc, log_sum_exp_shifted(c, V, mc), temperature);
       int64_t best;
       if (temperature > 0) {
-        best = inverse_cdf_sample(tp, noise[p], probs);
+        best = gumbel_argmax(tp, bc.data(), noise + p * V, lo, hi, blocks);
       } else {
         best = argmax_of([&tp](int64_t v) { return tp.at(v); }, V);
       }
@@ -252,7 +332,7 @@ void check_candidates(const at::Tensor& logits, const at::Tensor& current, const
   TORCH_CHECK(logits.size(0) == B || logits.size(0) == 3 * B,
               "candidates: logits must hold 1 or 3 guidance branches of the batch, got ", logits.size(0), " rows for B=", B);
   TORCH_CHECK(logits.size(1) == current.size(1), "candidates: logits and current disagree on T");
-  TORCH_CHECK(noise.sizes() == current.sizes(), "candidates: noise must be (B, T), one uniform number per position");
+  TORCH_CHECK(noise.sizes() == at::IntArrayRef({B, current.size(1), logits.size(2)}), "candidates: noise must be (B, T, V)");
   TORCH_CHECK(noise.scalar_type() == at::kFloat, "candidates: noise must be float32");
   TORCH_CHECK(current.scalar_type() == at::kLong, "candidates: current must be int64");
 }
@@ -334,6 +414,6 @@ int64_t vector_width() { return Vec::size(); }
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "stemgen fused sampling step (CPU)";
   m.def("vector_width", &vector_width, "floats per SIMD vector the kernels were built for");
-  m.def("candidates", &candidates, "guided, tempered candidates (inverse transform sampling) and their probability at masked positions");
+  m.def("candidates", &candidates, "guided, tempered Gumbel-max candidates and their probability at masked positions");
   m.def("rank_commit", &rank_commit, "causal-bias ranking and commit of the top-ranked masked positions");
 }
