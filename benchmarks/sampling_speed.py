@@ -11,7 +11,8 @@
 (b) One 20 s stem at the paper's settings (steps 128/64/32/32, guidance, causal bias) from random
     weights of a preset (speed does not depend on the weights): eager sampler, fused ops, and fused
     ops with each step compiled (on CUDA captured as a CUDA graph). On CPU the transformer runs
-    under bf16 autocast where the CPU has native bf16 (as ``stemgen.generate`` does).
+    under bf16 autocast where the CPU has native bf16, its matmul weights held in bf16 (as
+    ``stemgen.generate`` does).
 (c) Stems per second at batch 4 (CPU, `tiny`, fused) or 16 (CUDA, `paper`, compiled).
 (d) Where one decoding step's time goes (forward pass, noise, step ops), and how many steps of a
     20 s stem commit tokens: a step that commits none skips its forward pass (every variant).
@@ -103,21 +104,27 @@ def step_profile(device, preset: str, frames: int, repeats: int, seconds: float 
     model = StemGenModel(ModelConfig.from_name(preset)).eval().to(device)
     q, v = model.cfg.num_levels, model.cfg.cardinality
     g = torch.Generator(device=device).manual_seed(0)
+    bf16 = device.type == "cuda" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    if bf16:  # as StemModel holds it for generation under bf16 autocast
+        model.cast_matmul_weights(torch.bfloat16)
     context = torch.randint(v, (1, q, frames), device=device, generator=g)
     target = torch.full_like(context, model.cfg.mask_id)
     target[:, 0, : frames // 2] = context[:, 0, : frames // 2]  # mid-level: half decoded
     instrument = torch.full((1,), 4, device=device)
-    bf16 = device.type == "cuda" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+    def draw():  # a step's randomness as decode_level draws it, and the candidates' noise made from it
+        seeds = torch.randint(0, 2**32, (1,), generator=g, device=device)
+        return torch.ops.stemgen.hashed_uniform(seeds, frames, v), torch.rand(1, frames, generator=g, device=device)
+
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = level_logits(model, context, target, instrument, 0, True)
-        noise = torch.rand(1, frames, v, device=device, generator=g)
+        noise, _ = draw()
         uniform = torch.rand(1, frames, device=device, generator=g)
         remain = torch.full((1,), frames // 4, device=device)
         args = (logits, target[:, 0], noise, uniform, remain, 3.0, 3.0, 1.0, 0.1, 0.1, 1.0, model.cfg.mask_id)
         forward, draw, fused_ops, eager_ops = median_seconds([
             lambda: level_logits(model, context, target, instrument, 0, True),
-            lambda: (torch.rand(1, frames, v, device=device, generator=g),
-                     torch.rand(1, frames, generator=g, device=device)),
+            draw,
             lambda: fused.sample_step(*args), lambda: fused.reference_step(*args)], device, repeats)
     # forward passes of one stem: every window decodes what the previous ones left masked
     total, window, overlap = int(seconds * FRAME_RATE), int(window_seconds * FRAME_RATE), int(overlap_seconds * FRAME_RATE)
@@ -168,6 +175,8 @@ def end_to_end(device, preset: str, batch: int, variant: str, seconds: float = 2
     instrument = torch.full((batch,), 4, device=device)
     settings = SamplingSettings(sampler="eager" if variant == "eager" else "fused", compile=variant == "compiled")
     bf16 = device.type == "cuda" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    if bf16:  # as StemModel holds it for generation under bf16 autocast: the same logits, no per-step casts
+        model.cast_matmul_weights(torch.bfloat16)
 
     def run(steps=None):
         s = settings if steps is None else SamplingSettings(**{**settings.__dict__, "steps": steps})

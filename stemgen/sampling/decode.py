@@ -16,7 +16,7 @@ import torch
 from ..instruments import NULL_ID
 from . import fused
 from .settings import SamplingSettings
-from .steps import branch_log_probs, level_schedule
+from .steps import branch_log_probs, hashed_uniform, level_schedule
 
 # callback(level, step, steps_of_level) after every committed step
 StepCallback = Callable[[int, int, int], None]
@@ -48,19 +48,24 @@ def level_log_probs(model, context: torch.Tensor, target: torch.Tensor, instrume
     return branch_log_probs(logits, context.shape[0], settings.lambda_context, settings.lambda_instrument)
 
 
-def decode_step(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, noise: torch.Tensor,
+def decode_step(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, seeds: torch.Tensor,
                 uniform: torch.Tensor, remain: torch.Tensor, level: torch.Tensor, temperature: float,
                 settings: SamplingSettings) -> torch.Tensor:
     """One decoding step of level ``level`` (a 0-dim long tensor on the device, so that one
     compiled graph serves every level): forward pass, then candidates, ranking and commit.
 
-    ``noise (B, T, V)`` and ``uniform (B, T)`` are uniform noise in [0, 1) for the candidates and
-    the ranking; ``remain (B,)`` positions stay masked; ``temperature`` is the level's. Returns the
+    ``seeds (B,)`` (int64 in [0, 2^32)) give the candidates' uniform noise ``(B, T, V)``
+    (:func:`~stemgen.sampling.steps.hashed_uniform`, made inside the step, where it is used);
+    ``uniform (B, T)`` in [0, 1) is the ranking's noise; ``remain (B,)`` positions stay masked; ``temperature`` is the level's. Returns the
     level's tokens ``(B, T)``. Shapes are static and nothing waits on the device, so the step can be
     compiled and captured.
     """
     logits = level_logits(model, context, target, instrument, level, settings.guidance)
-    step = fused.sample_step if settings.sampler == "fused" else fused.reference_step
+    t, v = logits.shape[1], logits.shape[2]
+    if settings.sampler == "fused":
+        step, noise = fused.sample_step, torch.ops.stemgen.hashed_uniform(seeds, t, v)
+    else:
+        step, noise = fused.reference_step, hashed_uniform(seeds, t, v)
     la, li = (settings.lambda_context, settings.lambda_instrument) if settings.guidance else (1.0, 1.0)
     current = target.index_select(1, level.reshape(1))[:, 0]  # (B, T) the level's tokens so far
     return step(logits, current, noise, uniform, remain, la, li, temperature,
@@ -100,7 +105,6 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     """
     mask_id = model.cfg.mask_id
     b, _, t = context.shape
-    v = model.cfg.cardinality
     target = target.clone()
     total = (target[:, level] == mask_id).sum(-1)  # (B,) positions this level decodes
     steps = int(settings.steps[level])
@@ -116,9 +120,9 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     temperature = float(settings.temperature[level])
     step_fn = _step_function(settings, context.device)
     for step in range(n_steps):
-        noise, uniform = _step_noise(generator, (b, t, v), step, own_steps, context.device)
+        seeds, uniform = _step_noise(generator, (b, t), step, own_steps, context.device)
         if commits[step]:
-            args = (context, target, instrument, noise, uniform, remains[step])
+            args = (context, target, instrument, seeds, uniform, remains[step])
             if settings.compile:  # the batch dimension symbolic: a new batch size reuses the graph
                 for x in args:
                     torch._dynamo.maybe_mark_dynamic(x, 0)
@@ -130,25 +134,26 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     return target
 
 
-def _step_noise(generator: Generators, shape: tuple[int, int, int], step: int, own_steps: list[int],
+def _step_noise(generator: Generators, shape: tuple[int, int], step: int, own_steps: list[int],
                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Uniform noise ``(B, T, V)`` for the candidates and ``(B, T)`` for the ranking of one step.
+    """The randomness of one step: ``seeds (B,)`` int64 in [0, 2^32) for the candidates' noise
+    (:func:`~stemgen.sampling.steps.hashed_uniform`) and ``uniform (B, T)`` for the ranking.
 
     Per-example generators draw for the examples that still decode at ``step``; the others
     (fully decoded: the noise is not read) get zeros without advancing their generator.
     """
-    b, t, v = shape
+    b, t = shape
     if generator is None or isinstance(generator, torch.Generator):
-        return (torch.rand(b, t, v, generator=generator, device=device),
+        return (torch.randint(0, 2**32, (b,), generator=generator, device=device),
                 torch.rand(b, t, generator=generator, device=device))
     if len(generator) != b:
         raise ValueError(f"{len(generator)} generators for a batch of {b}: give one, or one per example.")
-    noise, uniform = torch.zeros(b, t, v, device=device), torch.zeros(b, t, device=device)
+    seeds, uniform = torch.zeros(b, dtype=torch.int64, device=device), torch.zeros(b, t, device=device)
     for i, g in enumerate(generator):
         if step < own_steps[i]:
-            noise[i] = torch.rand(t, v, generator=g, device=device)
+            seeds[i] = torch.randint(0, 2**32, (1,), generator=g, device=device)[0]
             uniform[i] = torch.rand(t, generator=g, device=device)
-    return noise, uniform
+    return seeds, uniform
 
 
 @torch.no_grad()

@@ -6,6 +6,9 @@
   where undecoded), ``noise (B, T, V)`` uniform noise in [0, 1) (made into Gumbel noise inside).
   Returns the candidate ``tokens (B, T)`` and their probability ``confidence (B, T)`` under the
   guided, tempered distribution at masked positions (``current`` and 0 elsewhere).
+* ``torch.ops.stemgen.hashed_uniform(seeds, frames, codes) -> noise``: the uniform noise
+  ``(B, T, V)`` of :func:`~stemgen.sampling.steps.hashed_uniform` from one 32-bit seed per example
+  (integer arithmetic: the same bits as the reference).
 * ``torch.ops.stemgen.rank_commit(current, candidates, confidence, uniform, remain, w_confidence,
   w_position, w_random, mask_id) -> tokens``: the causal-bias ranking and commit, leaving
   ``remain (B,)`` positions masked.
@@ -27,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from .steps import branch_log_probs, causal_bias_scores, commit, gumbel_from_uniform, sample_candidates
+from .steps import (branch_log_probs, causal_bias_scores, commit, gumbel_from_uniform, hashed_uniform,
+                    sample_candidates)
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +145,19 @@ def candidates(logits: torch.Tensor, current: torch.Tensor, noise: torch.Tensor,
 def _(logits, current, noise, lambda_context, lambda_instrument, temperature, mask_id):
     torch._check(logits.shape[0] == current.shape[0] or logits.shape[0] == 3 * current.shape[0])
     return torch.empty_like(current), torch.empty(current.shape, dtype=torch.float32, device=current.device)
+
+
+@torch.library.custom_op("stemgen::hashed_uniform", mutates_args=())
+def hashed_uniform_op(seeds: torch.Tensor, frames: int, codes: int) -> torch.Tensor:
+    if seeds.device.type == "cpu" and cpu_extension() is not None:
+        return cpu_extension().hashed_uniform(seeds, frames, codes)
+    # on CUDA a handful of elementwise kernels (one, compiled), no host synchronisation
+    return hashed_uniform(seeds, frames, codes)
+
+
+@hashed_uniform_op.register_fake
+def _(seeds, frames, codes):
+    return torch.empty((seeds.shape[0], frames, codes), dtype=torch.float32, device=seeds.device)
 
 
 @torch.library.custom_op("stemgen::rank_commit", mutates_args=())

@@ -155,7 +155,7 @@ def test_steps_that_commit_nothing_skip_the_forward_pass_and_change_no_token():
     assert len(rec.calls) == committing < 12
     g, target = torch.Generator().manual_seed(3), prefix.clone()
     for step, remain in enumerate(counts):  # every step, committing or not
-        noise, uniform = _step_noise(g, (2, T, V), step, [12, 12], ctx.device)
-        target[:, 0] = decode_step(model, ctx, target, inst, noise, uniform, torch.tensor([remain] * 2),
+        seeds, uniform = _step_noise(g, (2, T), step, [12, 12], ctx.device)
+        target[:, 0] = decode_step(model, ctx, target, inst, seeds, uniform, torch.tensor([remain] * 2),
                                    torch.tensor(0), 1.0, settings)
     assert torch.equal(out, target) and (out[:, 0] != V).all()

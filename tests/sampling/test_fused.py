@@ -126,6 +126,19 @@ def test_whole_step_matches_the_reference_at_the_edges(case, branches):
     assert torch.equal(left, torch.minimum((current == mask_id).sum(-1), remain))
 
 
+@needs_compiler
+@pytest.mark.parametrize("b,t,v", [(1, 200, 2048), (3, 17, 37), (2, 1, 5), (1, 0, 8)])
+def test_hashed_uniform_kernel_gives_the_reference_bits(b, t, v):
+    from stemgen.sampling.steps import hashed_uniform
+
+    seeds = torch.randint(0, 2**32, (b,), generator=torch.Generator().manual_seed(t))
+    out = torch.ops.stemgen.hashed_uniform(seeds, t, v)
+    assert out.shape == (b, t, v) and out.dtype == torch.float32
+    assert torch.equal(out, hashed_uniform(seeds, t, v))  # integer arithmetic: bit for bit
+    with pytest.raises(RuntimeError, match="seeds must be"):
+        torch.ops.stemgen.hashed_uniform(seeds.int(), t, v)
+
+
 def test_bad_shapes_are_refused_with_a_clear_error():
     logits, current, noise, _, mask_id = inputs(2, 8, 16, 3, torch.float32)
     with pytest.raises(RuntimeError, match="1 or 3 guidance branches"):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from stemgen.sampling.steps import (causal_bias_scores, commit, guided_log_probs, gumbel_noise, masked_counts,
+from stemgen.sampling.steps import (causal_bias_scores, commit, guided_log_probs, gumbel_noise, hashed_uniform, masked_counts,
                                     sample_candidates)
 
 MASK = 99
@@ -73,3 +73,37 @@ def test_level_schedule_scales_to_each_example_and_marks_the_steps_that_commit()
     _, own, commits = level_schedule([4], 24, 6)
     counts = [4] + [(4 * c) // 24 for c in masked_counts(24, 6)]
     assert commits == [a > b for a, b in zip(counts, counts[1:])] and not all(commits) and own == [6]
+
+
+def _fmix32(x: int) -> int:
+    x ^= x >> 16
+    x = (x * 0x85EBCA6B) & 0xFFFFFFFF
+    x ^= x >> 13
+    x = (x * 0xC2B2AE35) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def test_hashed_uniform_is_the_documented_integer_hash():
+    # plain Python integers as the specification: the same bits on every machine
+    seeds = torch.tensor([0, 1, 2**32 - 1, 123456789])
+    u = hashed_uniform(seeds, 3, 5)
+    assert u.shape == (4, 3, 5) and u.dtype == torch.float32
+    for b, seed in enumerate(seeds.tolist()):
+        for t in range(3):
+            for v in range(5):
+                h = _fmix32(_fmix32(t * 5 + v) ^ seed)
+                assert u[b, t, v].item() == (h >> 8) / 2**24
+
+
+def test_hashed_uniform_looks_uniform_and_independent():
+    u = hashed_uniform(torch.tensor([7, 8]), 200, 2048)  # one decoding step of a 4 s window
+    assert (u >= 0).all() and (u < 1).all()
+    counts = torch.histc(u[0], bins=16, min=0.0, max=1.0)
+    expected = u[0].numel() / 16
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 40.0  # 15 degrees of freedom: p < 0.001 above ~37.7
+    for a, b in ((u[0, :, :-1], u[0, :, 1:]), (u[0, :-1], u[0, 1:]), (u[0], u[1])):  # neighbours, seeds
+        r = torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1]
+        assert abs(float(r)) < 0.01
+    with pytest.raises(ValueError, match="32-bit counter"):
+        hashed_uniform(torch.tensor([0]), 2**17, 2**16)

@@ -25,6 +25,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -409,11 +410,47 @@ at::Tensor rank_commit(const at::Tensor& current_in, const at::Tensor& candidate
   return out;
 }
 
+// MurmurHash3's 32-bit finaliser: a bijection with full avalanche.
+inline uint32_t fmix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x85EBCA6Bu;
+  x ^= x >> 13;
+  x *= 0xC2B2AE35u;
+  x ^= x >> 16;
+  return x;
+}
+
+// steps.hashed_uniform: u = (h >> 8) / 2^24, h = fmix32(fmix32(t V + v) ^ seed[b]). Integer
+// arithmetic and an exact conversion: the same bits as the torch reference on every machine. The
+// inner loop is plain uint32 arithmetic, which the compiler vectorises.
+at::Tensor hashed_uniform(const at::Tensor& seeds_in, int64_t T, int64_t V) {
+  TORCH_CHECK(seeds_in.dim() == 1 && seeds_in.scalar_type() == at::kLong, "hashed_uniform: seeds must be (B,) int64");
+  TORCH_CHECK(T >= 0 && V >= 0 && T * V <= (int64_t(1) << 32), "hashed_uniform: T x V must fit the 32-bit counter");
+  const auto seeds = seeds_in.contiguous();
+  const int64_t B = seeds.size(0);
+  auto out = at::empty({B, T, V}, seeds.options().dtype(at::kFloat));
+  const int64_t* s = seeds.data_ptr<int64_t>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, B * T, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const uint32_t seed = static_cast<uint32_t>(s[r / T]);
+      const uint32_t base = static_cast<uint32_t>((r % T) * V);
+      float* row = o + r * V;
+      for (int64_t v = 0; v < V; ++v) {
+        const uint32_t h = fmix32(fmix32(base + static_cast<uint32_t>(v)) ^ seed);
+        row[v] = static_cast<float>(h >> 8) * (1.0f / 16777216.0f);
+      }
+    }
+  });
+  return out;
+}
+
 int64_t vector_width() { return Vec::size(); }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "stemgen fused sampling step (CPU)";
   m.def("vector_width", &vector_width, "floats per SIMD vector the kernels were built for");
   m.def("candidates", &candidates, "guided, tempered Gumbel-max candidates and their probability at masked positions");
+  m.def("hashed_uniform", &hashed_uniform, "counter-based uniform noise (B, T, V) from one 32-bit seed per example");
   m.def("rank_commit", &rank_commit, "causal-bias ranking and commit of the top-ranked masked positions");
 }
