@@ -1,9 +1,10 @@
-"""Which sampling settings make a model's bass follow its context? One model, several settings,
-the same held-out chorales, seed and metric as ``benchmarks/listening.py`` part 2.
+"""Which sampling settings make a model's bass follow its context? One or more models, several
+settings, the same pieces, seed and metric as ``benchmarks/listening.py`` part 2, in one run.
 
     python benchmarks/listening_sampling.py                        # the demo model
     python benchmarks/listening_sampling.py --model exported/x --temperatures 1.0 0.7 0.4 \\
         --out benchmarks/results/listening_sampling_x
+    python benchmarks/listening_sampling.py --model demo exported/x --music unseen --temperatures 1.0
 
 Arms: guided (paper eq. 3, the paper's ranking) and naive sampling, each at every level-0
 temperature of ``--temperatures`` (levels 1-3 stay at 1.0: they carry timbre, level 0 the pitch),
@@ -18,6 +19,7 @@ Writes ``OUT.json`` and ``OUT.md`` (default ``benchmarks/results/listening_sampl
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="demo")
+    p.add_argument("--model", nargs="+", default=["demo"], help="one or more models (names or folders)")
     p.add_argument("--data", type=Path, default=Path.home() / ".cache" / "stemgen" / "data" / "chorales_all")
     p.add_argument("--music", choices=["chorales", "unseen"], default="chorales",
                    help="held-out chorales, or music the model never saw (benchmarks/unseen_music.py)")
@@ -51,8 +53,8 @@ def main() -> None:
     from stemgen.sampling.settings import SamplingSettings
 
     prepare_chorales(args.data)
-    model = load_model(args.model, device="cpu")
-    sr, levels = model.sample_rate, model.model.cfg.num_levels
+    models = [load_model(m, device="cpu") for m in args.model]
+    sr, levels = models[0].sample_rate, models[0].model.cfg.num_levels
     if args.music == "chorales":
         songs = held_out_chorales(args.data, args.songs, sr, args.seconds, args.seconds)
     else:
@@ -60,7 +62,7 @@ def main() -> None:
     contexts = [s["context"] for s in songs]
     own, mism = agreement([s["bass"] for s in songs], contexts, sr)
     result = {"benchmark": "listening_sampling", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
-              "model": repr(model), "music": args.music, "song_names": [s["name"] for s in songs],
+              "models": [repr(m) for m in models], "music": args.music, "song_names": [s["name"] for s in songs],
               "songs": len(songs), "seconds": args.seconds,
               "real": {"own": round(own, 4), "mismatched": round(mism, 4), "gap": round(own - mism, 4)}, "arms": []}
     best = SamplingSettings.paper(levels)
@@ -71,12 +73,12 @@ def main() -> None:
             arms.append((mode, base, t, base.lambda_context))
         if mode == "guided":
             arms += [(mode, base, args.temperatures[0], lam) for lam in args.lambdas]
-    for mode, base, t, lam in arms:
+    for (mode, base, t, lam), (name, model) in itertools.product(arms, zip(args.model, models)):
         settings = replace(base, temperature=(t,) + (1.0,) * (levels - 1), lambda_context=lam)
         start = time.perf_counter()
         stems = model.generate(contexts, "bass", sample_rate=sr, seed=0, settings=settings)
         own, mism = agreement([s.audio for s in stems], contexts, sr)
-        arm = {"mode": mode, "temperature_level0": t, "lambda_context": lam if mode == "guided" else None,
+        arm = {"model": name, "mode": mode, "temperature_level0": t, "lambda_context": lam if mode == "guided" else None,
                "own": round(own, 4), "mismatched": round(mism, 4), "gap": round(own - mism, 4),
                "seconds_to_generate": round(time.perf_counter() - start, 1)}
         result["arms"].append(arm)
@@ -92,15 +94,17 @@ MUSIC = {"chorales": "held-out chorales", "unseen": "pieces of unseen music (ben
 
 def markdown(r: dict) -> str:
     lines = ["# Sampling settings and listening", "",
-             f"Model `{r['model']}`; {r['songs']} {MUSIC[r['music']]}, first {r['seconds']} s, seed 0; "
+             f"Models {', '.join(f'`{m}`' for m in r['models'])}; {r['songs']} {MUSIC[r['music']]}, "
+             f"first {r['seconds']} s, seed 0; "
              f"machine {r['machine']['cpu']}, {r['machine']['cores']} cores; {r['date']}.", "",
              "Chroma agreement of the bass with its own / the next piece's context:", "",
-             "| bass | level-0 temperature | lambda_a | own | mismatched | gap |", "|---|---|---|---|---|---|"]
+             "| bass | model | level-0 temperature | lambda_a | own | mismatched | gap |", "|---|---|---|---|---|---|---|"]
     for a in r["arms"]:
         lam = "-" if a["lambda_context"] is None else a["lambda_context"]
-        lines.append(f"| generated, {a['mode']} | {a['temperature_level0']} | {lam} | {a['own']} | {a['mismatched']} | {a['gap']} |")
+        lines.append(f"| generated, {a['mode']} | {a['model']} | {a['temperature_level0']} | {lam} | {a['own']} | "
+                     f"{a['mismatched']} | {a['gap']} |")
     real = r["real"]
-    lines.append(f"| real (reference) | | | {real['own']} | {real['mismatched']} | {real['gap']} |")
+    lines.append(f"| real (reference) | | | | {real['own']} | {real['mismatched']} | {real['gap']} |")
     return "\n".join(lines) + "\n"
 
 
