@@ -3,7 +3,7 @@
     python benchmarks/learning_curves.py runs/demo_chorales --name demo_training
     python benchmarks/learning_curves.py path/to/metrics.csv --name gpu_training
 
-Reads the run's CSV log (``RUN/csv/version_*/metrics.csv``, the newest, or a ``metrics.csv``
+Reads the run's CSV logs (``RUN/csv/version_*/metrics.csv``, joined across resumes, or a ``metrics.csv``
 given directly, e.g. the one ``benchmarks/gpu_train.sh`` writes) and writes
 ``benchmarks/results/NAME.json`` (every validation's metrics, the training loss every logged
 step) and ``docs/NAME.png``: validation accuracy per level, the context gain (level 0 all
@@ -30,19 +30,30 @@ BRANCHES = {"true": "p(t|a,i)", "null_instrument": "p(t|a)", "null_context": "p(
 
 
 def read_log(path: Path) -> tuple[list[dict], list[dict]]:
-    """(validation rows, training rows) of a Lightning CSV log: ``{"step", metric: value}``."""
+    """(validation rows, training rows) of a Lightning CSV log: ``{"step", metric: value}``.
+
+    A run folder's logs are joined in the order they were written: a resumed run writes a new
+    ``version_*``, which replaces what the older ones logged from the step it resumed at (steps
+    logged after the checkpoint it resumed from were lost with that process)."""
     if path.is_dir():
         logs = sorted(path.glob("csv/version_*/metrics.csv"), key=lambda p: p.stat().st_mtime)
         if not logs:
             raise SystemExit(f"no csv/version_*/metrics.csv under {path}: give a run folder or a metrics.csv")
-        path = logs[-1]
+    else:
+        logs = [path]
     val, train = [], []
-    for r in csv.DictReader(open(path)):
-        row = {k: float(v) for k, v in r.items() if v and k != "epoch"}
-        if "val/context_gain" in row:
-            val.append(row)
-        elif "train/loss" in row:
-            train.append({"step": row["step"], "train/loss": row["train/loss"]})
+    for log in logs:
+        rows = [{k: float(v) for k, v in r.items() if v and k != "epoch"} for r in csv.DictReader(open(log))]
+        if not rows:
+            continue
+        start = min(r["step"] for r in rows)
+        val = [r for r in val if r["step"] < start]
+        train = [r for r in train if r["step"] < start]
+        for row in rows:
+            if "val/context_gain" in row:
+                val.append(row)
+            elif "train/loss" in row:
+                train.append({"step": row["step"], "train/loss": row["train/loss"]})
     return val, train
 
 
