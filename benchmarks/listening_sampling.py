@@ -52,10 +52,10 @@ def main() -> None:
     from stemgen.prepare import prepare_chorales
     from stemgen.sampling.settings import SamplingSettings
 
-    prepare_chorales(args.data)
     models = [load_model(m, device="cpu") for m in args.model]
     sr, levels = models[0].sample_rate, models[0].model.cfg.num_levels
     if args.music == "chorales":
+        prepare_chorales(args.data)
         songs = held_out_chorales(args.data, args.songs, sr, args.seconds, args.seconds)
     else:
         songs = unseen_pieces(args.songs, sr, args.seconds)

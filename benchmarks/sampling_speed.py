@@ -88,25 +88,34 @@ def step_work(device, repeats: int) -> list[dict]:
     return rows
 
 
+def inference_model(preset: str, device):
+    """A preset's model with random weights (seed 0) for timing, and whether it runs under bf16
+    autocast: on CUDA, and on CPUs with native bf16. Then its matmul weights are held in bf16, as
+    ``StemModel`` holds them for generation (the same logits, no per-step casts)."""
+    from stemgen.model import ModelConfig, StemGenModel
+
+    torch.manual_seed(0)
+    model = StemGenModel(ModelConfig.from_name(preset)).eval().to(device)
+    bf16 = device.type == "cuda" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    if bf16:
+        model.cast_matmul_weights(torch.bfloat16)
+    return model, bf16
+
+
 def step_profile(device, preset: str, frames: int, repeats: int, seconds: float = 20.0, window_seconds: float = 4.0,
                  overlap_seconds: float = 1.0) -> dict:
     """(d) Where a decoding step's time goes, at batch 1 with guidance on windows of ``frames``: the
     forward pass (all three branches), the noise drawing, the fused and eager step ops, each timed
     alone (median of repeats); and how many forward passes a ``seconds`` stem needs at the paper's
     steps, with and without skipping the steps that commit nothing."""
-    from stemgen.model import ModelConfig, StemGenModel
     from stemgen.sampling import fused
     from stemgen.sampling.decode import level_logits
     from stemgen.sampling.steps import level_schedule
     from stemgen.sampling.windows import window_starts
 
-    torch.manual_seed(0)
-    model = StemGenModel(ModelConfig.from_name(preset)).eval().to(device)
+    model, bf16 = inference_model(preset, device)
     q, v = model.cfg.num_levels, model.cfg.cardinality
     g = torch.Generator(device=device).manual_seed(0)
-    bf16 = device.type == "cuda" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-    if bf16:  # as StemModel holds it for generation under bf16 autocast
-        model.cast_matmul_weights(torch.bfloat16)
     context = torch.randint(v, (1, q, frames), device=device, generator=g)
     target = torch.full_like(context, model.cfg.mask_id)
     target[:, 0, : frames // 2] = context[:, 0, : frames // 2]  # mid-level: half decoded
@@ -118,8 +127,7 @@ def step_profile(device, preset: str, frames: int, repeats: int, seconds: float 
 
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = level_logits(model, context, target, instrument, 0, True)
-        noise, _ = draw()
-        uniform = torch.rand(1, frames, device=device, generator=g)
+        noise, uniform = draw()
         remain = torch.full((1,), frames // 4, device=device)
         args = (logits, target[:, 0], noise, uniform, remain, 3.0, 3.0, 1.0, 0.1, 0.1, 1.0, model.cfg.mask_id)
         forward, draw, fused_ops, eager_ops = median_seconds([
@@ -163,20 +171,15 @@ def end_to_end(device, preset: str, batch: int, variant: str, seconds: float = 2
                overlap_seconds: float = 1.0, profile: Path | None = None) -> dict:
     """(b) one generation of ``seconds`` of audio at the paper's sampling settings; ``profile``: also
     write a profiler table of 2 steps per level (the graphs the timed run used) to this file."""
-    from stemgen.model import ModelConfig, StemGenModel
     from stemgen.sampling.decode import SamplingSettings
     from stemgen.sampling.windows import decode_windows
 
-    torch.manual_seed(0)
-    model = StemGenModel(ModelConfig.from_name(preset)).eval().to(device)
+    model, bf16 = inference_model(preset, device)
     q, v = model.cfg.num_levels, model.cfg.cardinality
     frames, window, overlap = int(seconds * FRAME_RATE), int(window_seconds * FRAME_RATE), int(overlap_seconds * FRAME_RATE)
     context = torch.randint(v, (batch, q, frames), device=device)
     instrument = torch.full((batch,), 4, device=device)
     settings = SamplingSettings(sampler="eager" if variant == "eager" else "fused", compile=variant == "compiled")
-    bf16 = device.type == "cuda" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-    if bf16:  # as StemModel holds it for generation under bf16 autocast: the same logits, no per-step casts
-        model.cast_matmul_weights(torch.bfloat16)
 
     def run(steps=None):
         s = settings if steps is None else SamplingSettings(**{**settings.__dict__, "steps": steps})

@@ -32,12 +32,13 @@ def unseen_pieces(n: int, sample_rate: int, seconds: float, seed: int = 0) -> li
 
     def level(x: np.ndarray) -> np.ndarray:  # each part at -20 dBFS RMS, as the chorales' stems
         return (x * 10 ** ((-20.0 - dbfs(x)) / 20) if dbfs(x) > -60.0 else x).astype(np.float32)
+
     out = []
     for composer, count in COMPOSERS.items():
         taken = 0
         paths = sorted(str(p) for p in corpus.getComposer(composer))
         stride = max(1, len(paths) // count)  # spread over the composer's works: every stride-th first
-        for path in sorted(paths, key=lambda p: (paths.index(p) % stride, paths.index(p))):
+        for path in [p for offset in range(stride) for p in paths[offset::stride]]:
             if taken == count or len(out) == n:
                 break
             score = corpus.parse(path)

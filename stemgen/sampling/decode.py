@@ -56,9 +56,9 @@ def decode_step(model, context: torch.Tensor, target: torch.Tensor, instrument: 
 
     ``seeds (B,)`` (int64 in [0, 2^32)) give the candidates' uniform noise ``(B, T, V)``
     (:func:`~stemgen.sampling.steps.hashed_uniform`, made inside the step, where it is used);
-    ``uniform (B, T)`` in [0, 1) is the ranking's noise; ``remain (B,)`` positions stay masked; ``temperature`` is the level's. Returns the
-    level's tokens ``(B, T)``. Shapes are static and nothing waits on the device, so the step can be
-    compiled and captured.
+    ``uniform (B, T)`` in [0, 1) is the ranking's noise; ``remain (B,)`` positions stay masked;
+    ``temperature`` is the level's. Returns the level's tokens ``(B, T)``. Shapes are static and
+    nothing waits on the device, so the step can be compiled and captured.
     """
     logits = level_logits(model, context, target, instrument, level, settings.guidance)
     t, v = logits.shape[1], logits.shape[2]

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from stemgen.sampling.steps import (causal_bias_scores, commit, guided_log_probs, gumbel_noise, hashed_uniform, masked_counts,
-                                    sample_candidates)
+from stemgen.sampling.steps import (causal_bias_scores, commit, guided_log_probs, gumbel_noise, hashed_uniform,
+                                    masked_counts, sample_candidates)
 
 MASK = 99
 
