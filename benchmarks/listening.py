@@ -53,7 +53,7 @@ def held_out_chorales(root: Path, n: int, sr: int, seconds: float, sounding_seco
         upper = [wav for inst, wav in stems.values() if inst not in (bass_id, DRUMS_ID)]
         head = int(sounding_seconds * sr)
         if len(bass) == 1 and upper and min(dbfs(bass[0][:head]), dbfs(mix_down(upper)[:head])) > -50.0:
-            out.append({"name": track.name, "context": mix_down(upper), "bass": bass[0]})
+            out.append({"name": track.name, "track": track, "context": mix_down(upper), "bass": bass[0]})
         if len(out) == n:
             break
     return out

@@ -8,7 +8,9 @@ settings, the same pieces, seed and metric as ``benchmarks/listening.py`` part 2
 
 Arms: guided (paper eq. 3, the paper's ranking) and naive sampling, each at every level-0
 temperature of ``--temperatures`` (levels 1-3 stay at 1.0: they carry timbre, level 0 the pitch),
-and optionally other context guidance scales (``--lambdas``, guided only). The metric, fixed
+optionally other context guidance scales (``--lambdas``, guided only) and nested guidance
+(``--nested``: the context's scales, lambda_i = 1, the paper's ranking; see
+``SamplingSettings.guidance_form``). The metric, fixed
 before the runs: chroma agreement of the generated bass with its own context (``own``) and its
 gap to the next piece's context (``gap``), on the first ``--seconds`` of ``--songs`` held-out
 chorales (context: the upper voices) or, with ``--music unseen``, pieces by other composers with
@@ -44,6 +46,8 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=8.0, help="length of each generated bass")
     p.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.7, 0.4], help="level-0 temperatures")
     p.add_argument("--lambdas", type=float, nargs="*", default=[], help="extra lambda_context values (guided)")
+    p.add_argument("--nested", type=float, nargs="*", default=[],
+                   help="lambda_context values of nested guidance (guidance_form='nested', lambda_instrument 1)")
     p.add_argument("--modes", nargs="+", default=["guided", "naive"], choices=["guided", "naive"])
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "listening_sampling")
     args = p.parse_args()
@@ -73,12 +77,14 @@ def main() -> None:
             arms.append((mode, base, t, base.lambda_context))
         if mode == "guided":
             arms += [(mode, base, args.temperatures[0], lam) for lam in args.lambdas]
+            nested = replace(base, guidance_form="nested", lambda_instrument=1.0)
+            arms += [("nested", nested, t, lam) for lam in args.nested for t in args.temperatures]
     for (mode, base, t, lam), (name, model) in itertools.product(arms, zip(args.model, models)):
         settings = replace(base, temperature=(t,) + (1.0,) * (levels - 1), lambda_context=lam)
         start = time.perf_counter()
         stems = model.generate(contexts, "bass", sample_rate=sr, seed=0, settings=settings)
         own, mism = agreement([s.audio for s in stems], contexts, sr)
-        arm = {"model": name, "mode": mode, "temperature_level0": t, "lambda_context": lam if mode == "guided" else None,
+        arm = {"model": name, "mode": mode, "temperature_level0": t, "lambda_context": lam if mode != "naive" else None,
                "own": round(own, 4), "mismatched": round(mism, 4), "gap": round(own - mism, 4),
                "seconds_to_generate": round(time.perf_counter() - start, 1)}
         result["arms"].append(arm)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -31,18 +32,29 @@ def cosine_mask_count(u: torch.Tensor, t: int) -> torch.Tensor:
 
 
 def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generator | None = None,
-                    level: int | None = None, p_full_mask: float = 0.0) -> MaskedTarget:
+                    level: int | None = None, p_full_mask: float = 0.0,
+                    level_weights: Sequence[float] | None = None) -> MaskedTarget:
     """Mask ``target (B, Q, T)`` for training (see module docstring); ``level`` fixes q for every
     example instead of drawing it (validation scores each level in turn).
 
     ``p_full_mask``: the probability that an example's level is masked entirely instead of at the
     cosine ratio (which masks 64% on average and all of it rarely): the case where nothing of the
     stem is given and only the context can say what to play, as at the start of sampling.
+
+    ``level_weights``: relative frequencies ``(Q,)`` of the trained levels (None: uniform, as in
+    SoundStorm). Level 0 is where the stem's notes are decided; the finer levels are timbre.
     """
     b, q, t = target.shape
     dev = target.device
-    level = (torch.randint(q, (b,), generator=generator, device=dev) if level is None
-             else torch.full((b,), level, dtype=torch.long, device=dev))
+    if level is not None:
+        level = torch.full((b,), level, dtype=torch.long, device=dev)
+    elif level_weights is None:
+        level = torch.randint(q, (b,), generator=generator, device=dev)
+    else:
+        weights = torch.as_tensor(level_weights, dtype=torch.float, device=dev)
+        if weights.shape != (q,) or not bool((weights >= 0).all()) or not float(weights.sum()) > 0:
+            raise ValueError(f"level_weights needs {q} non-negative weights, not all zero; got {list(level_weights)}.")
+        level = torch.multinomial(weights, b, replacement=True, generator=generator)
     count = cosine_mask_count(torch.rand(b, generator=generator, device=dev), t)  # (B,)
     if p_full_mask > 0:
         full = torch.rand(b, generator=generator, device=dev) < p_full_mask

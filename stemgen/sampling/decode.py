@@ -26,15 +26,17 @@ Generators = Union[torch.Generator, Sequence[torch.Generator], None]
 
 
 def level_logits(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
-                 level: "int | torch.Tensor", guidance: bool) -> torch.Tensor:
+                 level: "int | torch.Tensor", guidance: bool, form: str = "paper") -> torch.Tensor:
     """Logits of level ``level``: ``(B, T, V)`` for p(t|a,i), or with guidance the three branches
-    p(t|a), p(t|i), p(t) stacked as ``(3B, T, V)`` and run as one batch."""
+    stacked as ``(3B, T, V)`` and run as one batch: p(t|a), p(t|i), p(t) for the paper's eq. 3
+    (``form="paper"``), p(t|a,i), p(t|i), p(t) for nested guidance (``form="nested"``)."""
     if not guidance:
         return model(context, target, instrument, level=level)
     b = context.shape[0]
     null_inst = torch.full_like(instrument, NULL_ID)
     ctx3, tgt3 = context.repeat(3, 1, 1), target.repeat(3, 1, 1)
-    inst3 = torch.cat([null_inst, instrument, null_inst])
+    first = instrument if form == "nested" else null_inst
+    inst3 = torch.cat([first, instrument, null_inst])
     drop3 = torch.cat([torch.zeros(b, dtype=torch.bool, device=context.device),
                        torch.ones(2 * b, dtype=torch.bool, device=context.device)])
     return model(ctx3, tgt3, inst3, drop_context=drop3, level=level)  # (3B, T, V)
@@ -44,8 +46,8 @@ def level_logits(model, context: torch.Tensor, target: torch.Tensor, instrument:
 def level_log_probs(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, level: int,
                     settings: SamplingSettings) -> torch.Tensor:
     """Log-probabilities ``(B, T, V)`` of level ``level`` given the current target tokens."""
-    logits = level_logits(model, context, target, instrument, level, settings.guidance)
-    return branch_log_probs(logits, context.shape[0], settings.lambda_context, settings.lambda_instrument)
+    logits = level_logits(model, context, target, instrument, level, settings.guidance, settings.guidance_form)
+    return branch_log_probs(logits, context.shape[0], *settings.branch_weights())
 
 
 def decode_step(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, seeds: torch.Tensor,
@@ -60,13 +62,13 @@ def decode_step(model, context: torch.Tensor, target: torch.Tensor, instrument: 
     ``temperature`` is the level's. Returns the level's tokens ``(B, T)``. Shapes are static and
     nothing waits on the device, so the step can be compiled and captured.
     """
-    logits = level_logits(model, context, target, instrument, level, settings.guidance)
+    logits = level_logits(model, context, target, instrument, level, settings.guidance, settings.guidance_form)
     t, v = logits.shape[1], logits.shape[2]
     if settings.sampler == "fused":
         step, noise = fused.sample_step, torch.ops.stemgen.hashed_uniform(seeds, t, v)
     else:
         step, noise = fused.reference_step, hashed_uniform(seeds, t, v)
-    la, li = (settings.lambda_context, settings.lambda_instrument) if settings.guidance else (1.0, 1.0)
+    la, li = settings.branch_weights() if settings.guidance else (1.0, 1.0)
     current = target.index_select(1, level.reshape(1))[:, 0]  # (B, T) the level's tokens so far
     return step(logits, current, noise, uniform, remain, la, li, temperature,
                 settings.w_confidence, settings.w_position, settings.w_random, model.cfg.mask_id)

@@ -17,8 +17,15 @@ class SamplingSettings:
 
     Attributes:
         steps: decoding steps per level (paper: 128, 64, 32, 32).
-        guidance: multi-source classifier-free guidance (paper eq. 3); False runs one fully
-            conditioned pass p(t|a,i) per step (the paper's *naive* setting).
+        guidance: multi-source classifier-free guidance; False runs one fully conditioned pass
+            p(t|a,i) per step (the paper's *naive* setting).
+        guidance_form: how the guidance branches combine. "paper" (eq. 3): ``lambda_a log p(t|a)
+            + lambda_i log p(t|i) + (1 - lambda_a - lambda_i) log p(t)``, the branches each
+            dropping one condition. "nested": ``log p(t) + lambda_i (log p(t|i) - log p(t)) +
+            lambda_a (log p(t|a,i) - log p(t|i))``, the context's guidance measured with the
+            instrument given (as in InstructPix2Pix's two-condition guidance); scales of 1 give
+            the naive p(t|a,i), lambda_a > 1 pushes towards what the context, not the instrument
+            alone, makes likely.
         lambda_context: guidance scale of the audio context, lambda_a (paper: 3).
         lambda_instrument: guidance scale of the instrument, lambda_i (paper: 3).
         temperature: per level; 0 picks the most likely token.
@@ -36,6 +43,7 @@ class SamplingSettings:
 
     steps: tuple[int, ...] = (128, 64, 32, 32)
     guidance: bool = True
+    guidance_form: str = "paper"
     lambda_context: float = 3.0
     lambda_instrument: float = 3.0
     temperature: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
@@ -65,9 +73,21 @@ class SamplingSettings:
         weights = (self.lambda_context, self.lambda_instrument, self.w_confidence, self.w_position, self.w_random)
         if any(not torch.isfinite(torch.tensor(float(w))) for w in weights):
             raise ValueError(f"guidance scales and ranking weights must be finite numbers, got {weights}.")
+        if self.guidance_form not in GUIDANCE_FORMS:
+            raise ValueError(f"guidance_form must be one of {GUIDANCE_FORMS}, got {self.guidance_form!r}.")
         if self.sampler not in ("fused", "eager"):
             raise ValueError(f"sampler must be 'fused' or 'eager', got {self.sampler!r}.")
         return self
+
+    def branch_weights(self) -> tuple[float, float]:
+        """The weights ``(w0, w1)`` of the first two guidance branches' log-probabilities as the
+        step ops combine them, ``w0 b0 + w1 b1 + (1 - w0 - w1) b2`` (:func:`~.steps.guided_log_probs`):
+        for "paper" the branches are p(t|a), p(t|i), p(t) and the weights the scales; for
+        "nested" they are p(t|a,i), p(t|i), p(t) and the weights ``(lambda_a, lambda_i - lambda_a)``.
+        """
+        if self.guidance_form == "nested":
+            return self.lambda_context, self.lambda_instrument - self.lambda_context
+        return self.lambda_context, self.lambda_instrument
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -79,6 +99,9 @@ class SamplingSettings:
         steps = tuple(PAPER_STEPS[min(i, len(PAPER_STEPS) - 1)] for i in range(num_levels))
         return cls(steps=steps, temperature=(1.0,) * num_levels)
 
+
+#: how the guidance branches combine (:attr:`SamplingSettings.guidance_form`)
+GUIDANCE_FORMS = ("paper", "nested")
 
 #: the paper's decoding steps per level (section 3.2.1)
 PAPER_STEPS = (128, 64, 32, 32)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from lightning import LightningModule
 
@@ -33,6 +35,8 @@ class StemGenLightning(LightningModule):
         p_drop_instrument: probability of replacing the instrument by the null entry.
         p_full_mask: probability of masking the trained level entirely instead of at the cosine
             ratio (0: the paper's SoundStorm masking).
+        level_weights: relative frequencies of the trained levels, one per level (None: uniform,
+            the paper's); weighting level 0 trains more of the steps where the notes are chosen.
         shared_embeddings: context and target read one embedding table per level (see
             :class:`~stemgen.model.ModelConfig`).
         seed: seed of the masks and dropouts (drawn per step from (seed, global step)).
@@ -47,8 +51,13 @@ class StemGenLightning(LightningModule):
                  warmup_steps: int = 10_000, hold_steps: int = 50_000, decay_steps: int = 300_000,
                  final_lr_scale: float = 0.01, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.95),
                  p_drop_context: float = 0.1, p_drop_instrument: float = 0.1, p_full_mask: float = 0.0,
-                 shared_embeddings: bool = False, seed: int = 0, compile: bool | None = None):
+                 shared_embeddings: bool = False, seed: int = 0, compile: bool | None = None,
+                 level_weights: Optional[list[float]] = None):
         super().__init__()
+        if level_weights is not None and (len(level_weights) != num_levels or min(level_weights) < 0
+                                          or not sum(level_weights) > 0):
+            raise ValueError(f"level_weights needs one non-negative weight per level ({num_levels}), not all zero; "
+                             f"got {level_weights}.")
         self.save_hyperparameters()
         self.model = StemGenModel(ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality,
                                                         shared_embeddings=shared_embeddings))
@@ -100,7 +109,7 @@ class StemGenLightning(LightningModule):
         out = masked_token_loss(self.model, batch["context_tokens"], batch["target_tokens"], batch["instrument"],
                                 self.hparams.p_drop_context, self.hparams.p_drop_instrument,
                                 self._generator(self.global_step), p_full_mask=self.hparams.p_full_mask,
-                                loss_fn=self.train_loss_fn())
+                                loss_fn=self.train_loss_fn(), level_weights=self.hparams.get("level_weights"))
         self.log("train/loss", out.loss, prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return out.loss

@@ -70,3 +70,23 @@ def test_full_masking_masks_the_whole_level_as_often_as_asked():
     hidden = full.inputs[rows] == 99  # (N, Q, T)
     for q in range(4):
         assert (hidden[:, q].all(-1) == (lv <= q)).all()
+
+
+def test_level_weights_set_how_often_each_level_is_trained():
+    import pytest
+    import torch
+
+    from stemgen.model.masking import soundstorm_mask
+
+    tgt = torch.zeros(8000, 4, 20, dtype=torch.long)
+    out = soundstorm_mask(tgt, 99, torch.Generator().manual_seed(0), level_weights=[5.0, 1.0, 1.0, 1.0])
+    share = torch.bincount(out.level, minlength=4).float() / 8000
+    assert abs(share[0] - 0.625) < 0.02 and all(abs(share[q] - 0.125) < 0.015 for q in (1, 2, 3))
+    never = soundstorm_mask(tgt, 99, torch.Generator().manual_seed(0), level_weights=[1.0, 0.0, 1.0, 0.0])
+    assert set(never.level.unique().tolist()) == {0, 2}
+    # uniform weights leave the default draw (and its random stream) alone
+    plain = soundstorm_mask(tgt, 99, torch.Generator().manual_seed(0))
+    assert torch.equal(plain.level, soundstorm_mask(tgt, 99, torch.Generator().manual_seed(0), level_weights=None).level)
+    for bad in ([1.0, 1.0], [1.0, -1.0, 1.0, 1.0], [0.0] * 4):
+        with pytest.raises(ValueError, match="level_weights needs 4"):
+            soundstorm_mask(tgt, 99, torch.Generator().manual_seed(0), level_weights=bad)

@@ -109,6 +109,32 @@ def test_unit_guidance_scales_reproduce_the_naive_distribution():
     assert torch.equal(a, b)
 
 
+def test_nested_guidance_combines_the_conditioned_branches_by_hand():
+    """Nested guidance is log p(t) + li (log p(t|i) - log p(t)) + la (log p(t|a,i) - log p(t|i)),
+    from the model's own branches (the tiny transformer: no product-of-experts shortcut)."""
+    model, ctx, inst = setup()
+    tgt = torch.full_like(ctx, model.cfg.mask_id)
+    drop = torch.ones(ctx.shape[0], dtype=torch.bool)
+    with torch.no_grad():
+        ai = model(ctx, tgt, inst, level=0).log_softmax(-1)
+        i = model(ctx, tgt, inst, drop_context=drop, level=0).log_softmax(-1)
+        none = model(ctx, tgt, torch.full_like(inst, NULL_ID), drop_context=drop, level=0).log_softmax(-1)
+    for la, li in [(3.0, 1.0), (2.0, 0.5), (1.0, 1.0)]:
+        s = SamplingSettings(guidance_form="nested", lambda_context=la, lambda_instrument=li)
+        got = level_log_probs(model, ctx, tgt, inst, 0, s)
+        want = (none + li * (i - none) + la * (ai - i)).log_softmax(-1)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    # at unit scales it is the naive distribution p(t|a,i); the paper's form is not (the model
+    # is not a product of experts)
+    unit = level_log_probs(model, ctx, tgt, inst, 0, SamplingSettings(guidance_form="nested", lambda_context=1.0,
+                                                                      lambda_instrument=1.0))
+    torch.testing.assert_close(unit, ai, atol=1e-4, rtol=0)
+    paper = level_log_probs(model, ctx, tgt, inst, 0, SamplingSettings(lambda_context=1.0, lambda_instrument=1.0))
+    assert (paper - ai).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="guidance_form must be"):
+        SamplingSettings(guidance_form="cfg").check(4)
+
+
 def test_naive_preset_and_settings_errors():
     s = SamplingSettings.naive()
     assert not s.guidance and s.w_position == 0.0 and s.w_random == 1.0 and s.steps == (128, 64, 32, 32)

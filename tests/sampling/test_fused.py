@@ -175,14 +175,15 @@ def tiny_setup(v=16, t=24):
     return model, torch.randint(v, (2, 4, t), generator=g), torch.tensor([4, 16])
 
 
-@pytest.mark.parametrize("guidance", [True, False])
-def test_decoding_with_the_fused_ops_gives_the_eager_tokens(guidance):
+@pytest.mark.parametrize("guidance,form", [(True, "paper"), (True, "nested"), (False, "paper")])
+def test_decoding_with_the_fused_ops_gives_the_eager_tokens(guidance, form):
     model, ctx, inst = tiny_setup()
     prefix = torch.full_like(ctx, model.cfg.mask_id)
     prefix[0, :, :20] = ctx[0, :, :20]  # the first example has only 4 free frames: it finishes early
     runs = {}
     for sampler in ("eager", "fused"):
-        s = SamplingSettings(steps=(8, 4, 3, 2), guidance=guidance, sampler=sampler, temperature=(1.0, 0.8, 1.0, 0.0))
+        s = SamplingSettings(steps=(8, 4, 3, 2), guidance=guidance, guidance_form=form, sampler=sampler,
+                             temperature=(1.0, 0.8, 1.0, 0.0), lambda_instrument=1.5)
         runs[sampler] = decode_tokens(model, ctx, inst, s, torch.Generator().manual_seed(5), prefix=prefix)
     assert torch.equal(runs["eager"], runs["fused"])
     assert (runs["fused"] != model.cfg.mask_id).all()

@@ -1,0 +1,217 @@
+"""Does the model's first guess at the bass name the right pitch? A token-level listening probe.
+
+    python benchmarks/pitch_probe.py --model demo /work/eval/other --out benchmarks/results/pitch_probe
+
+With every level-0 token of the bass masked (where decoding starts: its first tokens are drawn
+from exactly these distributions), the model's distribution over level-0 codes is turned into a
+distribution over the bass's pitch class with a lookup table code -> pitch class (each code's
+most frequent sounding bass pitch class, counted on the bass stems of ``--table-songs`` *train*
+chorales: the embedded codec's bass codes name their pitch class ~94% of the time, see
+``../shared/measurements/listening-2026-11-30``). Scored against the held-out chorales' bass
+MIDI, frame by frame (50 Hz) where the bass sounds:
+
+* ``p_true_pc``: mean probability of the sounding pitch class (codes without a table entry count
+  as wrong);
+* ``accuracy``: how often the most probable pitch class is the sounding one;
+* ``p_known``: the probability mass on codes the table knows (the rest: codes no train bass
+  played, counted as wrong by ``p_true_pc``).
+
+Conditions: naive p(t|a,i) with the true context, with another chorale's context, without
+context p(t|i); paper eq. 3 (lambda 3, 3); nested guidance at ``--nested`` scales (lambda_i 1).
+References of the same run: the most frequent pitch class (chance), and a second table, code of
+the *context* (upper voices) -> bass pitch class in the same frame, applied to the held-out
+contexts (what one frame of context alone tells). Thousands of frames per condition, no decoding:
+a low-noise view of what the sampler starts from. Writes ``OUT.json`` and ``OUT.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from listening import held_out_chorales  # noqa: E402
+from machine import machine_info  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bass_pitch_classes(track: Path, frames: int, frame_rate: float) -> np.ndarray:
+    """``(frames,)`` int: the bass's sounding pitch class in each codec frame, -1 where silent
+    (the lowest sounding note wins), from the track's bass MIDI."""
+    import pretty_midi
+
+    from stemgen.data.songs import ScanReport, read_slakh_track
+    from stemgen.instruments import resolve
+
+    song = read_slakh_track(track, ScanReport())
+    bass = [s for s in song.stems if s.instrument == resolve("bass").id]
+    midi = pretty_midi.PrettyMIDI(str(track / "MIDI" / f"{bass[0].name}.mid"))
+    low = np.full(frames, 128)
+    for inst in midi.instruments:
+        for note in inst.notes:
+            a, b = int(round(note.start * frame_rate)), int(round(note.end * frame_rate))
+            low[a:b] = np.minimum(low[a:b], note.pitch)
+    return np.where(low < 128, low % 12, -1)
+
+
+def train_tracks(root: Path, n: int) -> list[Path]:
+    from stemgen.data.songs import song_folders
+
+    return list(song_folders(root, "train", complete=True))[:n]
+
+
+def code_tables(model, tracks: list[Path], seconds: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Two lookup tables code -> most frequent sounding bass pitch class (-1 where never seen),
+    counted on ``tracks``: from the bass stem's level-0 codes, and from the level-0 codes of the
+    upper voices' mix (the context) in the same frame. Also the bass table's purity (the share of
+    frames whose pitch class is their code's)."""
+    from stemgen.audio import load_mono, mix_down
+    from stemgen.data.songs import ScanReport, read_slakh_track
+    from stemgen.instruments import DRUMS_ID, resolve
+
+    v, bass_id = model.model.cfg.cardinality, resolve("bass").id
+    counts = np.zeros((2, v, 12), dtype=np.int64)
+    n = int(seconds * model.sample_rate)
+    for track in tracks:
+        song = read_slakh_track(track, ScanReport())
+        bass = [s for s in song.stems if s.instrument == bass_id]
+        upper = [load_mono(s.path, model.sample_rate)[:n] for s in song.stems if s.instrument not in (bass_id, DRUMS_ID)]
+        if len(bass) != 1 or not upper:
+            continue
+        for k, wav in enumerate((load_mono(bass[0].path, model.sample_rate)[:n], mix_down(upper))):
+            codes = model._encode(wav)[0].cpu().numpy()  # (T,) level 0
+            pcs = bass_pitch_classes(track, len(codes), model.codec.frame_rate)
+            sounding = pcs >= 0
+            np.add.at(counts[k], (codes[sounding], pcs[sounding]), 1)
+    tables = np.where(counts.sum(2) > 0, counts.argmax(2), -1)  # (2, V)
+    return tables[0], tables[1], float(counts[0].max(1).sum() / counts[0].sum())
+
+
+def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray, nested: list[float],
+          batch_size: int = 16) -> dict:
+    """Per condition: mean probability of the sounding pitch class, the mass on codes the table
+    knows, and the argmax pitch class's accuracy."""
+    import torch
+
+    from stemgen.instruments import NULL_ID, resolve
+    from stemgen.sampling.steps import guided_log_probs
+
+    w = model.window_frames
+    crops = []  # (context (Q, w), pitch classes (w,), song index)
+    for k, s in enumerate(songs):
+        ctx = model._encode(s["context"])
+        pcs = bass_pitch_classes(s["track"], ctx.shape[-1], model.codec.frame_rate)
+        for start in range(0, ctx.shape[-1] - w + 1, w):
+            crops.append((ctx[:, start:start + w], pcs[start:start + w], k))
+    dev = model.device
+    onehot = torch.zeros(len(table), 12, device=dev)  # (V, 12) code -> its pitch class
+    known = torch.from_numpy(table >= 0).to(dev)
+    onehot[known, torch.from_numpy(table.clip(0)).to(dev)[known]] = 1.0
+    bass = resolve("bass").id
+    sums: dict[str, list[float]] = {}
+    context_code_hits = []
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=model.precision == "bf16"):
+        for i in range(0, len(crops), batch_size):
+            part = crops[i:i + batch_size]
+            b = len(part)
+            ctx = torch.stack([c for c, _, _ in part])  # (b, Q, w)
+            # another chorale's context: the next crop from a different song
+            other_idx = [next((j for j in range(1, len(crops)) if crops[(i + n + j) % len(crops)][2] != part[n][2]))
+                         for n in range(b)]
+            other = torch.stack([crops[(i + n + j) % len(crops)][0] for n, j in enumerate(other_idx)])
+            pcs = torch.from_numpy(np.stack([p for _, p, _ in part])).to(dev)  # (b, w)
+            tgt = torch.full_like(ctx, model.model.cfg.mask_id)
+            inst = torch.full((b,), bass, device=dev)
+            null = torch.full_like(inst, NULL_ID)
+            drop = torch.ones(b, dtype=torch.bool, device=dev)
+
+            def logp(c, ins, dr=None):
+                return model.model(c, tgt, ins, drop_context=dr, level=0).float().log_softmax(-1)  # (b, w, V)
+
+            ai, oi, i_, a_, none = logp(ctx, inst), logp(other, inst), logp(ctx, inst, drop), logp(ctx, null), \
+                logp(ctx, null, drop)
+            conds = {"naive, true context": ai, "naive, mismatched context": oi, "no context p(t|i)": i_,
+                     "paper eq. 3 (3, 3)": guided_log_probs(a_, i_, none, 3.0, 3.0)}
+            for lam in nested:
+                conds[f"nested ({lam:g}, 1)"] = guided_log_probs(ai, i_, none, lam, 1.0 - lam)
+            sounding = pcs >= 0
+            for name, lp in conds.items():
+                p_pc = lp.exp() @ onehot  # (b, w, 12)
+                p_true = p_pc.gather(-1, pcs.clamp_min(0)[..., None])[..., 0]
+                hit = (p_pc.argmax(-1) == pcs).float()
+                acc = sums.setdefault(name, [0.0, 0.0, 0.0, 0.0])
+                acc[0] += float(p_true[sounding].sum())
+                acc[1] += float(hit[sounding].sum())
+                acc[2] += float(p_pc.sum(-1)[sounding].sum())
+                acc[3] += float(sounding.sum())
+            ctx_pc = torch.from_numpy(context_table).to(dev)[ctx[:, 0]]  # (b, w) the context code's guess
+            context_code_hits.append((float((ctx_pc == pcs)[sounding].sum()), float(sounding.sum())))
+    all_pcs = np.concatenate([p for _, p, _ in crops])
+    all_pcs = all_pcs[all_pcs >= 0]
+    hits, n = map(sum, zip(*context_code_hits))
+    return {"crops": len(crops), "frames": int(len(all_pcs)),
+            "chance_accuracy": round(float(np.bincount(all_pcs, minlength=12).max() / len(all_pcs)), 4),
+            "context_code_accuracy": round(hits / n, 4),
+            "conditions": {k: {"p_true_pc": round(v[0] / v[3], 4), "accuracy": round(v[1] / v[3], 4),
+                               "p_known": round(v[2] / v[3], 4)} for k, v in sums.items()}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", nargs="+", default=["demo"])
+    p.add_argument("--data", type=Path, default=Path.home() / ".cache" / "stemgen" / "data" / "chorales_all")
+    p.add_argument("--songs", type=int, default=16, help="held-out chorales")
+    p.add_argument("--seconds", type=float, default=20.0, help="seconds of each held-out chorale cut into crops")
+    p.add_argument("--table-songs", type=int, default=64, help="train chorales for the code -> pitch class table")
+    p.add_argument("--nested", type=float, nargs="*", default=[2.0, 3.0, 5.0])
+    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "pitch_probe")
+    args = p.parse_args()
+
+    from stemgen.api import load_model
+    from stemgen.prepare import prepare_chorales
+
+    prepare_chorales(args.data)
+    models = [load_model(m, device="cpu") for m in args.model]
+    sr = models[0].sample_rate
+    start = time.perf_counter()
+    songs = held_out_chorales(args.data, args.songs, sr, args.seconds, 8.0)
+    # one table for every model: the codec is the embedded one for all of them
+    table, context_table, purity = code_tables(models[0], train_tracks(args.data, args.table_songs), args.seconds)
+    result = {"benchmark": "pitch_probe", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
+              "songs": len(songs), "table_songs": args.table_songs, "table_codes": int((table >= 0).sum()),
+              "table_purity": round(purity, 4), "models": {}}
+    for name, model in zip(args.model, models):
+        result["models"][name] = probe(model, songs, table, context_table, args.nested)
+        print(name, json.dumps(result["models"][name]), flush=True)
+    result["seconds_total"] = round(time.perf_counter() - start, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    args.out.with_suffix(".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def markdown(r: dict) -> str:
+    first = next(iter(r["models"].values()))
+    lines = ["# Pitch-class probe: the bass's all-masked level-0 distribution, read as pitch classes", "",
+             f"{r['songs']} held-out chorales, {first['crops']} crops, {first['frames']} sounding bass frames per "
+             f"condition; code -> pitch class table from {r['table_songs']} train chorales ({r['table_codes']} "
+             f"codes, purity {r['table_purity']}); machine {r['machine']['cpu']}, {r['machine']['cores']} cores; "
+             f"{r['date']}.", "",
+             f"References: most frequent pitch class {first['chance_accuracy']}; the context's own level-0 code "
+             f"in the same frame, through the table: {first['context_code_accuracy']}.", "",
+             "| model | distribution | p(sounding pitch class) | argmax accuracy | mass on known codes |",
+             "|---|---|---|---|---|"]
+    for name, m in r["models"].items():
+        for cond, v in m["conditions"].items():
+            lines.append(f"| {name} | {cond} | {v['p_true_pc']} | {v['accuracy']} | {v['p_known']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
