@@ -93,6 +93,11 @@ class Codec(nn.Module):
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def codebook_vectors(self) -> torch.Tensor:  # pragma: no cover - interface
+        """``(Q, V, F)``: the vector each code of each level stands for in the codec's latent
+        space; a frame's quantised latent is the sum over levels of its codes' vectors."""
+        raise NotImplementedError
+
     @torch.no_grad()
     def roundtrip(self, wav) -> "np.ndarray":
         """Encode and decode mono audio ``(N,)`` at :attr:`sample_rate`; returns ``(N,)`` float32."""

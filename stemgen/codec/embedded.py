@@ -92,6 +92,10 @@ class EmbeddedCodec(Codec):
         self.eval()
 
     # -- features --------------------------------------------------------------------------
+    def codebook_vectors(self) -> torch.Tensor:
+        """``(Q, V, F)`` the codebooks, in the weighted log-magnitude feature space (F STFT bins)."""
+        return self.codebooks
+
     def features(self, wav: torch.Tensor) -> torch.Tensor:
         """Weighted log-magnitude frames ``(B, T, F)`` of ``(B, N)`` audio (zero-padded to T*hop)."""
         wav = self._check_audio(wav).to(self.window.device)

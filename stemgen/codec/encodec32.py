@@ -188,6 +188,10 @@ class EncodecCodec(Codec):
         wav = self.decoder(emb)[:, 0]  # (B, T * hop)
         return wav[:, : tokens.shape[-1] * self.hop_length]
 
+    def codebook_vectors(self) -> torch.Tensor:
+        """``(Q, V, D)`` the residual quantizer's codebooks in EnCodec's latent space (D = 128)."""
+        return torch.stack([layer._codebook.embed for layer in self.quantizer.vq.layers[: self.num_levels]])
+
     def _device(self) -> torch.device:
         return self.quantizer.vq.layers[0]._codebook.embed.device
 

@@ -177,6 +177,42 @@ class StemGenModel(nn.Module):
             for lin in (block.attn.out, block.ffn.down):
                 nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * self.cfg.n_layers))
 
+    @torch.no_grad()
+    def init_embeddings_from_codebooks(self, codebooks: torch.Tensor, heads: bool = False) -> "StemGenModel":
+        """Start the code embeddings from the codec's own codebooks ``(Q, V, F)``
+        (:meth:`stemgen.codec.base.Codec.codebook_vectors`) instead of at random, as VampNet embeds
+        tokens through its codec's latents: every table row becomes its code's vector under one
+        linear map to D/2 dimensions (the top right singular vectors of all codebook vectors, so
+        that the map keeps as much of them as D/2 dimensions can), scaled to the default init's
+        spread. The map is linear and shared by the levels, so a frame's embedding (the sum over
+        levels) starts as the map of its quantised latent: codes that sound alike start alike,
+        and a context's harmony is there from the first step instead of being learned code by
+        code. Dimensions beyond the codebooks' rank keep their random init; the MASK entries too.
+        ``heads``: the output heads too (each code's row: its vector mapped to D dimensions), so
+        that raising one code's logit raises those of the codes that sound like it. Returns ``self``.
+        """
+        q, v, half = self.cfg.num_levels, self.cfg.cardinality, self.cfg.dim // 2
+        if codebooks.shape[:2] != (q, v):
+            raise ValueError(f"codebooks of shape {tuple(codebooks.shape)} do not fit a model of {q} levels x {v} "
+                             f"codes: use the codec the model is trained with.")
+        books = codebooks.detach().float().cpu()
+        _, _, vh = torch.linalg.svd(books.reshape(q * v, -1), full_matrices=False)  # (r, F)
+
+        def mapped(width: int) -> torch.Tensor:  # (Q, V, min(width, r)) at the init's spread
+            out = books @ vh[:width].T
+            return out * (0.02 / out.std().clamp_min(1e-12))
+
+        tables = mapped(half)
+        k = tables.shape[-1]
+        targets = [self.context_embed] if self.cfg.shared_embeddings else [self.context_embed, self.target_embed]
+        for embeds in targets:
+            for level, emb in enumerate(embeds):
+                emb.weight[:v, :k] = tables[level].to(emb.weight)
+        if heads:
+            rows = mapped(self.cfg.dim)
+            self.heads[:, :, : rows.shape[-1]] = rows.to(self.heads)
+        return self
+
     def cast_matmul_weights(self, dtype: torch.dtype) -> "StemGenModel":
         """Store the weights that only enter matrix products (every Linear, the output heads) in
         ``dtype``, for inference under autocast to that dtype: autocast would cast them at every

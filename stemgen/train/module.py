@@ -37,6 +37,10 @@ class StemGenLightning(LightningModule):
             ratio (0: the paper's SoundStorm masking).
         level_weights: relative frequencies of the trained levels, one per level (None: uniform,
             the paper's); weighting level 0 trains more of the steps where the notes are chosen.
+        codec_embeddings: start the code embeddings from the codec's codebooks (see
+            :meth:`~stemgen.model.StemGenModel.init_embeddings_from_codebooks`) when training
+            starts; a resumed run takes its weights from the checkpoint as always.
+        codec_heads: with ``codec_embeddings``, start the output heads from the codebooks too.
         shared_embeddings: context and target read one embedding table per level (see
             :class:`~stemgen.model.ModelConfig`).
         seed: seed of the masks and dropouts (drawn per step from (seed, global step)).
@@ -52,7 +56,8 @@ class StemGenLightning(LightningModule):
                  final_lr_scale: float = 0.01, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.95),
                  p_drop_context: float = 0.1, p_drop_instrument: float = 0.1, p_full_mask: float = 0.0,
                  shared_embeddings: bool = False, seed: int = 0, compile: bool | None = None,
-                 level_weights: Optional[list[float]] = None):
+                 level_weights: Optional[list[float]] = None, codec_embeddings: bool = False,
+                 codec_heads: bool = False):
         super().__init__()
         if level_weights is not None and (len(level_weights) != num_levels or min(level_weights) < 0
                                           or not sum(level_weights) > 0):
@@ -80,6 +85,12 @@ class StemGenLightning(LightningModule):
         codec = getattr(self._datamodule(), "codec", None)
         if codec is not None:
             check_codec(self.model.cfg, codec, fix="Set --model.num_levels/--model.cardinality to the codec's.")
+        if stage == "fit" and self.hparams.get("codec_embeddings"):
+            if codec is None:
+                raise ValueError("codec_embeddings needs the codec of the training data: train with a stemgen data "
+                                 "module (--data), or set --model.codec_embeddings false.")
+            # runs before a checkpoint's weights are restored, so a resumed run is unaffected
+            self.model.init_embeddings_from_codebooks(codec.codebook_vectors(), heads=bool(self.hparams.get("codec_heads")))
 
     def _datamodule(self):
         return getattr(self._trainer, "datamodule", None) if self._trainer else None

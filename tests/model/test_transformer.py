@@ -130,3 +130,48 @@ def test_rotary_tables_are_kept_as_unsaved_buffers_and_extended_past_them(monkey
     ctx, tgt, inst = torch.randint(0, 16, (1, 2, 12)), torch.randint(0, 17, (1, 2, 12)), torch.tensor([3])
     with torch.no_grad():
         assert torch.equal(short(ctx, tgt, inst), cached(ctx, tgt, inst))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_codebook_init_embeds_codes_by_one_linear_map_of_their_vectors(shared):
+    cfg = ModelConfig.from_name("tiny", num_levels=2, cardinality=16, shared_embeddings=shared)
+    model = StemGenModel(cfg)
+    g = torch.Generator().manual_seed(0)
+    books = torch.randn(2, 16, 40, generator=g)
+    books[0, 2] = books[0, 0] + books[0, 1]  # a code that is the sum of two others
+    books[1, 5] = books[0, 3]  # the same vector on another level
+    mask_before = None if shared else model.target_embed[0].weight[16].clone()
+    heads_before = model.heads.detach().clone()
+    model.init_embeddings_from_codebooks(books)
+    assert torch.equal(model.heads, heads_before)  # the heads only on request
+    tables = [model.context_embed[q].weight.detach() for q in range(2)]  # (V, D/2) each
+    torch.testing.assert_close(tables[0][2], tables[0][0] + tables[0][1], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(tables[1][5], tables[0][3], atol=1e-6, rtol=1e-5)
+    assert abs(torch.cat(tables).std().item() - 0.02) < 0.005
+    # 40-dim vectors into D/2 = 32 dims: the map keeps the top 32 directions, distinct codes stay apart
+    assert torch.cdist(tables[0], tables[0]).fill_diagonal_(1.0).min() > 1e-3
+    if not shared:
+        for q in range(2):
+            torch.testing.assert_close(model.target_embed[q].weight[:16], tables[q])
+        assert torch.equal(model.target_embed[0].weight[16], mask_before)  # MASK keeps its init
+    model.init_embeddings_from_codebooks(books, heads=True)
+    rows = model.heads.detach()  # (Q, V, D): D = 64 > the 32 vectors' rank: 32 mapped dims, the rest as before
+    torch.testing.assert_close(rows[0, 2, :32], rows[0, 0, :32] + rows[0, 1, :32], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(rows[1, 5, :32], rows[0, 3, :32], atol=1e-6, rtol=1e-5)
+    assert torch.equal(rows[..., 32:], heads_before[..., 32:])
+    with pytest.raises(ValueError, match="do not fit a model of 2 levels x 16 codes"):
+        model.init_embeddings_from_codebooks(torch.randn(4, 16, 40))
+
+
+def test_codebook_init_from_the_embedded_codec_puts_alike_codes_near():
+    from stemgen.codec.embedded import EmbeddedCodec, EmbeddedCodecConfig
+
+    codec = EmbeddedCodec(EmbeddedCodecConfig(num_levels=2, cardinality=16), torch.randn(2, 16, 1025))
+    model = StemGenModel(ModelConfig.from_name("tiny", num_levels=2, cardinality=16, shared_embeddings=True))
+    model.init_embeddings_from_codebooks(codec.codebook_vectors())
+    books, table = codec.codebook_vectors()[0], model.context_embed[0].weight.detach()
+    # its 32 codebook vectors span at most 32 of the 1025 dimensions: the map to D/2 = 32 keeps
+    # them whole, every distance scaled by one factor
+    d_books, d_table = torch.cdist(books, books), torch.cdist(table, table)
+    ratio = d_table[d_books > 0] / d_books[d_books > 0]
+    assert ratio.std() / ratio.mean() < 1e-3

@@ -115,3 +115,17 @@ def test_the_training_step_is_compiled_on_request_and_by_default_on_cuda_only():
     assert StemGenLightning("tiny").train_loss_fn() is masked_loss  # CPU default: eager
     compiled = StemGenLightning("tiny", compile=True).train_loss_fn()
     assert compiled is not masked_loss and getattr(compiled, "_torchdynamo_orig_callable", None) is masked_loss
+
+
+def test_codec_embeddings_start_from_the_training_codec_codebooks(datamodule):
+    module = StemGenLightning("tiny", cardinality=64, shared_embeddings=True, codec_embeddings=True)
+    module._datamodule = lambda: datamodule
+    module.setup("fit")
+    books = datamodule.codec.codebook_vectors()
+    want = StemGenLightning("tiny", cardinality=64, shared_embeddings=True).model.init_embeddings_from_codebooks(books)
+    for q in range(4):
+        torch.testing.assert_close(module.model.context_embed[q].weight[:, :books.shape[-1]],
+                                   want.context_embed[q].weight[:, :books.shape[-1]])
+    module._datamodule = lambda: None
+    with pytest.raises(ValueError, match="codec_embeddings needs the codec"):
+        module.setup("fit")
