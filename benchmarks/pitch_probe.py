@@ -209,6 +209,7 @@ def markdown(r: dict) -> str:
              "|---|---|---|---|---|"]
     for name, m in r["models"].items():
         for cond, v in m["conditions"].items():
+            cond = cond.replace("|", "\\|")
             lines.append(f"| {name} | {cond} | {v['p_true_pc']} | {v['accuracy']} | {v['p_known']} |")
     return "\n".join(lines) + "\n"
 

@@ -28,6 +28,12 @@ class ModelConfig:
     ``shared_embeddings``: the target channel reads the context channel's table of each level
     (plus a learned MASK vector per level), so a code means the same vector in both channels from
     the start; ``False`` (the paper's reading) gives each channel its own tables.
+
+    ``codebook_dim``: > 0 adds to every code's embedding, in both channels, a learned linear map
+    of what the code stands for in the codec: its codebook vector, reduced to ``codebook_dim``
+    dimensions (:meth:`StemGenModel.set_codebook_features`, kept with the weights). Codes that
+    sound alike then share what is learned about them, throughout training; 0 (the paper's):
+    only the tables.
     """
 
     num_levels: int = 4
@@ -40,6 +46,7 @@ class ModelConfig:
     rope_base: float = 10000.0
     norm_eps: float = 1e-5
     shared_embeddings: bool = False
+    codebook_dim: int = 0
 
     @property
     def mask_id(self) -> int:
@@ -150,6 +157,10 @@ class StemGenModel(nn.Module):
             self.mask_embed = nn.Parameter(torch.zeros(cfg.num_levels, half))  # (Q, D/2)
         else:
             self.target_embed = nn.ModuleList(nn.Embedding(cfg.cardinality + 1, half) for _ in range(cfg.num_levels))
+        if cfg.codebook_dim > 0:
+            # set from the codec before training (set_codebook_features), saved with the weights
+            self.register_buffer("codebook_features", torch.zeros(cfg.num_levels, cfg.cardinality, cfg.codebook_dim))
+            self.codebook_proj = nn.Linear(cfg.codebook_dim, half, bias=False)
         self.instrument_embed = nn.Embedding(cfg.num_instruments, half)
         self.null_context = nn.Parameter(torch.zeros(half))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
@@ -213,6 +224,34 @@ class StemGenModel(nn.Module):
             self.heads[:, :, : rows.shape[-1]] = rows.to(self.heads)
         return self
 
+    @torch.no_grad()
+    def set_codebook_features(self, codebooks: torch.Tensor) -> "StemGenModel":
+        """Fix the codec features of a model with ``codebook_dim`` > 0 from the codec's codebooks
+        ``(Q, V, F)`` (:meth:`stemgen.codec.base.Codec.codebook_vectors`): every vector under one
+        linear map to ``codebook_dim`` dimensions (the top right singular vectors of all of them;
+        linear and shared by the levels, so a frame's summed features are the map of its quantised
+        latent), scaled so that the learned projection starts at the tables' spread. Returns ``self``.
+        """
+        q, v, r = self.cfg.num_levels, self.cfg.cardinality, self.cfg.codebook_dim
+        if r <= 0:
+            raise ValueError("this model has no codec features (codebook_dim = 0).")
+        if codebooks.shape[:2] != (q, v):
+            raise ValueError(f"codebooks of shape {tuple(codebooks.shape)} do not fit a model of {q} levels x {v} "
+                             f"codes: use the codec the model is trained with.")
+        books = codebooks.detach().float().cpu()
+        _, _, vh = torch.linalg.svd(books.reshape(q * v, -1), full_matrices=False)  # (rank, F)
+        feats = torch.zeros(q, v, r)
+        k = min(r, vh.shape[0])
+        feats[..., :k] = books @ vh[:k].T
+        # the projection's init (std 0.02) then gives its output about the tables' spread (0.02)
+        feats *= 1.0 / (feats.std().clamp_min(1e-12) * math.sqrt(r))
+        self.codebook_features.copy_(feats.to(self.codebook_features))
+        return self
+
+    def _codec_features(self, tokens: torch.Tensor, level: int) -> torch.Tensor:
+        """Codec features ``(B, T, codebook_dim)`` of one level's codes ``(B, T)`` (MASK ids read row 0)."""
+        return self.codebook_features[level][tokens.clamp_max(self.cfg.cardinality - 1)]
+
     def cast_matmul_weights(self, dtype: torch.dtype) -> "StemGenModel":
         """Store the weights that only enter matrix products (every Linear, the output heads) in
         ``dtype``, for inference under autocast to that dtype: autocast would cast them at every
@@ -236,9 +275,16 @@ class StemGenModel(nn.Module):
         context (classifier-free guidance); a dropped instrument is the id ``NULL_ID``.
         """
         ctx = sum(emb(context[:, q]) for q, emb in enumerate(self.context_embed))  # (B, T, D/2)
+        if self.cfg.codebook_dim > 0:
+            feats = sum(self._codec_features(context[:, q], q) for q in range(self.cfg.num_levels))
+            ctx = ctx + self.codebook_proj(feats.to(self.codebook_proj.weight.dtype)).to(ctx.dtype)
         if drop_context is not None:
             ctx = torch.where(drop_context[:, None, None], self.null_context.to(ctx.dtype).expand_as(ctx), ctx)
         tgt = sum(self._target_level(target[:, q], q) for q in range(self.cfg.num_levels))  # (B, T, D/2)
+        if self.cfg.codebook_dim > 0:  # the decoded target codes' features; MASK adds none
+            known = (target != self.cfg.mask_id)[..., None]  # (B, Q, T, 1)
+            feats = sum(self._codec_features(target[:, q], q) * known[:, q] for q in range(self.cfg.num_levels))
+            tgt = tgt + self.codebook_proj(feats.to(self.codebook_proj.weight.dtype)).to(tgt.dtype)
         inst = self.instrument_embed(instrument)[:, None]  # (B, 1, D/2)
         return torch.cat([ctx + inst, tgt + inst], dim=-1)  # (B, T, D)
 

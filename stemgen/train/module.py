@@ -41,6 +41,9 @@ class StemGenLightning(LightningModule):
             :meth:`~stemgen.model.StemGenModel.init_embeddings_from_codebooks`) when training
             starts; a resumed run takes its weights from the checkpoint as always.
         codec_heads: with ``codec_embeddings``, start the output heads from the codebooks too.
+        codebook_dim: > 0 gives every code embedding a learned map of its codec codebook vector
+            (reduced to this many dimensions, fixed from the training codec when training starts;
+            see :class:`~stemgen.model.ModelConfig`).
         shared_embeddings: context and target read one embedding table per level (see
             :class:`~stemgen.model.ModelConfig`).
         seed: seed of the masks and dropouts (drawn per step from (seed, global step)).
@@ -57,7 +60,7 @@ class StemGenLightning(LightningModule):
                  p_drop_context: float = 0.1, p_drop_instrument: float = 0.1, p_full_mask: float = 0.0,
                  shared_embeddings: bool = False, seed: int = 0, compile: bool | None = None,
                  level_weights: Optional[list[float]] = None, codec_embeddings: bool = False,
-                 codec_heads: bool = False):
+                 codec_heads: bool = False, codebook_dim: int = 0):
         super().__init__()
         if level_weights is not None and (len(level_weights) != num_levels or min(level_weights) < 0
                                           or not sum(level_weights) > 0):
@@ -65,7 +68,8 @@ class StemGenLightning(LightningModule):
                              f"got {level_weights}.")
         self.save_hyperparameters()
         self.model = StemGenModel(ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality,
-                                                        shared_embeddings=shared_embeddings))
+                                                        shared_embeddings=shared_embeddings,
+                                                        codebook_dim=codebook_dim))
         self.val_accuracy = MaskedTokenAccuracy(num_levels)
         self.val_listening = Listening()
         #: the LR phases (warm-up, hold, decay) in use, fitted to max_steps (see fit_schedule)
@@ -85,12 +89,17 @@ class StemGenLightning(LightningModule):
         codec = getattr(self._datamodule(), "codec", None)
         if codec is not None:
             check_codec(self.model.cfg, codec, fix="Set --model.num_levels/--model.cardinality to the codec's.")
-        if stage == "fit" and self.hparams.get("codec_embeddings"):
+        from_codec = [name for name in ("codec_embeddings", "codebook_dim") if self.hparams.get(name)]
+        if stage == "fit" and from_codec:
             if codec is None:
-                raise ValueError("codec_embeddings needs the codec of the training data: train with a stemgen data "
-                                 "module (--data), or set --model.codec_embeddings false.")
+                raise ValueError(f"{from_codec[0]} needs the codec of the training data: train with a stemgen data "
+                                 f"module (--data), or turn --model.{from_codec[0]} off.")
             # runs before a checkpoint's weights are restored, so a resumed run is unaffected
-            self.model.init_embeddings_from_codebooks(codec.codebook_vectors(), heads=bool(self.hparams.get("codec_heads")))
+            if self.hparams.get("codec_embeddings"):
+                self.model.init_embeddings_from_codebooks(codec.codebook_vectors(),
+                                                          heads=bool(self.hparams.get("codec_heads")))
+            if self.model.cfg.codebook_dim > 0:
+                self.model.set_codebook_features(codec.codebook_vectors())
 
     def _datamodule(self):
         return getattr(self._trainer, "datamodule", None) if self._trainer else None

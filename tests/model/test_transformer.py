@@ -175,3 +175,34 @@ def test_codebook_init_from_the_embedded_codec_puts_alike_codes_near():
     d_books, d_table = torch.cdist(books, books), torch.cdist(table, table)
     ratio = d_table[d_books > 0] / d_books[d_books > 0]
     assert ratio.std() / ratio.mean() < 1e-3
+
+
+def test_codebook_features_embed_each_code_by_a_learned_map_of_its_codec_vector():
+    cfg = ModelConfig.from_name("tiny", num_levels=2, cardinality=16, shared_embeddings=True, codebook_dim=8)
+    torch.manual_seed(0)
+    model = StemGenModel(cfg)
+    books = torch.randn(2, 16, 40, generator=torch.Generator().manual_seed(0))
+    books[1, 7] = books[1, 6]  # two codes the codec cannot tell apart
+    model.set_codebook_features(books)
+    feats = model.codebook_features
+    assert feats.shape == (2, 16, 8) and torch.equal(feats[1, 7], feats[1, 6])
+    assert "codebook_features" in model.state_dict()  # kept with the weights
+    # one shared map: the context channel's embedding moves with the projection of the features
+    ctx = torch.randint(16, (1, 2, 5), generator=torch.Generator().manual_seed(1))
+    tgt = torch.full_like(ctx, cfg.mask_id)
+    inst = torch.tensor([3])
+    base = model.embed(ctx, tgt, inst)
+    with torch.no_grad():
+        model.codebook_proj.weight.mul_(2.0)
+    moved = model.embed(ctx, tgt, inst)
+    want = model.codebook_proj((feats[0][ctx[:, 0]] + feats[1][ctx[:, 1]])) / 2.0
+    torch.testing.assert_close((moved - base)[..., :32], want, atol=1e-6, rtol=1e-5)
+    # a masked target adds no codec features; a decoded one does
+    assert torch.equal((moved - base)[..., 32:], torch.zeros_like(base[..., 32:]))
+    decoded = model.embed(ctx, ctx, inst)
+    assert not torch.allclose(decoded[..., 32:], moved[..., 32:])
+    # the map is learned
+    model(ctx, ctx, inst, level=0).sum().backward()
+    assert model.codebook_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="no codec features"):
+        StemGenModel(ModelConfig.from_name("tiny", num_levels=2, cardinality=16)).set_codebook_features(books)

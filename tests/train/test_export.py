@@ -59,6 +59,28 @@ def test_export_roundtrip(tmp_path, tiny_codec):
         export_checkpoint(ckpt, tmp_path / "bad")
 
 
+def test_codec_features_travel_with_the_export(tmp_path, tiny_codec):
+    codec = tiny_codec.save(tmp_path / "codec")
+    root = make_slakh(tmp_path / "slakh")
+
+    def dm():
+        return SlakhData(root, codec=str(codec), crop_seconds=1.0, segment_seconds=1.5, batch_size=2, num_workers=0)
+
+    weights, _ = _weights_after(tmp_path / "run", dm, 2, every=2, codebook_dim=8)
+    ckpt = next((tmp_path / "run" / "ckpt").glob("*.ckpt"))
+    export_checkpoint(ckpt, tmp_path / "export")
+    model, record, _ = load_exported(tmp_path / "export")
+    assert record.model.codebook_dim == 8
+    feats = model.codebook_features
+    assert torch.equal(feats, weights["model.codebook_features"]) and feats.abs().sum() > 0
+    # the features are the training codec's codebooks under the map, as set when training started
+    fresh = type(model)(model.cfg).set_codebook_features(tiny_codec.codebook_vectors())
+    torch.testing.assert_close(feats, fresh.codebook_features)
+    stem = load_model(tmp_path / "export", device="cpu").generate(torch.randn(16000).numpy() * 0.1, "bass",
+                                                                    sample_rate=16000, steps=2, seed=0)
+    assert stem.audio.shape[0] > 0
+
+
 def test_export_errors(tmp_path, capsys):
     assert main(["export", str(tmp_path / "none.ckpt"), str(tmp_path / "out")]) == 2
     assert "not found" in capsys.readouterr().err

@@ -68,11 +68,11 @@ def test_masks_depend_on_seed_and_step_only():
     assert torch.equal(a, b) and not torch.equal(a, torch.rand(4, generator=m._generator(8)))
 
 
-def _weights_after(tmp_path, datamodule_factory, max_steps, ckpt=None, every=None):
+def _weights_after(tmp_path, datamodule_factory, max_steps, ckpt=None, every=None, **module_kwargs):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     torch.manual_seed(123)  # the model's init; the resumed run overwrites it from the checkpoint
-    module = StemGenLightning("tiny", cardinality=64, warmup_steps=1, hold_steps=2, decay_steps=10)
+    module = StemGenLightning("tiny", cardinality=64, warmup_steps=1, hold_steps=2, decay_steps=10, **module_kwargs)
     callbacks = [ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=every, save_top_k=-1)] if every else []
     t = Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path,
                 enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
@@ -129,3 +129,9 @@ def test_codec_embeddings_start_from_the_training_codec_codebooks(datamodule):
     module._datamodule = lambda: None
     with pytest.raises(ValueError, match="codec_embeddings needs the codec"):
         module.setup("fit")
+    feat = StemGenLightning("tiny", cardinality=64, codebook_dim=8)
+    feat._datamodule = lambda: datamodule
+    feat.setup("fit")
+    fresh = StemGenLightning("tiny", cardinality=64, codebook_dim=8).model.set_codebook_features(books)
+    torch.testing.assert_close(feat.model.codebook_features, fresh.codebook_features)
+    assert feat.model.codebook_features.abs().sum() > 0
