@@ -164,7 +164,8 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", nargs="+", default=["demo"])
+    p.add_argument("--model", nargs="+", default=["demo"], help="models: names, exported folders or .ckpt files")
+    p.add_argument("--names", nargs="*", default=None, help="labels of the models in the tables (default: --model)")
     p.add_argument("--data", type=Path, default=Path.home() / ".cache" / "stemgen" / "data" / "chorales_all")
     p.add_argument("--songs", type=int, default=16, help="held-out chorales")
     p.add_argument("--seconds", type=float, default=20.0, help="seconds of each held-out chorale cut into crops")
@@ -185,8 +186,12 @@ def main() -> None:
     table, context_table, purity = code_tables(models[0], train_tracks(args.data, args.table_songs), args.seconds)
     result = {"benchmark": "pitch_probe", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
               "songs": len(songs), "table_songs": args.table_songs, "table_codes": int((table >= 0).sum()),
-              "table_purity": round(purity, 4), "models": {}}
-    for name, model in zip(args.model, models):
+              "table_purity": round(purity, 4), "sources": dict(zip(args.names or args.model, args.model)),
+              "models": {}}
+    names = args.names or args.model
+    if len(names) != len(models):
+        raise SystemExit(f"--names needs one label per model ({len(models)}), got {len(names)}")
+    for name, model in zip(names, models):
         result["models"][name] = probe(model, songs, table, context_table, args.nested)
         print(name, json.dumps(result["models"][name]), flush=True)
     result["seconds_total"] = round(time.perf_counter() - start, 1)

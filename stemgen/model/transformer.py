@@ -33,7 +33,9 @@ class ModelConfig:
     of what the code stands for in the codec: its codebook vector, reduced to ``codebook_dim``
     dimensions (:meth:`StemGenModel.set_codebook_features`, kept with the weights). Codes that
     sound alike then share what is learned about them, throughout training; 0 (the paper's):
-    only the tables.
+    only the tables. ``codebook_heads`` (needs ``codebook_dim``): the output heads too, each
+    code's logit adding a learned reading of its codec features, so that raising one code raises
+    the codes that sound like it.
     """
 
     num_levels: int = 4
@@ -47,6 +49,7 @@ class ModelConfig:
     norm_eps: float = 1e-5
     shared_embeddings: bool = False
     codebook_dim: int = 0
+    codebook_heads: bool = False
 
     @property
     def mask_id(self) -> int:
@@ -148,6 +151,8 @@ class StemGenModel(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        if cfg.codebook_heads and cfg.codebook_dim <= 0:
+            raise ValueError("codebook_heads reads the codec features: set codebook_dim > 0 too.")
         if cfg.dim % 2 or (cfg.dim // cfg.n_heads) % 2:
             raise ValueError(f"dim {cfg.dim} must be even and give an even head size with {cfg.n_heads} heads.")
         self.cfg = cfg
@@ -161,6 +166,8 @@ class StemGenModel(nn.Module):
             # set from the codec before training (set_codebook_features), saved with the weights
             self.register_buffer("codebook_features", torch.zeros(cfg.num_levels, cfg.cardinality, cfg.codebook_dim))
             self.codebook_proj = nn.Linear(cfg.codebook_dim, half, bias=False)
+        if cfg.codebook_heads:
+            self.codebook_out = nn.Linear(cfg.dim, cfg.codebook_dim, bias=False)
         self.instrument_embed = nn.Embedding(cfg.num_instruments, half)
         self.null_context = nn.Parameter(torch.zeros(half))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
@@ -317,10 +324,21 @@ class StemGenModel(nn.Module):
         """Logits ``(B, Q, T, V)``, or ``(B, T, V)`` for one ``level`` (an int or a 0-dim tensor)."""
         h = self.hidden(context, target, instrument, drop_context)  # (B, T, D)
         if isinstance(level, torch.Tensor):  # 0-dim: a compiled caller's graph then serves every level
-            return h @ self.heads.index_select(0, level.reshape(1))[0].T
+            logits = h @ self.heads.index_select(0, level.reshape(1))[0].T
+            if self.cfg.codebook_heads:
+                feats = self.codebook_features.index_select(0, level.reshape(1))[0]  # (V, r)
+                logits = logits + self.codebook_out(h) @ feats.to(h.dtype).T
+            return logits
         if level is not None:
-            return h @ self.heads[level].T
-        return torch.einsum("btd,qvd->bqtv", h, self.heads)
+            logits = h @ self.heads[level].T
+            if self.cfg.codebook_heads:
+                logits = logits + self.codebook_out(h) @ self.codebook_features[level].to(h.dtype).T
+            return logits
+        logits = torch.einsum("btd,qvd->bqtv", h, self.heads)
+        if self.cfg.codebook_heads:
+            logits = logits + torch.einsum("btr,qvr->bqtv", self.codebook_out(h),
+                                           self.codebook_features.to(h.dtype))
+        return logits
 
     def level_logits(self, h: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, T, V)`` of hidden states ``h (B, T, D)``, each example under the head of its
@@ -331,6 +349,10 @@ class StemGenModel(nn.Module):
         the masked ones costs one head matrix product per token (2 V D FLOPs, ~1% of the ``paper``
         model's forward).
         """
-        return torch.einsum("btd,bvd->btv", h, self.heads[level])
+        logits = torch.einsum("btd,bvd->btv", h, self.heads[level])
+        if self.cfg.codebook_heads:
+            logits = logits + torch.einsum("btr,bvr->btv", self.codebook_out(h),
+                                           self.codebook_features[level].to(h.dtype))
+        return logits
 
 __all__ = ["ModelConfig", "PRESETS", "StemGenModel", "NULL_ID"]

@@ -44,6 +44,7 @@ class StemGenLightning(LightningModule):
         codebook_dim: > 0 gives every code embedding a learned map of its codec codebook vector
             (reduced to this many dimensions, fixed from the training codec when training starts;
             see :class:`~stemgen.model.ModelConfig`).
+        codebook_heads: with ``codebook_dim``, the output heads read the codec features too.
         shared_embeddings: context and target read one embedding table per level (see
             :class:`~stemgen.model.ModelConfig`).
         seed: seed of the masks and dropouts (drawn per step from (seed, global step)).
@@ -60,7 +61,7 @@ class StemGenLightning(LightningModule):
                  p_drop_context: float = 0.1, p_drop_instrument: float = 0.1, p_full_mask: float = 0.0,
                  shared_embeddings: bool = False, seed: int = 0, compile: bool | None = None,
                  level_weights: Optional[list[float]] = None, codec_embeddings: bool = False,
-                 codec_heads: bool = False, codebook_dim: int = 0):
+                 codec_heads: bool = False, codebook_dim: int = 0, codebook_heads: bool = False):
         super().__init__()
         if level_weights is not None and (len(level_weights) != num_levels or min(level_weights) < 0
                                           or not sum(level_weights) > 0):
@@ -69,7 +70,7 @@ class StemGenLightning(LightningModule):
         self.save_hyperparameters()
         self.model = StemGenModel(ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality,
                                                         shared_embeddings=shared_embeddings,
-                                                        codebook_dim=codebook_dim))
+                                                        codebook_dim=codebook_dim, codebook_heads=codebook_heads))
         self.val_accuracy = MaskedTokenAccuracy(num_levels)
         self.val_listening = Listening()
         #: the LR phases (warm-up, hold, decay) in use, fitted to max_steps (see fit_schedule)

@@ -206,3 +206,26 @@ def test_codebook_features_embed_each_code_by_a_learned_map_of_its_codec_vector(
     assert model.codebook_proj.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="no codec features"):
         StemGenModel(ModelConfig.from_name("tiny", num_levels=2, cardinality=16)).set_codebook_features(books)
+
+
+def test_codebook_heads_add_a_learned_reading_of_each_codes_features_on_every_path():
+    cfg = ModelConfig.from_name("tiny", num_levels=2, cardinality=16, codebook_dim=8, codebook_heads=True)
+    torch.manual_seed(0)
+    model = StemGenModel(cfg).set_codebook_features(torch.randn(2, 16, 40, generator=torch.Generator().manual_seed(0)))
+    ctx = torch.randint(16, (3, 2, 5), generator=torch.Generator().manual_seed(1))
+    inst = torch.tensor([3, 4, 5])
+    with torch.no_grad():
+        h = model.hidden(ctx, ctx, inst)
+        want = torch.stack([h @ model.heads[q].T + model.codebook_out(h) @ model.codebook_features[q].T
+                            for q in range(2)], 1)  # (B, Q, T, V)
+        torch.testing.assert_close(model(ctx, ctx, inst), want)
+        for q in range(2):
+            torch.testing.assert_close(model(ctx, ctx, inst, level=q), want[:, q])
+            torch.testing.assert_close(model(ctx, ctx, inst, level=torch.tensor(q)), want[:, q])
+        levels = torch.tensor([1, 0, 1])
+        torch.testing.assert_close(model.level_logits(h, levels), want[torch.arange(3), levels])
+        # the features matter: zero them and the logits are the tables' alone
+        model.codebook_features.zero_()
+        torch.testing.assert_close(model(ctx, ctx, inst, level=0), model.hidden(ctx, ctx, inst) @ model.heads[0].T)
+    with pytest.raises(ValueError, match="set codebook_dim > 0"):
+        StemGenModel(ModelConfig.from_name("tiny", codebook_heads=True))
