@@ -34,7 +34,8 @@ def chorales(out: Optional[Path] = None, limit: Optional[int] = None, seed: int 
 
 
 def tokens(out: Path, data: str = "chorales", root: Optional[Path] = None, codec: str = "embedded",
-           crop_seconds: float = 8.0, draws: int = 8, harmonic_context: bool = False, seed: int = 0) -> None:
+           crop_seconds: float = 8.0, draws: int = 8, harmonic_context: bool = False, full_context: float = 0.0,
+           seed: int = 0) -> None:
     """Compute the tokens of training pairs once, for training without audio (`stemgen-train
     --data tokens --data.root OUT`, e.g. on a GPU machine without the audio packages).
 
@@ -50,6 +51,8 @@ def tokens(out: Path, data: str = "chorales", root: Optional[Path] = None, codec
         crop_seconds: length of each pair (the training window must not be longer).
         draws: training pairs per segment of each song.
         harmonic_context: a pitched target never gets a drums-only context.
+        full_context: probability that a training pair's context is every other stem (the whole
+            mix but the target) instead of a random subset.
         seed: seed of the crops and submixes.
     """
     from .data.datamodule import ChoralesData, SlakhData, StemsData
@@ -57,7 +60,8 @@ def tokens(out: Path, data: str = "chorales", root: Optional[Path] = None, codec
     kinds = {"chorales": ChoralesData, "slakh": SlakhData, "stems": StemsData}
     if data not in kinds:
         raise ValueError(f"data must be one of {', '.join(kinds)}, got {data!r}.")
-    dm = kinds[data](root, codec=codec, crop_seconds=crop_seconds, seed=seed, harmonic_context=harmonic_context)
+    dm = kinds[data](root, codec=codec, crop_seconds=crop_seconds, seed=seed, harmonic_context=harmonic_context,
+                     full_context=full_context)
     dm.prepare_data()  # renders the chorales if they are not there yet
     folder = dm.export_tokens(out, draws)
     meta = json.loads((folder / "tokens.json").read_text())

@@ -33,6 +33,8 @@ class PairDataset(torch.utils.data.Dataset):
         seed: base seed.
         harmonic_context: a pitched target never gets a drums-only context
             (:func:`stemgen.data.pairs.with_harmony`).
+        full_context: probability that a pair's context is every other stem (see
+            :func:`stemgen.data.pairs.sample_pair`).
 
     Items are dicts: ``context`` and ``target`` float32 ``(L,)``, ``instrument`` int64 (),
     ``song`` str, ``song_index`` int64 () (its position in ``songs``: tells examples of one song
@@ -41,13 +43,16 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __init__(self, songs: list[Song], sample_rate: int, crop_seconds: float = 20.0,
                  segment_seconds: float = 60.0, silence_db: float = -50.0, seed: int = 0,
-                 harmonic_context: bool = False):
+                 harmonic_context: bool = False, full_context: float = 0.0):
+        if not 0.0 <= full_context <= 1.0:
+            raise ValueError(f"full_context is a probability in [0, 1], got {full_context}.")
         self.songs = list(songs)
         self.sample_rate = sample_rate
         self.crop_seconds = crop_seconds
         self.silence_db = silence_db
         self.seed = seed
         self.harmonic_context = harmonic_context
+        self.full_context = full_context
         self.index = [(s, seg) for s, song in enumerate(self.songs)
                       for seg in segments(song, segment_seconds, min_seconds=min(crop_seconds, segment_seconds) / 2)]
         if not self.index:
@@ -70,7 +75,7 @@ class PairDataset(torch.utils.data.Dataset):
             try:
                 pair = sample_pair(song, seg, (i + k) % len(self.index), rng, sample_rate=self.sample_rate,
                                    crop_seconds=self.crop_seconds, silence_db=self.silence_db,
-                                   harmonic_context=self.harmonic_context)
+                                   harmonic_context=self.harmonic_context, full_context=self.full_context)
             except DatasetError as err:
                 self.broken.add(song_idx)
                 log.warning("skipping song %s from now on: %s (%d broken songs)", song.id, err, len(self.broken))

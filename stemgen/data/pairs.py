@@ -98,13 +98,15 @@ def with_harmony(song: Song, context: tuple[int, ...], target: int, rng: np.rand
 
 def sample_pair(song: Song, segment: tuple[int, int], segment_index: int, rng: np.random.Generator, *,
                 sample_rate: int, crop_seconds: float, silence_db: float = -50.0,
-                max_tries: int = 8, harmonic_context: bool = False) -> Pair | None:
+                max_tries: int = 8, harmonic_context: bool = False, full_context: float = 0.0) -> Pair | None:
     """Draw a non-silent pair from a random crop of one segment; ``None`` after ``max_tries``
     silent draws (the caller moves to another segment).
 
     The crop is ``crop_seconds`` long (shorter segments are zero-padded); the context is the sum
     of its stems as stored, peak-normalised only if it would clip. ``harmonic_context``: a
-    pitched target never gets a drums-only context (see :func:`with_harmony`).
+    pitched target never gets a drums-only context (see :func:`with_harmony`). ``full_context``:
+    the probability that the context is every other stem of the song (the whole mix but the
+    target, as a user's context is) instead of the paper's random subset.
     """
     length = int(round(crop_seconds * sample_rate))
     crop_native = int(round(crop_seconds * song.sample_rate))
@@ -114,6 +116,8 @@ def sample_pair(song: Song, segment: tuple[int, int], segment_index: int, rng: n
         start = int(rng.integers(seg_start, latest + 1))
         frames = min(crop_native, seg_end - start)
         ctx_idx, tgt_idx = draw_pair(len(song.stems), rng)
+        if full_context > 0 and rng.random() < full_context:
+            ctx_idx = tuple(i for i in range(len(song.stems)) if i != tgt_idx)
         if harmonic_context:
             ctx_idx = with_harmony(song, ctx_idx, tgt_idx, rng)
 
