@@ -132,3 +132,19 @@ def test_a_pitched_target_gets_harmony_when_asked():
     assert with_harmony(song, (1,), 0, rng) == (1,)  # a drums target: unchanged
     only = Song("t", song.stems[:2], 32000, 32000)
     assert with_harmony(only, (0,), 1, rng) == (0,)  # nothing pitched to add
+
+
+def test_full_context_makes_the_context_every_other_stem(tmp_path):
+    songs = scan(make_slakh(tmp_path), "train").songs
+    plain = PairDataset(songs, 32000, crop_seconds=1.0, segment_seconds=1.5, seed=7)
+    full = PairDataset(songs, 32000, crop_seconds=1.0, segment_seconds=1.5, seed=7, full_context=1.0)
+    draws = [full.draw(i) for i in range(40)]
+    for p in draws:
+        song = next(s for s in songs if s.id == p.song)
+        assert set(p.context_stems) == {s.name for s in song.stems} - {p.target_stem}
+    # the paper's random subsets are smaller some of the time; 0 leaves them (and their draws) as they were
+    assert any(len(plain.draw(i).context_stems) < len(draws[i].context_stems) for i in range(40))
+    again = PairDataset(songs, 32000, crop_seconds=1.0, segment_seconds=1.5, seed=7, full_context=0.0)
+    assert all(plain.draw(i).context_stems == again.draw(i).context_stems for i in range(10))
+    with pytest.raises(ValueError, match="full_context is a probability"):
+        PairDataset(songs, 32000, crop_seconds=1.0, segment_seconds=1.5, full_context=1.5)
