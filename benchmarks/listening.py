@@ -147,10 +147,15 @@ def main() -> None:
                             "seconds_to_generate": round(time.perf_counter() - t, 1)}
             print(name, json.dumps(result[name]), flush=True)
     result["seconds_total"] = round(time.perf_counter() - start, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(args.out, result, markdown(result))
+
+
+def write_result(out: Path, result: dict, md: str) -> None:
+    """Write ``OUT.json`` and ``OUT.md`` (creating the folder) and print the Markdown."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    out.with_suffix(".md").write_text(md)
+    print(md)
 
 
 def markdown(r: dict) -> str:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from listening import held_out_chorales  # noqa: E402
+from listening import held_out_chorales, write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,6 +60,22 @@ def bass_pitch_classes(track: Path, frames: int, frame_rate: float) -> np.ndarra
     return np.where(low < 128, low % 12, -1)
 
 
+def bass_and_upper(track: Path, sample_rate: int, seconds: float):
+    """``(bass, upper voices' mix)`` mono audio of a track's first ``seconds`` at ``sample_rate``,
+    or None when it has no single bass stem or no other pitched stem."""
+    from stemgen.audio import load_mono, mix_down
+    from stemgen.data.songs import ScanReport, read_slakh_track
+    from stemgen.instruments import DRUMS_ID, resolve
+
+    bass_id, n = resolve("bass").id, int(seconds * sample_rate)
+    song = read_slakh_track(track, ScanReport())
+    bass = [s for s in song.stems if s.instrument == bass_id]
+    upper = [load_mono(s.path, sample_rate)[:n] for s in song.stems if s.instrument not in (bass_id, DRUMS_ID)]
+    if len(bass) != 1 or not upper:
+        return None
+    return load_mono(bass[0].path, sample_rate)[:n], mix_down(upper)
+
+
 def train_tracks(root: Path, n: int) -> list[Path]:
     from stemgen.data.songs import song_folders
 
@@ -71,20 +87,12 @@ def code_tables(model, tracks: list[Path], seconds: float) -> tuple[np.ndarray, 
     counted on ``tracks``: from the bass stem's level-0 codes, and from the level-0 codes of the
     upper voices' mix (the context) in the same frame. Also the bass table's purity (the share of
     frames whose pitch class is their code's)."""
-    from stemgen.audio import load_mono, mix_down
-    from stemgen.data.songs import ScanReport, read_slakh_track
-    from stemgen.instruments import DRUMS_ID, resolve
-
-    v, bass_id = model.model.cfg.cardinality, resolve("bass").id
-    counts = np.zeros((2, v, 12), dtype=np.int64)
-    n = int(seconds * model.sample_rate)
+    counts = np.zeros((2, model.model.cfg.cardinality, 12), dtype=np.int64)
     for track in tracks:
-        song = read_slakh_track(track, ScanReport())
-        bass = [s for s in song.stems if s.instrument == bass_id]
-        upper = [load_mono(s.path, model.sample_rate)[:n] for s in song.stems if s.instrument not in (bass_id, DRUMS_ID)]
-        if len(bass) != 1 or not upper:
+        audio = bass_and_upper(track, model.sample_rate, seconds)
+        if audio is None:
             continue
-        for k, wav in enumerate((load_mono(bass[0].path, model.sample_rate)[:n], mix_down(upper))):
+        for k, wav in enumerate(audio):
             codes = model._encode(wav)[0].cpu().numpy()  # (T,) level 0
             pcs = bass_pitch_classes(track, len(codes), model.codec.frame_rate)
             sounding = pcs >= 0
@@ -195,10 +203,7 @@ def main() -> None:
         result["models"][name] = probe(model, songs, table, context_table, args.nested)
         print(name, json.dumps(result["models"][name]), flush=True)
     result["seconds_total"] = round(time.perf_counter() - start, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(args.out, result, markdown(result))
 
 
 def markdown(r: dict) -> str:

@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from listening import held_out_chorales  # noqa: E402
 from machine import machine_info  # noqa: E402
-from pitch_probe import code_tables, probe, train_tracks  # noqa: E402
+from pitch_probe import bass_and_upper, code_tables, probe, train_tracks  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,20 +38,12 @@ def upper_voice_pairs(model, tracks: list[Path], seconds: float, window: int) ->
     a crop every ``window // 2`` frames of their first ``seconds``."""
     import torch
 
-    from stemgen.audio import load_mono, mix_down
-    from stemgen.data.songs import ScanReport, read_slakh_track
-    from stemgen.instruments import DRUMS_ID, resolve
-
-    bass_id, n = resolve("bass").id, int(seconds * model.sample_rate)
     ctx, tgt = [], []
     for track in tracks:
-        song = read_slakh_track(track, ScanReport())
-        bass = [s for s in song.stems if s.instrument == bass_id]
-        upper = [load_mono(s.path, model.sample_rate)[:n] for s in song.stems if s.instrument not in (bass_id, DRUMS_ID)]
-        if len(bass) != 1 or not upper:
+        audio = bass_and_upper(track, model.sample_rate, seconds)
+        if audio is None:
             continue
-        a = model._encode(mix_down(upper)).cpu()
-        b = model._encode(load_mono(bass[0].path, model.sample_rate)[:n]).cpu()
+        b, a = (model._encode(wav).cpu() for wav in audio)
         t = min(a.shape[-1], b.shape[-1])
         for start in range(0, t - window + 1, window // 2):
             ctx.append(a[:, start:start + window])
