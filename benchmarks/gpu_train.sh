@@ -13,8 +13,13 @@
 #     stemgen data chorales --out ~/.cache/stemgen/data/chorales_aug --versions '[1,2,3]'
 #     stemgen data tokens benchmarks/gpu_tokens_aug --codec stemgen/assets/demo_chorales/codec \
 #         --root ~/.cache/stemgen/data/chorales_aug --crop_seconds 8 --draws 4 --seed 1
+#   for the full-context recipe (configs/gpu_full_context.yaml, 7 min, 8.0 MiB):
+#     stemgen data tokens benchmarks/gpu_tokens_full --data chorales --codec stemgen/assets/demo_chorales/codec \
+#         --root ~/.cache/stemgen/data/chorales_all --crop_seconds 8 --draws 4 --full_context 1.0
 #   on the GPU machine (the device tool: carry=["benchmarks/gpu_tokens", "benchmarks/gpu_tokens_aug"]):
 #     OUT=/path/for/results [EXTRA_TRAIN=benchmarks/gpu_tokens_aug] bash benchmarks/gpu_train.sh
+#     OUT=... CONFIG=configs/gpu_full_context.yaml TOKENS=benchmarks/gpu_tokens_full \
+#         EXTRA_TRAIN=benchmarks/gpu_tokens bash benchmarks/gpu_train.sh
 #   or both arms side by side and the performance run after them: benchmarks/gpu_all.sh.
 #   Size: the checkout's tracked files are 34 MB (16 MB of them the demo model, which training
 #   does not read); with both token folders (41 MB) that is over a 64 MiB transfer: export the
@@ -29,6 +34,7 @@
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
 TOKENS=${TOKENS:-benchmarks/gpu_tokens}
+CONFIG=${CONFIG:-configs/gpu_listening.yaml}  # configs/gpu_full_context.yaml: the full-context recipe
 EXTRA_TRAIN=${EXTRA_TRAIN:-}  # more token folders whose training examples are added (space-separated)
 MINUTES=${MINUTES:-5}
 ACCELERATOR=${ACCELERATOR:-gpu}  # cpu: a dry run of the whole pipeline on a CPU machine (MINUTES=1)
@@ -54,7 +60,7 @@ fi
 RUN=$(mktemp -d)
 START=$SECONDS
 timeout $((MINUTES * 60 + 120)) $PY -c "from stemgen.train.cli import main; main()" \
-  --config configs/gpu_listening.yaml --data.root "$TOKENS" "${EXTRA_ARGS[@]}" --trainer.default_root_dir "$RUN" \
+  --config "$CONFIG" --data.root "$TOKENS" "${EXTRA_ARGS[@]}" --trainer.default_root_dir "$RUN" \
   --trainer.accelerator "$ACCELERATOR" \
   --trainer.max_time "00:00:$(printf %02d "$MINUTES"):00" >"$OUT/train.log" 2>&1
 echo "exit $? after $((SECONDS - START)) s" >>"$OUT/train.log"
