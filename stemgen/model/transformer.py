@@ -209,15 +209,10 @@ class StemGenModel(nn.Module):
         ``heads``: the output heads too (each code's row: its vector mapped to D dimensions), so
         that raising one code's logit raises those of the codes that sound like it. Returns ``self``.
         """
-        q, v, half = self.cfg.num_levels, self.cfg.cardinality, self.cfg.dim // 2
-        if codebooks.shape[:2] != (q, v):
-            raise ValueError(f"codebooks of shape {tuple(codebooks.shape)} do not fit a model of {q} levels x {v} "
-                             f"codes: use the codec the model is trained with.")
-        books = codebooks.detach().float().cpu()
-        _, _, vh = torch.linalg.svd(books.reshape(q * v, -1), full_matrices=False)  # (r, F)
+        v, half = self.cfg.cardinality, self.cfg.dim // 2
 
-        def mapped(width: int) -> torch.Tensor:  # (Q, V, min(width, r)) at the init's spread
-            out = books @ vh[:width].T
+        def mapped(width: int) -> torch.Tensor:  # (Q, V, min(width, rank)) at the init's spread
+            out = self._mapped_codebooks(codebooks, width)
             return out * (0.02 / out.std().clamp_min(1e-12))
 
         tables = mapped(half)
@@ -242,18 +237,25 @@ class StemGenModel(nn.Module):
         q, v, r = self.cfg.num_levels, self.cfg.cardinality, self.cfg.codebook_dim
         if r <= 0:
             raise ValueError("this model has no codec features (codebook_dim = 0).")
+        mapped = self._mapped_codebooks(codebooks, r)
+        feats = torch.zeros(q, v, r)
+        feats[..., : mapped.shape[-1]] = mapped
+        # the projection's init (std 0.02) then gives its output about the tables' spread (0.02)
+        feats *= 1.0 / (feats.std().clamp_min(1e-12) * math.sqrt(r))
+        self.codebook_features.copy_(feats.to(self.codebook_features))
+        return self
+
+    def _mapped_codebooks(self, codebooks: torch.Tensor, width: int) -> torch.Tensor:
+        """The codebooks ``(Q, V, F)`` under one linear map to ``(Q, V, min(width, rank))``: the top
+        right singular vectors of all the vectors, shared by the levels. Raises ValueError when the
+        codebooks do not fit the model's levels and codes."""
+        q, v = self.cfg.num_levels, self.cfg.cardinality
         if codebooks.shape[:2] != (q, v):
             raise ValueError(f"codebooks of shape {tuple(codebooks.shape)} do not fit a model of {q} levels x {v} "
                              f"codes: use the codec the model is trained with.")
         books = codebooks.detach().float().cpu()
         _, _, vh = torch.linalg.svd(books.reshape(q * v, -1), full_matrices=False)  # (rank, F)
-        feats = torch.zeros(q, v, r)
-        k = min(r, vh.shape[0])
-        feats[..., :k] = books @ vh[:k].T
-        # the projection's init (std 0.02) then gives its output about the tables' spread (0.02)
-        feats *= 1.0 / (feats.std().clamp_min(1e-12) * math.sqrt(r))
-        self.codebook_features.copy_(feats.to(self.codebook_features))
-        return self
+        return books @ vh[:width].T
 
     def _codec_features(self, tokens: torch.Tensor, level: int) -> torch.Tensor:
         """Codec features ``(B, T, codebook_dim)`` of one level's codes ``(B, T)`` (MASK ids read row 0)."""
