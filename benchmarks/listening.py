@@ -106,6 +106,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=8.0, help="length of the generated bass for 2.")
     p.add_argument("--steps", type=int, nargs="*", default=None, help="decoding steps per level (default: the paper's)")
     p.add_argument("--skip-generation", action="store_true", help="only the cross-entropies (1.)")
+    p.add_argument("--arms", type=json.loads, default={},
+                   help='more sampling arms, JSON {name: {SamplingSettings field: value}} over the paper\'s '
+                        'best, e.g. \'{"nested": {"guidance_form": "nested", "lambda_context": 2.0}}\'')
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "listening")
     args = p.parse_args()
 
@@ -136,9 +139,13 @@ def main() -> None:
     result["seconds"] = args.seconds
     result["chroma_real_own"], result["chroma_real_mismatched"] = (round(x, 4) for x in agreement(reals, contexts, sr))
     if not args.skip_generation:
-        best = SamplingSettings.paper(model.model.cfg.num_levels)
-        naive = SamplingSettings.naive(steps=best.steps, temperature=best.temperature)
-        for name, settings in (("guided", best), ("naive", naive)):
+        q = model.model.cfg.num_levels
+        best = SamplingSettings.paper(q)
+        arms = {"guided": best, "naive": SamplingSettings.naive(steps=best.steps, temperature=best.temperature)}
+        if model.default_settings != best:  # what the model generates with unless told otherwise
+            arms["default"] = model.default_settings
+        arms.update({name: best.updated(fields, q, f"--arms {name}") for name, fields in args.arms.items()})
+        for name, settings in arms.items():
             t = time.perf_counter()
             stems = model.generate(contexts, "bass", sample_rate=sr, seed=0, settings=settings, steps=args.steps or None)
             own, mismatched = agreement([s.audio for s in stems], contexts, sr)
@@ -168,9 +175,8 @@ def markdown(r: dict) -> str:
               f"**{r['context_gain_nats']}** nats; at the training masking: {r['context_gain_train_mask_nats']}.", "",
               f"Chroma agreement of the bass with its own / another chorale's context (first {r['seconds']:g} s):", "",
               "| bass | own | mismatched | gap |", "|---|---|---|---|"]
-    for name in ("guided", "naive"):
-        if name in r:
-            g = r[name]
+    for name, g in r.items():
+        if isinstance(g, dict) and "chroma_generated_own" in g:
             lines.append(f"| generated, {name} | {g['chroma_generated_own']} | {g['chroma_generated_mismatched']} | "
                          f"{g['chroma_gap']} |")
     lines.append(f"| real (reference) | {r['chroma_real_own']} | {r['chroma_real_mismatched']} | "

@@ -109,6 +109,10 @@ class StemModel:
         #: provenance (training step, hyper-parameters) as the checkpoint or export gave it
         self.info = info or {}
         self.name = name
+        #: what :meth:`generate` samples with when not told otherwise: the paper's best setting,
+        #: with what the model's record says it generates best with (``ModelRecord.sampling``)
+        self.default_settings = SamplingSettings.paper(model.cfg.num_levels).updated(
+            self.record.sampling, model.cfg.num_levels, f"model {name!r}")
         seconds = self.record.window_seconds or 10.0
         #: frames per decoding window: the crop length the model was trained on
         self.window_frames = max(2, int(round(seconds * codec.frame_rate)))
@@ -124,11 +128,10 @@ class StemModel:
         return self.codec.sample_rate
 
     def settings(self, settings: SamplingSettings | None = None, **short) -> SamplingSettings:
-        """``settings`` (default: the paper's best for this model's levels) with the short
-        arguments of :meth:`generate` that were given applied (see
-        :func:`stemgen.sampling.settings.override`)."""
-        q = self.model.cfg.num_levels
-        return override(settings or SamplingSettings.paper(q), q, **short)
+        """``settings`` (default: :attr:`default_settings`, the paper's best for this model's
+        levels unless its record says otherwise) with the short arguments of :meth:`generate`
+        that were given applied (see :func:`stemgen.sampling.settings.override`)."""
+        return override(settings or self.default_settings, self.model.cfg.num_levels, **short)
 
     @torch.no_grad()
     def generate(self, context, instrument: Union[str, int, Sequence] = "bass", *, sample_rate: int | None = None,
@@ -150,8 +153,9 @@ class StemModel:
                 the seeds ``seed, seed + 1, ...`` in the order they are returned (contexts, then
                 samples), each stem its own random stream: a stem is reproduced by a single call
                 with ``seed=stem.settings["seed"]``, whatever it was batched with.
-            settings: a full :class:`~stemgen.sampling.settings.SamplingSettings` (default: the
-                paper's best, ``SamplingSettings.paper()``; the naive setting is
+            settings: a full :class:`~stemgen.sampling.settings.SamplingSettings` (default:
+                :attr:`default_settings`, the paper's best ``SamplingSettings.paper()`` with what
+                the model's export records as its own (``ModelRecord.sampling``); the naive setting is
                 ``SamplingSettings.naive()``). The short arguments below override it only where
                 they are given.
             steps: decoding steps, one int for every level or one per level (paper: 128, 64, 32, 32).

@@ -220,7 +220,8 @@ def _first_given(*values):
     return next(v for v in values if v is not None)
 
 
-def export(checkpoint: Path, out_dir: Path, half: bool = False, max_shard_mib: Optional[float] = None) -> None:
+def export(checkpoint: Path, out_dir: Path, half: bool = False, max_shard_mib: Optional[float] = None,
+           sampling: Optional[dict] = None) -> None:
     """Export a stemgen-train checkpoint as model.safetensors + config.json (safe to share).
 
     The checkpoint is read with torch.load(weights_only=True); the export records the model
@@ -233,11 +234,14 @@ def export(checkpoint: Path, out_dir: Path, half: bool = False, max_shard_mib: O
         half: store weights and codebooks as float16 (half the size).
         max_shard_mib: split the weights into files of at most this many MiB
             (model-0000k-of-0000n.safetensors + model.safetensors.index.json).
+        sampling: the decoding settings the model generates with by default, as the fields of
+            SamplingSettings that differ from the paper's best, e.g. '{"guidance_form": "nested"}'
+            (choose them with benchmarks/listening.py).
     """
     from .train.export import export_checkpoint
 
     limit = int(max_shard_mib * 2**20) if max_shard_mib else None
-    folder = export_checkpoint(checkpoint, out_dir, half=half, max_shard_bytes=limit)
+    folder = export_checkpoint(checkpoint, out_dir, half=half, max_shard_bytes=limit, sampling=sampling)
     print(f"exported {checkpoint} -> {folder}")
 
 

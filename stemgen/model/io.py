@@ -38,11 +38,16 @@ class ModelRecord:
             a path, or ``"codec"``, the export's own folder) and :meth:`Codec.describe`
             (token contract and fingerprint). Empty if unknown.
         window_seconds: the crop length the model was trained on (generation windows), seconds.
+        sampling: the decoding settings the model is meant to generate with, as the fields of
+            :class:`~stemgen.sampling.settings.SamplingSettings` that differ from the paper's
+            best (e.g. ``{"guidance_form": "nested"}``); empty: the paper's best. Chosen at
+            export time from a listening benchmark (``stemgen export --sampling``).
     """
 
     model: ModelConfig
     codec: dict = field(default_factory=dict)
     window_seconds: Optional[float] = None
+    sampling: dict = field(default_factory=dict)
 
     @classmethod
     def for_codec(cls, model: ModelConfig, codec: Codec, name: str, window_seconds: float | None) -> "ModelRecord":
@@ -51,12 +56,14 @@ class ModelRecord:
                    None if window_seconds is None else float(window_seconds))
 
     def to_dict(self) -> dict:
-        return {"model": asdict(self.model), "codec": dict(self.codec), "window_seconds": self.window_seconds}
+        return {"model": asdict(self.model), "codec": dict(self.codec), "window_seconds": self.window_seconds,
+                "sampling": dict(self.sampling)}
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "the record") -> "ModelRecord":
         try:
-            return cls(ModelConfig(**data["model"]), dict(data.get("codec") or {}), data.get("window_seconds"))
+            return cls(ModelConfig(**data["model"]), dict(data.get("codec") or {}), data.get("window_seconds"),
+                       dict(data.get("sampling") or {}))
         except (KeyError, TypeError) as err:
             raise CheckpointError(f"{source} has no valid stemgen model record ({type(err).__name__}: {err}); "
                                   f"was it written by stemgen-train / stemgen export?") from err

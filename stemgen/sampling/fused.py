@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -83,6 +84,29 @@ def _capability_flags() -> tuple[str, list[str]]:
     return "default", ["-DCPU_CAPABILITY=DEFAULT"]
 
 
+#: a build lock older than this (seconds) is left by a build that was killed (a build takes under
+#: a minute, a few on a busy 2-core machine): torch would wait for it forever
+STALE_LOCK_SECONDS = 600.0
+
+
+def wait_for_build_lock(build_dir: str | Path, stale_after: float = STALE_LOCK_SECONDS, poll: float = 1.0) -> bool:
+    """Wait while another process builds the extension in ``build_dir`` (its ``lock`` file
+    exists); a lock older than ``stale_after`` seconds was left by a killed build (Ctrl-C during
+    the first generation) and is removed with a warning. True if a stale lock was removed."""
+    lock = Path(build_dir) / "lock"
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if age > stale_after:
+            log.warning("stemgen: removing the stale build lock %s (%.0f s old, left by an interrupted build of "
+                        "the fused sampling kernels); building them again.", lock, age)
+            lock.unlink(missing_ok=True)
+            return True
+        time.sleep(poll)
+
+
 @lru_cache(maxsize=None)
 def cpu_extension():
     """The compiled CPU kernels (built once per machine and torch version, then cached by torch
@@ -90,9 +114,10 @@ def cpu_extension():
     if not enabled():
         return None
     try:
-        from torch.utils.cpp_extension import load
+        from torch.utils.cpp_extension import _get_build_directory, load
 
         name, flags = _capability_flags()
+        wait_for_build_lock(_get_build_directory(f"stemgen_fused_{name}", verbose=False))
         return load(name=f"stemgen_fused_{name}", sources=[str(CSRC)],
                     extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp", *flags], extra_ldflags=["-fopenmp"],
                     verbose=False)

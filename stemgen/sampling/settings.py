@@ -92,6 +92,17 @@ class SamplingSettings:
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
+    def updated(self, fields: dict, num_levels: int, source: str = "the settings") -> "SamplingSettings":
+        """A copy with ``fields`` (``{name: value}`` as JSON gives them: lists for the per-level
+        tuples) replaced, validated for ``num_levels`` levels. Raises ValueError naming an
+        unknown field (and ``source``) or a bad value."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(fields) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown sampling setting(s) {unknown}; the settings are {sorted(names)}.")
+        kw = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in fields.items()}
+        return dataclasses.replace(self, **kw).check(num_levels)
+
     @classmethod
     def paper(cls, num_levels: int = 4) -> "SamplingSettings":
         """The paper's best setting for a codec of ``num_levels`` levels (its per-level steps

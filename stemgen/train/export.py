@@ -6,6 +6,7 @@ beside the weights into ``OUT/codec``; a published codec (EnCodec) is referenced
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ..codec import load_codec
 from ..errors import CheckpointError, MissingWeightsError
 from ..model import ModelConfig, StemGenModel
 from ..model.io import CHECKPOINT_KEY, CODEC_DIR, ModelRecord, check_codec, save_exported
+from ..sampling.settings import SamplingSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +56,21 @@ def read_checkpoint(ckpt: str | Path) -> tuple[StemGenModel, ModelRecord, dict]:
 
 
 def export_checkpoint(ckpt: str | Path, out_dir: str | Path, half: bool = False,
-                      max_shard_bytes: int | None = None) -> Path:
+                      max_shard_bytes: int | None = None, sampling: dict | None = None) -> Path:
     """Write ``out_dir`` (weights, config, and the embedded codec if the model used one).
 
     ``half`` stores weights (and codebooks) as float16: half the size, loaded back as float32.
     ``max_shard_bytes`` splits the weights into files of at most that size (see
-    :func:`~stemgen.model.io.save_exported`).
+    :func:`~stemgen.model.io.save_exported`). ``sampling``: the decoding settings the model
+    generates with by default (:class:`~stemgen.sampling.settings.SamplingSettings` fields that
+    differ from the paper's best, e.g. ``{"guidance_form": "nested"}``), validated here.
     The bundled codec's fingerprint is computed from the files written, as every later load
     computes it.
     """
     model, record, info = read_checkpoint(ckpt)
+    if sampling:
+        SamplingSettings.paper(record.model.num_levels).updated(sampling, record.model.num_levels, "--sampling")
+        record.sampling = dict(sampling)
     out_dir = Path(out_dir)
     if record.codec.get("codec") == "embedded":
         codec = load_codec(record.codec["name"])
@@ -74,6 +81,6 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path, half: bool = False,
             codec.to_half_precision()
         codec.save(out_dir / CODEC_DIR, half=half)
         written = load_codec(out_dir / CODEC_DIR)
-        record = ModelRecord.for_codec(record.model, written, CODEC_DIR, record.window_seconds)
+        record = dataclasses.replace(record, codec={"name": CODEC_DIR, **written.describe()})
         log.info("bundled the embedded codec into %s", out_dir / CODEC_DIR)
     return save_exported(model, out_dir, record, info, half=half, max_shard_bytes=max_shard_bytes)

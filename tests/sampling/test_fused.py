@@ -216,3 +216,23 @@ def test_compiled_decoding_steps_on_cpu():
     # the compiled forward pass rounds differently from the eager one, so a near-tie can go the
     # other way; the tokens must still agree almost everywhere
     assert (a == b).float().mean() > 0.9
+
+
+def test_a_stale_build_lock_is_removed_and_a_live_one_waited_for(tmp_path, caplog):
+    import os
+    import threading
+    import time
+
+    lock = tmp_path / "lock"
+    assert fused.wait_for_build_lock(tmp_path) is False  # no build in progress
+    # a build killed 20 minutes ago left its lock: removed, with a warning, instead of a hang
+    lock.touch()
+    os.utime(lock, (time.time() - 1200, time.time() - 1200))
+    assert fused.wait_for_build_lock(tmp_path) is True and not lock.exists()
+    assert "stale build lock" in caplog.text
+    # another process building now: wait until it removes its lock, leave nothing behind
+    lock.touch()
+    threading.Timer(0.3, lock.unlink).start()
+    start = time.perf_counter()
+    assert fused.wait_for_build_lock(tmp_path, poll=0.05) is False
+    assert time.perf_counter() - start >= 0.25 and not lock.exists()

@@ -11,6 +11,7 @@ from stemgen.errors import CheckpointError, MissingWeightsError
 from stemgen.codec.embedded import EmbeddedCodec
 from stemgen.api import load_model
 from stemgen.model.io import load_exported
+from stemgen.sampling.settings import SamplingSettings
 from stemgen.train.export import export_checkpoint
 
 from ..data.fixtures import make_slakh
@@ -79,6 +80,38 @@ def test_codec_features_travel_with_the_export(tmp_path, tiny_codec):
     stem = load_model(tmp_path / "export", device="cpu").generate(torch.randn(16000).numpy() * 0.1, "bass",
                                                                     sample_rate=16000, steps=2, seed=0)
     assert stem.audio.shape[0] > 0
+
+
+def test_export_records_the_sampling_the_model_generates_with(tmp_path, tiny_codec):
+    codec = tiny_codec.save(tmp_path / "codec")
+    root = make_slakh(tmp_path / "slakh")
+
+    def dm():
+        return SlakhData(root, codec=str(codec), crop_seconds=1.0, segment_seconds=1.5, batch_size=2, num_workers=0)
+
+    _weights_after(tmp_path / "run", dm, 2, every=2)
+    ckpt = next((tmp_path / "run" / "ckpt").glob("*.ckpt"))
+    plain = load_model(ckpt, device="cpu")
+    assert plain.default_settings == SamplingSettings.paper(4) and plain.record.sampling == {}
+    own = {"guidance_form": "nested", "lambda_context": 2.0, "steps": [4, 2, 2, 2]}
+    assert main(["export", str(ckpt), str(tmp_path / "export"), "--sampling", json.dumps(own)]) == 0
+    m = load_model(tmp_path / "export", device="cpu")
+    s = m.default_settings
+    assert (s.guidance_form, s.lambda_context, s.lambda_instrument, s.steps) == ("nested", 2.0, 3.0, (4, 2, 2, 2))
+    context = torch.randn(16000).numpy() * 0.1
+    stem = m.generate(context, "bass", sample_rate=16000, seed=0)
+    assert stem.settings["guidance_form"] == "nested" and stem.settings["steps"] == [4, 2, 2, 2]
+    # explicit settings and short arguments still win over the model's own
+    assert m.settings(SamplingSettings.naive(steps=(1, 1, 1, 1))).guidance is False
+    assert m.settings(guidance=1.5).guidance_form == "nested" and m.settings(guidance=1.5).lambda_context == 1.5
+    # a same-seed stem with the recorded settings passed explicitly is the same stem
+    again = plain.generate(context, "bass", sample_rate=16000, seed=0, settings=s)
+    assert torch.equal(again.tokens, stem.tokens)
+    # a setting that does not exist or a bad value is refused at export, naming it
+    with pytest.raises(ValueError, match="guidance_shape"):
+        export_checkpoint(ckpt, tmp_path / "bad", sampling={"guidance_shape": "nested"})
+    with pytest.raises(ValueError, match="guidance_form"):
+        export_checkpoint(ckpt, tmp_path / "bad", sampling={"guidance_form": "sideways"})
 
 
 def test_export_errors(tmp_path, capsys):
