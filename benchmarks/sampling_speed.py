@@ -92,11 +92,11 @@ def inference_model(preset: str, device):
     """A preset's model with random weights (seed 0) for timing, and whether it runs under bf16
     autocast: on CUDA, and on CPUs with native bf16. Then its matmul weights are held in bf16, as
     ``StemModel`` holds them for generation (the same logits, no per-step casts)."""
-    from stemgen.model import ModelConfig, StemGenModel
+    from stemgen.model import ModelConfig, StemGenModel, native_bf16
 
     torch.manual_seed(0)
     model = StemGenModel(ModelConfig.from_name(preset)).eval().to(device)
-    bf16 = device.type == "cuda" or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    bf16 = native_bf16(device)
     if bf16:
         model.cast_matmul_weights(torch.bfloat16)
     return model, bf16

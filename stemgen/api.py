@@ -30,7 +30,7 @@ from .codec import Codec, load_codec
 from .errors import AudioError, MissingWeightsError
 from .instruments import resolve as resolve_instrument
 from .model.io import CODEC_DIR, CONFIG, ModelRecord, check_codec, load_exported
-from .model.transformer import StemGenModel
+from .model.transformer import StemGenModel, native_bf16
 from .sampling.settings import PerLevel, SamplingSettings, override
 from .sampling.windows import decode_windows
 
@@ -282,12 +282,7 @@ class StemModel:
 
 def _auto_precision(device: torch.device) -> str:
     """bf16 where the hardware runs it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX)."""
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    try:
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-    except (AttributeError, RuntimeError):
-        return "fp32"
+    return "bf16" if native_bf16(device) else "fp32"
 
 
 def _progress_bars(settings: SamplingSettings, enabled: bool, batch: int):

@@ -1,5 +1,5 @@
 """The masked-token transformer, its training masks and loss."""
 
-from .transformer import PRESETS, ModelConfig, StemGenModel
+from .transformer import PRESETS, ModelConfig, StemGenModel, native_bf16
 
-__all__ = ["ModelConfig", "PRESETS", "StemGenModel"]
+__all__ = ["ModelConfig", "PRESETS", "StemGenModel", "native_bf16"]

@@ -81,6 +81,19 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def native_bf16(device: torch.device | str = "cpu") -> bool:
+    """Whether ``device`` runs bfloat16 matmuls natively (CUDA with bf16; CPUs with AVX512-BF16 or
+    AMX). Elsewhere bf16 is emulated: on an AVX2-only CPU a bf16-autocast training step of the
+    ``small`` preset measured 30x slower than float32 (37 s against 1.3 s)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()

@@ -165,3 +165,28 @@ def test_extra_training_tokens_are_added_with_their_own_songs(tmp_path, tiny_cod
     extra = TokensData(folders["a"], crop_seconds=1.0, extra_train=[str(train_only)])
     extra.setup()
     assert torch.equal(extra.datasets["train"].target, both.datasets["train"].target)
+
+
+def test_bf16_falls_back_to_float32_on_a_cpu_that_emulates_it(tmp_path, tiny_codec, caplog, monkeypatch):
+    import stemgen.model
+    from stemgen.train.cli import cpu_precision
+
+    monkeypatch.setattr(stemgen.model, "native_bf16", lambda device="cpu": False)
+    assert cpu_precision("bf16-mixed", "cpu") == "32-true" and "30x slower" in caplog.text
+    assert cpu_precision("bf16-mixed", "cpu", keep=True) == "bf16-mixed"
+    assert cpu_precision("16-mixed", "cpu") == "16-mixed" and cpu_precision("32-true", "cpu") == "32-true"
+    monkeypatch.setattr(stemgen.model, "native_bf16", lambda device="cpu": True)
+    assert cpu_precision("bf16-mixed", "cpu") == "bf16-mixed"  # native bf16: as configured
+    # through the command: the trainer it builds runs in float32
+    monkeypatch.setattr(stemgen.model, "native_bf16", lambda device="cpu": False)
+    codec = tiny_codec.save(tmp_path / "codec")
+    root = make_slakh(tmp_path / "slakh")
+    seen = {}
+    import lightning.pytorch as pl
+
+    monkeypatch.setattr(pl.Trainer, "fit", lambda self, *a, **k: seen.setdefault("precision", self.precision))
+    main(_args(tmp_path, codec, root, 1, tmp_path / "run") + ["--trainer.precision", "bf16-mixed"])
+    assert seen.pop("precision") == "32-true"
+    main(_args(tmp_path, codec, root, 1, tmp_path / "run") + ["--trainer.precision", "bf16-mixed",
+                                                           "--keep_precision", "true"])
+    assert seen.pop("precision") == "bf16-mixed"
