@@ -31,10 +31,10 @@ test: install
 demo: install
 	$(BIN)/python -m stemgen demo --out $(DEMO_OUT)
 
-# Rebuilds the shipped demo model from scratch (about 2 h on 2 CPU cores): the embedded
+# Rebuilds the shipped demo model from scratch (about 2 h on 2 CPU cores without native bf16): the embedded
 # codec fitted on 40 training chorales (float16), all 353 chorales rendered and tokenized once
 # (the paper's random-subset pairs and full-context pairs, 8 s crops), the `small` preset trained
-# with the full-context listening recipe for 9000 steps (configs/demo_full_context.yaml),
+# with the full-context listening recipe for 2200 steps (configs/demo_full_context.yaml),
 # exported in float16 with its codec.
 TOKENS_ARGS = --root $(CHORALES_ALL) --codec $(DEMO_MODEL)/codec --crop_seconds 8
 demo-model: install
