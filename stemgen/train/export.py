@@ -81,6 +81,7 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path, half: bool = False,
             codec.to_half_precision()
         codec.save(out_dir / CODEC_DIR, half=half)
         written = load_codec(out_dir / CODEC_DIR)
-        record = dataclasses.replace(record, codec={"name": CODEC_DIR, **written.describe()})
+        record = dataclasses.replace(ModelRecord.for_codec(record.model, written, CODEC_DIR, record.window_seconds),
+                                     sampling=record.sampling)
         log.info("bundled the embedded codec into %s", out_dir / CODEC_DIR)
     return save_exported(model, out_dir, record, info, half=half, max_shard_bytes=max_shard_bytes)
