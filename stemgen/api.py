@@ -31,18 +31,13 @@ from .errors import AudioError, MissingWeightsError
 from .instruments import resolve as resolve_instrument
 from .model.io import CODEC_DIR, CONFIG, ModelRecord, check_codec, load_exported
 from .model.transformer import StemGenModel, native_bf16
+from .paths import DEMO, demo_model_dir
 from .sampling.settings import PerLevel, SamplingSettings, override
 from .sampling.windows import decode_windows
 
-DEMO = "demo"
 ENV_MODEL = "STEMGEN_MODEL"
 #: context quieter than this (dBFS) is treated as silence: there is nothing to listen to
 MIN_CONTEXT_DBFS = -70.0
-
-
-def demo_model_dir() -> Path:
-    """The shipped demo model (exported weights + its embedded codec)."""
-    return Path(__file__).resolve().parent / "assets" / "demo_chorales"
 
 
 @dataclass

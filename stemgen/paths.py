@@ -17,6 +17,15 @@ def home() -> Path:
     return base / "stemgen"
 
 
+#: the name of the shipped demo model wherever a model name is accepted
+DEMO = "demo"
+
+
+def demo_model_dir() -> Path:
+    """The shipped demo model (exported weights + its embedded codec), inside the package."""
+    return Path(__file__).resolve().parent / "assets" / "demo_chorales"
+
+
 def codecs_dir() -> Path:
     """Folder holding codec weights, one sub-folder per codec name."""
     return home() / "codecs"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from pathlib import Path
 from typing import Optional
 
 import torch
 from lightning import LightningModule
 
 from ..model import ModelConfig, StemGenModel
-from ..model.io import CHECKPOINT_KEY, ModelRecord, check_codec
+from ..errors import CheckpointError
+from ..model.io import CHECKPOINT_KEY, CODEC_DIR, ModelRecord, check_codec, load_exported
+from ..paths import DEMO, demo_model_dir
 from ..model.loss import listening_losses, masked_loss, masked_token_loss
 from .metrics import Listening, MaskedTokenAccuracy
 from .schedule import fit_schedule, tri_stage_lr_scale
@@ -45,6 +49,11 @@ class StemGenLightning(LightningModule):
             (reduced to this many dimensions, fixed from the training codec when training starts;
             see :class:`~stemgen.model.ModelConfig`).
         codebook_heads: with ``codebook_dim``, the output heads read the codec features too.
+        init_from: fine-tune: start from the weights of an exported model (a folder written by
+            ``stemgen export``, or ``demo`` for the shipped demo model) instead of random ones. Its
+            shape must be this module's (preset and shape options) and its codec the training
+            data's. Loaded when training starts; a resumed run takes its weights from the
+            checkpoint as always.
         shared_embeddings: context and target read one embedding table per level (see
             :class:`~stemgen.model.ModelConfig`).
         seed: seed of the masks and dropouts (drawn per step from (seed, global step)).
@@ -61,7 +70,8 @@ class StemGenLightning(LightningModule):
                  p_drop_context: float = 0.1, p_drop_instrument: float = 0.1, p_full_mask: float = 0.0,
                  shared_embeddings: bool = False, seed: int = 0, compile: bool | None = None,
                  level_weights: Optional[list[float]] = None, codec_embeddings: bool = False,
-                 codec_heads: bool = False, codebook_dim: int = 0, codebook_heads: bool = False):
+                 codec_heads: bool = False, codebook_dim: int = 0, codebook_heads: bool = False,
+                 init_from: Optional[str] = None):
         super().__init__()
         if level_weights is not None and (len(level_weights) != num_levels or min(level_weights) < 0
                                           or not sum(level_weights) > 0):
@@ -101,6 +111,27 @@ class StemGenLightning(LightningModule):
                                                           heads=bool(self.hparams.get("codec_heads")))
             if self.model.cfg.codebook_dim > 0:
                 self.model.set_codebook_features(codec.codebook_vectors())
+        if stage == "fit" and self.hparams.get("init_from"):
+            self.load_pretrained(self.hparams.init_from, codec)
+
+    def load_pretrained(self, name: str, codec=None) -> None:
+        """Copy the weights of the exported model ``name`` (a folder, or ``demo``) into the model.
+
+        Raises:
+            MissingWeightsError: no export there; CheckpointError: another model shape, or tokens of
+            another codec than ``codec`` (the training data's, when known).
+        """
+        path = demo_model_dir() if name == DEMO else Path(name).expanduser()
+        model, record, _ = load_exported(path)
+        if record.model != self.model.cfg:
+            ours, theirs = asdict(self.model.cfg), asdict(record.model)
+            diff = ", ".join(f"{k}: {theirs[k]} (training: {ours[k]})" for k in ours if ours[k] != theirs.get(k))
+            raise CheckpointError(f"--model.init_from {name}: the exported model has another shape ({diff}). "
+                                  f"Train with the --model options it was trained with (its config.json).")
+        if codec is not None:
+            check_codec(self.model.cfg, codec, record,
+                        fix=f"Fine-tune on tokens of the codec it was trained with ({path / CODEC_DIR}).")
+        self.model.load_state_dict(model.state_dict())
 
     def _datamodule(self):
         return getattr(self._trainer, "datamodule", None) if self._trainer else None

@@ -9,7 +9,7 @@ from lightning import Trainer
 from lightning.pytorch.loggers import CSVLogger
 
 from stemgen.data.datamodule import SlakhData
-from stemgen.errors import CheckpointError
+from stemgen.errors import CheckpointError, MissingWeightsError
 from stemgen.train.module import StemGenLightning
 
 from ..data.fixtures import make_slakh
@@ -135,3 +135,41 @@ def test_codec_embeddings_start_from_the_training_codec_codebooks(datamodule):
     fresh = StemGenLightning("tiny", cardinality=64, codebook_dim=8).model.set_codebook_features(books)
     torch.testing.assert_close(feat.model.codebook_features, fresh.codebook_features)
     assert feat.model.codebook_features.abs().sum() > 0
+
+
+def test_init_from_starts_from_an_exported_model_of_the_same_shape_and_codec(tmp_path, datamodule):
+    from stemgen.model.io import ModelRecord, save_exported
+
+    source = StemGenLightning("tiny", cardinality=64, seed=1).model
+    record = ModelRecord.for_codec(source.cfg, datamodule.codec, "codec", 1.0)
+    save_exported(source, tmp_path / "export", record, half=True)
+    module = StemGenLightning("tiny", cardinality=64, init_from=str(tmp_path / "export"))
+    assert not torch.equal(module.model.heads, source.heads)  # random start differs
+    module._datamodule = lambda: datamodule
+    module.setup("fit")
+    for name, value in source.state_dict().items():  # float16 export: the float16-rounded weights
+        torch.testing.assert_close(module.model.state_dict()[name], value.half().float(), rtol=0, atol=0)
+    module.setup("validate")  # only training starts from the export
+
+    other_shape = StemGenLightning("tiny", cardinality=64, shared_embeddings=True, init_from=str(tmp_path / "export"))
+    other_shape._datamodule = lambda: datamodule
+    with pytest.raises(CheckpointError, match="shared_embeddings: False \\(training: True\\)"):
+        other_shape.setup("fit")
+    save_exported(source, tmp_path / "other_codec", ModelRecord(source.cfg, {**record.codec, "fingerprint": "0" * 16}))
+    other_codec = StemGenLightning("tiny", cardinality=64, init_from=str(tmp_path / "other_codec"))
+    other_codec._datamodule = lambda: datamodule
+    with pytest.raises(CheckpointError, match="Fine-tune on tokens of the codec it was trained with"):
+        other_codec.setup("fit")
+    missing = StemGenLightning("tiny", cardinality=64, init_from=str(tmp_path / "nothing"))
+    with pytest.raises(MissingWeightsError, match="stemgen export"):
+        missing.setup("fit")
+
+
+def test_init_from_demo_loads_the_shipped_model():
+    from stemgen.model.io import load_exported
+    from stemgen.paths import demo_model_dir
+
+    shipped, _, _ = load_exported(demo_model_dir())
+    module = StemGenLightning("small", shared_embeddings=True, init_from="demo")
+    module.setup("fit")
+    torch.testing.assert_close(module.model.state_dict(), shipped.state_dict(), rtol=0, atol=0)
