@@ -22,6 +22,7 @@ codec nor the demo model trained on it). Writes ``OUT.json`` and ``OUT.md``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -110,6 +111,9 @@ def main() -> None:
                    help='more sampling arms, JSON {name: {SamplingSettings field: value}} over the paper\'s '
                         'best, e.g. \'{"nested": {"guidance_form": "nested", "lambda_context": 2.0}}\'')
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "listening")
+    p.add_argument("--resume", action="store_true",
+                   help="keep what OUT.json already holds for the same model, songs and length (part 1, "
+                        "finished arms) and run only the rest; results are written after every part")
     args = p.parse_args()
 
     from stemgen.api import load_model
@@ -123,21 +127,27 @@ def main() -> None:
     if len(songs) < 2:
         raise SystemExit(f"need at least 2 test chorales with a bass under {args.data}, found {len(songs)}")
     start = time.perf_counter()
-    ce = cross_entropies(model, songs)
-    result = {"benchmark": "listening", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
-              "model": repr(model), "songs": len(songs), "ce_crops": ce["crops"],
-              "uniform_nats": round(math.log(model.model.cfg.cardinality), 4),
-              "context_gain_nats": round(ce["context_gain"], 4),
-              "context_gain_train_mask_nats": round(ce["context_gain_train_mask"], 4),
-              "ce_nats": {k[3:]: round(v, 4) for k, v in ce.items() if k.startswith("ce/")},
-              "branch_ce_nats": {b: round(ce[f"ce/{c}"], 4) for b, c in BRANCHES.items()}}
-    print(json.dumps(result, indent=1), flush=True)
+    done = previous_result(args.out, repr(model), len(songs), args.seconds, args.steps) if args.resume else {}
+    if "ce_nats" in done:
+        result = done
+        print(f"part 1 from {args.out.with_suffix('.json')}", flush=True)
+    else:
+        ce = cross_entropies(model, songs)
+        result = {"benchmark": "listening", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
+                  "model": repr(model), "songs": len(songs), "ce_crops": ce["crops"],
+                  "uniform_nats": round(math.log(model.model.cfg.cardinality), 4),
+                  "context_gain_nats": round(ce["context_gain"], 4),
+                  "context_gain_train_mask_nats": round(ce["context_gain_train_mask"], 4),
+                  "ce_nats": {k[3:]: round(v, 4) for k, v in ce.items() if k.startswith("ce/")},
+                  "branch_ce_nats": {b: round(ce[f"ce/{c}"], 4) for b, c in BRANCHES.items()}}
+        print(json.dumps(result, indent=1), flush=True)
 
     n = int(args.seconds * sr)
     contexts = [s["context"][:n] for s in songs]
     reals = [s["bass"][:n] for s in songs]
-    result["seconds"] = args.seconds
+    result["seconds"], result["steps"] = args.seconds, args.steps
     result["chroma_real_own"], result["chroma_real_mismatched"] = (round(x, 4) for x in agreement(reals, contexts, sr))
+    write_result(args.out, result, markdown(result), quiet=True)  # a run stopped later keeps part 1
     if not args.skip_generation:
         q = model.model.cfg.num_levels
         best = SamplingSettings.paper(q)
@@ -146,23 +156,45 @@ def main() -> None:
             arms["default"] = model.default_settings
         arms.update({name: best.updated(fields, q, f"--arms {name}") for name, fields in args.arms.items()})
         for name, settings in arms.items():
+            asked = json.loads(json.dumps(dataclasses.asdict(settings)))
+            if isinstance(result.get(name), dict) and result[name].get("asked") == asked:
+                print(f"{name}: kept from {args.out.with_suffix('.json')}", flush=True)
+                continue
             t = time.perf_counter()
             stems = model.generate(contexts, "bass", sample_rate=sr, seed=0, settings=settings, steps=args.steps or None)
             own, mismatched = agreement([s.audio for s in stems], contexts, sr)
             result[name] = {"chroma_generated_own": round(own, 4), "chroma_generated_mismatched": round(mismatched, 4),
                             "chroma_gap": round(own - mismatched, 4), "settings": stems[0].settings,
-                            "seconds_to_generate": round(time.perf_counter() - t, 1)}
+                            "seconds_to_generate": round(time.perf_counter() - t, 1), "asked": asked}
             print(name, json.dumps(result[name]), flush=True)
+            write_result(args.out, result, markdown(result), quiet=True)
     result["seconds_total"] = round(time.perf_counter() - start, 1)
     write_result(args.out, result, markdown(result))
 
 
-def write_result(out: Path, result: dict, md: str) -> None:
-    """Write ``OUT.json`` and ``OUT.md`` (creating the folder) and print the Markdown."""
+def previous_result(out: Path, model: str, songs: int, seconds: float, steps) -> dict:
+    """``OUT.json`` if it holds a run of the same model on the same songs, length and steps, else {}."""
+    path = out.with_suffix(".json")
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    same = (old.get("model"), old.get("songs"), old.get("seconds", seconds), old.get("steps")) == \
+        (model, songs, seconds, steps)
+    if not same:
+        print(f"--resume: {path} holds another run (model, songs, seconds or steps differ): starting over", flush=True)
+    return old if same else {}
+
+
+def write_result(out: Path, result: dict, md: str, quiet: bool = False) -> None:
+    """Write ``OUT.json`` and ``OUT.md`` (creating the folder, each file at once) and print the
+    Markdown unless ``quiet``."""
+    from stemgen.paths import atomic_write
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    out.with_suffix(".md").write_text(md)
-    print(md)
+    atomic_write(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+    atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(md))
+    if not quiet:
+        print(md)
 
 
 def markdown(r: dict) -> str:
