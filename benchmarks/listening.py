@@ -117,6 +117,7 @@ def main() -> None:
     args = p.parse_args()
 
     from stemgen.api import load_model
+    from stemgen.audio import silent_fraction
     from stemgen.prepare import prepare_chorales
     from stemgen.sampling.settings import SamplingSettings
 
@@ -147,6 +148,7 @@ def main() -> None:
     reals = [s["bass"][:n] for s in songs]
     result["seconds"], result["steps"] = args.seconds, args.steps
     result["chroma_real_own"], result["chroma_real_mismatched"] = (round(x, 4) for x in agreement(reals, contexts, sr))
+    result["silent_fraction_real"] = round(float(np.mean([silent_fraction(b, sr) for b in reals])), 4)
     write_result(args.out, result, markdown(result), quiet=True)  # a run stopped later keeps part 1
     if not args.skip_generation:
         q = model.model.cfg.num_levels
@@ -164,7 +166,9 @@ def main() -> None:
             stems = model.generate(contexts, "bass", sample_rate=sr, seed=0, settings=settings, steps=args.steps or None)
             own, mismatched = agreement([s.audio for s in stems], contexts, sr)
             result[name] = {"chroma_generated_own": round(own, 4), "chroma_generated_mismatched": round(mismatched, 4),
-                            "chroma_gap": round(own - mismatched, 4), "settings": stems[0].settings,
+                            "chroma_gap": round(own - mismatched, 4),
+                            "silent_fraction": round(float(np.mean([silent_fraction(s.audio, sr) for s in stems])), 4),
+                            "settings": stems[0].settings,
                             "seconds_to_generate": round(time.perf_counter() - t, 1), "asked": asked}
             print(name, json.dumps(result[name]), flush=True)
             write_result(args.out, result, markdown(result), quiet=True)
@@ -206,13 +210,13 @@ def markdown(r: dict) -> str:
     lines += ["", f"**Context gain** (another song's context minus the true one, all masked): "
               f"**{r['context_gain_nats']}** nats; at the training masking: {r['context_gain_train_mask_nats']}.", "",
               f"Chroma agreement of the bass with its own / another chorale's context (first {r['seconds']:g} s):", "",
-              "| bass | own | mismatched | gap |", "|---|---|---|---|"]
+              "| bass | own | mismatched | gap | silent |", "|---|---|---|---|---|"]
     for name, g in r.items():
         if isinstance(g, dict) and "chroma_generated_own" in g:
             lines.append(f"| generated, {name} | {g['chroma_generated_own']} | {g['chroma_generated_mismatched']} | "
-                         f"{g['chroma_gap']} |")
+                         f"{g['chroma_gap']} | {g.get('silent_fraction', '-')} |")
     lines.append(f"| real (reference) | {r['chroma_real_own']} | {r['chroma_real_mismatched']} | "
-                 f"{round(r['chroma_real_own'] - r['chroma_real_mismatched'], 4)} |")
+                 f"{round(r['chroma_real_own'] - r['chroma_real_mismatched'], 4)} | {r.get('silent_fraction_real', '-')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -118,6 +118,21 @@ def is_silent(wav, threshold_db: float = -60.0) -> bool:
     return dbfs(wav) < threshold_db
 
 
+def silent_fraction(wav, sample_rate: int, threshold_db: float = -50.0, block_seconds: float = 0.1) -> float:
+    """The fraction of the ``block_seconds`` blocks of ``wav`` (mono ``(N,)``) whose RMS level is
+    below ``threshold_db`` dBFS (1.0 for a signal shorter than one block). A stem that falls
+    silent scores near 1; a bass line with rests, a few tenths at most. Scale-free measures such as
+    the chroma agreement do not see silence (a silent stem's faint noise still has a pitch-class
+    profile), so this is reported beside them."""
+    wav = _as_numpy(wav).astype(np.float64)
+    n = max(1, int(round(block_seconds * sample_rate)))
+    k = wav.size // n
+    if k == 0:
+        return 1.0
+    rms = np.sqrt(np.mean(wav[: k * n].reshape(k, n) ** 2, axis=1))
+    return float(np.mean(rms < 10.0 ** (threshold_db / 20.0)))
+
+
 def load_mono(source, target_rate: int, *, sample_rate: int | None = None,
               min_samples: int = 1, name: str = "audio") -> np.ndarray:
     """Turn a path, numpy array or torch tensor into validated mono float32 at ``target_rate``.

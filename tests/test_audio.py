@@ -3,7 +3,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from stemgen.audio import dbfs, is_silent, load_mono, read_audio, resample, to_mono, write_audio
+from stemgen.audio import dbfs, is_silent, silent_fraction, load_mono, read_audio, resample, to_mono, write_audio
 from stemgen.errors import AudioError
 
 from .conftest import tone
@@ -105,3 +105,14 @@ def test_mix_down_sums_cuts_and_never_clips():
     assert out.shape == (8,) and out.dtype == np.float32 and np.allclose(out, 0.5)
     loud = mix_down([np.full(4, 0.8, np.float32), np.full(4, 0.8, np.float32)])
     assert np.allclose(loud, 0.99)  # scaled together, not clipped
+
+
+def test_silent_fraction_counts_the_quiet_blocks():
+    sr = 1000
+    loud = tone(110, 1.0, sr=sr, amp=0.5, harmonics=1)
+    assert silent_fraction(loud, sr) == 0.0
+    assert silent_fraction(np.zeros(sr), sr) == 1.0
+    hum = np.concatenate([loud, 1e-4 * loud, loud, np.zeros(sr)])  # a -89 dBFS hum counts as silence
+    assert silent_fraction(hum, sr) == pytest.approx(0.5)
+    assert silent_fraction(hum, sr, threshold_db=-90.0) == pytest.approx(0.25)
+    assert silent_fraction(np.ones(10), sr) == 1.0  # shorter than one block

@@ -29,6 +29,9 @@ def test_demo_generates_bass_and_drums_for_a_held_out_chorale(tmp_path, chorales
     agreement = summary["chroma_agreement_with_voices"]
     assert set(agreement) == {"generated_bass", "original_bass"}
     assert all(0.0 < v <= 1.0 for v in agreement.values())
+    silent = summary["silent_fraction"]
+    assert set(silent) == {"generated_bass", "original_bass", "generated_drums"}
+    assert all(0.0 <= v <= 1.0 for v in silent.values())
 
 
 def test_chroma_agreement_follows_the_harmony():
