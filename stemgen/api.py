@@ -31,7 +31,7 @@ from .errors import AudioError, MissingWeightsError
 from .instruments import resolve as resolve_instrument
 from .model.io import CODEC_DIR, CONFIG, ModelRecord, check_codec, load_exported
 from .model.transformer import StemGenModel, native_bf16
-from .paths import DEMO, demo_model_dir
+from .paths import DEMO, demo_model_dir, model_dir  # demo_model_dir: public here since 0.1
 from .sampling.settings import PerLevel, SamplingSettings, override
 from .sampling.windows import decode_windows
 
@@ -349,7 +349,7 @@ def load_model(name_or_path: Union[str, Path, StemModel, None] = None, *, codec=
     if isinstance(name_or_path, StemModel):
         return name_or_path
     name = str(name_or_path or os.environ.get(ENV_MODEL) or DEMO)
-    path = demo_model_dir() if name == DEMO else Path(name).expanduser()
+    path = model_dir(name)
     if path.is_file():
         from .train.export import read_checkpoint
 

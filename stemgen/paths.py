@@ -26,6 +26,11 @@ def demo_model_dir() -> Path:
     return Path(__file__).resolve().parent / "assets" / "demo_chorales"
 
 
+def model_dir(name: str) -> Path:
+    """The folder a model name points to: the shipped demo model for ``demo``, else the path."""
+    return demo_model_dir() if name == DEMO else Path(name).expanduser()
+
+
 def codecs_dir() -> Path:
     """Folder holding codec weights, one sub-folder per codec name."""
     return home() / "codecs"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -12,8 +11,8 @@ from lightning import LightningModule
 from ..model import ModelConfig, StemGenModel
 from ..errors import CheckpointError
 from ..model.io import CHECKPOINT_KEY, CODEC_DIR, ModelRecord, check_codec, load_exported
-from ..paths import DEMO, demo_model_dir
 from ..model.loss import listening_losses, masked_loss, masked_token_loss
+from ..paths import model_dir
 from .metrics import Listening, MaskedTokenAccuracy
 from .schedule import fit_schedule, tri_stage_lr_scale
 
@@ -121,7 +120,7 @@ class StemGenLightning(LightningModule):
             MissingWeightsError: no export there; CheckpointError: another model shape, or tokens of
             another codec than ``codec`` (the training data's, when known).
         """
-        path = demo_model_dir() if name == DEMO else Path(name).expanduser()
+        path = model_dir(name)
         model, record, _ = load_exported(path)
         if record.model != self.model.cfg:
             ours, theirs = asdict(self.model.cfg), asdict(record.model)
