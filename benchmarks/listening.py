@@ -87,14 +87,15 @@ def cross_entropies(model, songs: list[dict], batch_size: int = 16, seed: int = 
     return {"crops": len(crops), **r}
 
 
-def agreement(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> tuple[float, float]:
-    """Chroma agreement with the own and the mismatched (next song's) context."""
+def agreement(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> tuple[float, float, float, float]:
+    """Chroma agreement with the own and the mismatched (next song's) context, then the same as
+    heard (a frame where the stem is silent scores 0)."""
     from stemgen.eval.context_agreement import ContextAgreement
 
     m = ContextAgreement(beats=False)
     m.update(stems, contexts, sr)
     r = m.compute()
-    return float(r["chroma"]), float(r["chroma_mismatched"])
+    return tuple(float(r[k]) for k in ("chroma", "chroma_mismatched", "chroma_heard", "chroma_heard_mismatched"))
 
 
 def main() -> None:
@@ -147,7 +148,8 @@ def main() -> None:
     contexts = [s["context"][:n] for s in songs]
     reals = [s["bass"][:n] for s in songs]
     result["seconds"], result["steps"] = args.seconds, args.steps
-    result["chroma_real_own"], result["chroma_real_mismatched"] = (round(x, 4) for x in agreement(reals, contexts, sr))
+    (result["chroma_real_own"], result["chroma_real_mismatched"], result["chroma_heard_real_own"],
+     result["chroma_heard_real_mismatched"]) = (round(x, 4) for x in agreement(reals, contexts, sr))
     result["silent_fraction_real"] = round(float(np.mean([silent_fraction(b, sr) for b in reals])), 4)
     write_result(args.out, result, markdown(result), quiet=True)  # a run stopped later keeps part 1
     if not args.skip_generation:
@@ -159,14 +161,17 @@ def main() -> None:
         arms.update({name: best.updated(fields, q, f"--arms {name}") for name, fields in args.arms.items()})
         for name, settings in arms.items():
             asked = json.loads(json.dumps(dataclasses.asdict(settings)))
-            if isinstance(result.get(name), dict) and result[name].get("asked") == asked:
+            if isinstance(result.get(name), dict) and result[name].get("asked") == asked \
+                    and "chroma_heard_own" in result[name]:
                 print(f"{name}: kept from {args.out.with_suffix('.json')}", flush=True)
                 continue
             t = time.perf_counter()
             stems = model.generate(contexts, "bass", sample_rate=sr, seed=0, settings=settings, steps=args.steps or None)
-            own, mismatched = agreement([s.audio for s in stems], contexts, sr)
+            own, mismatched, heard_own, heard_mismatched = agreement([s.audio for s in stems], contexts, sr)
             result[name] = {"chroma_generated_own": round(own, 4), "chroma_generated_mismatched": round(mismatched, 4),
-                            "chroma_gap": round(own - mismatched, 4),
+                            "chroma_gap": round(own - mismatched, 4), "chroma_heard_own": round(heard_own, 4),
+                            "chroma_heard_mismatched": round(heard_mismatched, 4),
+                            "chroma_heard_gap": round(heard_own - heard_mismatched, 4),
                             "silent_fraction": round(float(np.mean([silent_fraction(s.audio, sr) for s in stems])), 4),
                             "settings": stems[0].settings,
                             "seconds_to_generate": round(time.perf_counter() - t, 1), "asked": asked}
@@ -209,14 +214,20 @@ def markdown(r: dict) -> str:
     lines += [f"| {k} | {v} |" for k, v in r["ce_nats"].items()]
     lines += ["", f"**Context gain** (another song's context minus the true one, all masked): "
               f"**{r['context_gain_nats']}** nats; at the training masking: {r['context_gain_train_mask_nats']}.", "",
-              f"Chroma agreement of the bass with its own / another chorale's context (first {r['seconds']:g} s):", "",
-              "| bass | own | mismatched | gap | silent |", "|---|---|---|---|---|"]
+              f"Chroma agreement of the bass with its own / another chorale's context (first {r['seconds']:g} s); "
+              "as heard: a frame where the bass is silent scores 0:", "",
+              "| bass | own | mismatched | gap | as heard: own | mismatched | gap | silent |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, g in r.items():
         if isinstance(g, dict) and "chroma_generated_own" in g:
             lines.append(f"| generated, {name} | {g['chroma_generated_own']} | {g['chroma_generated_mismatched']} | "
-                         f"{g['chroma_gap']} | {g.get('silent_fraction', '-')} |")
+                         f"{g['chroma_gap']} | {g.get('chroma_heard_own', '-')} | {g.get('chroma_heard_mismatched', '-')} | "
+                         f"{g.get('chroma_heard_gap', '-')} | {g.get('silent_fraction', '-')} |")
+    heard = (r.get("chroma_heard_real_own"), r.get("chroma_heard_real_mismatched"))
+    heard_gap = round(heard[0] - heard[1], 4) if None not in heard else "-"
     lines.append(f"| real (reference) | {r['chroma_real_own']} | {r['chroma_real_mismatched']} | "
-                 f"{round(r['chroma_real_own'] - r['chroma_real_mismatched'], 4)} | {r.get('silent_fraction_real', '-')} |")
+                 f"{round(r['chroma_real_own'] - r['chroma_real_mismatched'], 4)} | {heard[0] or '-'} | {heard[1] or '-'} | "
+                 f"{heard_gap} | {r.get('silent_fraction_real', '-')} |")
     return "\n".join(lines) + "\n"
 
 

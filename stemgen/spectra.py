@@ -54,20 +54,46 @@ def chroma_frames(x: np.ndarray, sample_rate: int, hop: int = 640, n_fft: int = 
     return chroma_matrix(n_fft, sample_rate) @ power, power.sum(0)
 
 
-def frame_cosine(ref: np.ndarray, est: np.ndarray, ref_energy: np.ndarray, energy_threshold: float = 0.01) -> float:
+#: a stem frame below this level (dBFS) is silent: the level of ``stemgen.audio.silent_fraction``
+SILENT_FRAME_DB = -50.0
+
+
+def frame_levels_db(x: np.ndarray, hop: int = 640, n_fft: int = 4096) -> np.ndarray:
+    """``(N,)`` -> ``(T,)`` level in dBFS of each frame of :func:`chroma_frames` (centred, Hann
+    window): an absolute loudness per frame, which the scale-free chroma profile does not keep."""
+    wav = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    padded = torch.nn.functional.pad(wav[None], (n_fft // 2, n_fft // 2))[0]  # as torch.stft(center=True)
+    w2 = torch.hann_window(n_fft, dtype=torch.float64) ** 2
+    mean_square = (padded.unfold(0, n_fft, hop) ** 2 * w2).sum(1) / w2.sum()  # (T,)
+    return 10.0 * np.log10(np.maximum(mean_square.numpy(), 1e-20))
+
+
+def frame_cosine(ref: np.ndarray, est: np.ndarray, ref_energy: np.ndarray, energy_threshold: float = 0.01,
+                 est_sounding: np.ndarray | None = None) -> float:
     """Mean cosine similarity of the columns of ``(12, T)`` matrices over the frames whose
-    reference energy is above ``energy_threshold`` of its maximum."""
+    reference energy is above ``energy_threshold`` of its maximum. ``est_sounding (T,)`` (bool):
+    where False the estimate is silent and the frame scores 0 (agreement as heard: the faint noise
+    of a silent stem has a pitch-class profile too, which the cosine would otherwise score)."""
     t = min(ref.shape[1], est.shape[1])
     ref, est, ref_energy = ref[:, :t], est[:, :t], ref_energy[:t]
     keep = ref_energy > energy_threshold * ref_energy.max()
     num = (ref * est).sum(0)
     den = np.linalg.norm(ref, axis=0) * np.linalg.norm(est, axis=0) + 1e-20
-    return float((num / den)[keep].mean()) if keep.any() else 0.0
+    cos = num / den
+    if est_sounding is not None:
+        sounding = np.zeros(t, dtype=bool)
+        n = min(t, len(est_sounding))
+        sounding[:n] = np.asarray(est_sounding[:n], dtype=bool)
+        cos = np.where(sounding, cos, 0.0)
+    return float(cos[keep].mean()) if keep.any() else 0.0
 
 
-def chroma_agreement(stem: np.ndarray, context: np.ndarray, sample_rate: int) -> float:
+def chroma_agreement(stem: np.ndarray, context: np.ndarray, sample_rate: int, heard: bool = False) -> float:
     """Mean frame-wise cosine of the pitch-class profiles of ``stem`` and ``context`` (mono
     ``(N,)`` arrays) over the context's audible frames: how well a stem follows the harmony (for
-    one pair what ``stemgen.eval.context_agreement`` averages over many)."""
+    one pair what ``stemgen.eval.context_agreement`` averages over many). ``heard``: a frame where
+    the stem is below :data:`SILENT_FRAME_DB` scores 0, so a stem that falls silent is not
+    scored on its noise."""
     ctx_chroma, ctx_energy = chroma_frames(context, sample_rate)
-    return frame_cosine(ctx_chroma, chroma_frames(stem, sample_rate)[0], ctx_energy)
+    sounding = frame_levels_db(stem) >= SILENT_FRAME_DB if heard else None
+    return frame_cosine(ctx_chroma, chroma_frames(stem, sample_rate)[0], ctx_energy, est_sounding=sounding)

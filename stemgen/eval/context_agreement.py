@@ -7,6 +7,10 @@ Two measures per (stem, context) pair:
 * beat: F-measure (mir_eval, 70 ms window) of the stem's beats against the context's beats
   (madmom's RNN + DBN beat tracker) — does it play in time?
 
+The chroma measure is also reported *as heard* (``chroma_heard*``): a frame where the stem is
+silent (below ``stemgen.spectra.SILENT_FRAME_DB``) scores 0 instead of the cosine of its faint
+noise, so a stem that falls silent does not pass for one that follows the harmony.
+
 Each is also computed with the stem paired with another example's context (a cyclic shift
 over the population). The gap, own minus mismatched, is the "listens" score: a model that
 ignores its context scores the same on both.
@@ -20,7 +24,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from ..spectra import chroma_frames, frame_cosine
+from ..spectra import SILENT_FRAME_DB, chroma_frames, frame_cosine, frame_levels_db
 
 BEAT_WINDOW = 0.07  # seconds, mir_eval's default F-measure window
 
@@ -61,7 +65,8 @@ class BeatTracker:
 
 def agreement_table(stems: Sequence[dict], contexts: Sequence[dict]) -> dict[str, float]:
     """Mean chroma and beat agreement of each stem with its own context and with the next
-    example's context. ``stems``/``contexts``: per example ``{"chroma", "energy", "beats"}``."""
+    example's context. ``stems``/``contexts``: per example ``{"chroma", "energy", "beats"}``; a stem's
+    ``"level"`` (dBFS per frame) adds the agreement as heard (``chroma_heard*``)."""
     n = len(stems)
     if n < 2 or len(contexts) != n:
         raise ValueError(f"context agreement needs at least 2 (stem, context) pairs, got {n} stems and {len(contexts)} contexts")
@@ -70,7 +75,13 @@ def agreement_table(stems: Sequence[dict], contexts: Sequence[dict]) -> dict[str
         pairs = [(stems[i], contexts[(i + shift) % n]) for i in range(n)]
         out["chroma" + key] = float(np.mean([frame_cosine(c["chroma"], s["chroma"], c["energy"]) for s, c in pairs]))
         out["beat" + key] = float(np.mean([beat_f_measure(c["beats"], s["beats"]) for s, c in pairs]))
+        if all("level" in s for s in stems):
+            out["chroma_heard" + key] = float(np.mean([
+                frame_cosine(c["chroma"], s["chroma"], c["energy"], est_sounding=s["level"] >= SILENT_FRAME_DB)
+                for s, c in pairs]))
     out["chroma_gap"] = out["chroma"] - out["chroma_mismatched"]
+    if "chroma_heard" in out:
+        out["chroma_heard_gap"] = out["chroma_heard"] - out["chroma_heard_mismatched"]
     out["beat_gap"] = out["beat"] - out["beat_mismatched"]
     return out
 
@@ -89,13 +100,13 @@ class ContextAgreement(Metric):
         super().__init__(**kwargs)
         self.tracker = BeatTracker() if beats else None
         for side in ("stem", "context"):
-            for what in ("chroma", "energy", "beats"):
+            for what in ("chroma", "energy", "beats", "level"):
                 self.add_state(f"{side}_{what}", default=[], dist_reduce_fx=None)
 
     def _features(self, wav: np.ndarray, sample_rate: int) -> dict:
         chroma, energy = chroma_frames(np.asarray(wav, np.float32), sample_rate)
         beats = self.tracker(wav, sample_rate) if self.tracker is not None else np.zeros(0)
-        return {"chroma": chroma, "energy": energy, "beats": beats}
+        return {"chroma": chroma, "energy": energy, "beats": beats, "level": frame_levels_db(wav)}
 
     def update(self, stems, contexts, sample_rate: int) -> None:
         if len(stems) != len(contexts):
@@ -107,8 +118,8 @@ class ContextAgreement(Metric):
                     getattr(self, f"{side}_{what}").append(torch.as_tensor(value, dtype=torch.float64, device=self.device))
 
     def _examples(self, side: str) -> list[dict]:
-        cols = [getattr(self, f"{side}_{w}") for w in ("chroma", "energy", "beats")]
-        return [{"chroma": c.cpu().numpy(), "energy": e.cpu().numpy(), "beats": b.cpu().numpy()} for c, e, b in zip(*cols)]
+        names = ("chroma", "energy", "beats", "level")
+        return [{w: v.cpu().numpy() for w, v in zip(names, row)} for row in zip(*(getattr(self, f"{side}_{w}") for w in names))]
 
     def compute(self) -> dict[str, torch.Tensor]:
         table = agreement_table(self._examples("stem"), self._examples("context"))

@@ -4,6 +4,7 @@ listening measurement (how much the context lowers that cross-entropy)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +63,7 @@ def masked_loss(model: StemGenModel, context: torch.Tensor, inputs: torch.Tensor
 def masked_token_loss(model: StemGenModel, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
                       p_drop_context: float = 0.1, p_drop_instrument: float = 0.1,
                       generator: torch.Generator | None = None, level: int | None = None,
-                      p_full_mask: float = 0.0, loss_fn=masked_loss, level_weights=None) -> LossOutput:
+                      p_full_mask: float | Sequence[float] = 0.0, loss_fn=masked_loss, level_weights=None) -> LossOutput:
     """Mask ``target (B, Q, T)``, drop conditions, and score the masked tokens of each example's
     level (drawn per example, or ``level`` for all; see :func:`soundstorm_mask` for
     ``p_full_mask`` and ``level_weights``). ``loss_fn``: :func:`masked_loss` or a compiled copy of it."""

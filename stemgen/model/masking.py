@@ -31,15 +31,29 @@ def cosine_mask_count(u: torch.Tensor, t: int) -> torch.Tensor:
     return torch.floor(t * torch.cos(u * math.pi / 2)).long().clamp(1, t)
 
 
+def full_mask_probability(p_full_mask: float | Sequence[float], num_levels: int) -> torch.Tensor:
+    """``p_full_mask`` (one probability, or one per level) as a ``(Q,)`` tensor; a clear error for a
+    wrong length or a value outside [0, 1]."""
+    p = torch.as_tensor(p_full_mask, dtype=torch.float)
+    if p.ndim == 0:
+        p = p.expand(num_levels)
+    if p.shape != (num_levels,) or not bool(((p >= 0) & (p <= 1)).all()):
+        raise ValueError(f"p_full_mask needs one probability in [0, 1], or one per level ({num_levels}); "
+                         f"got {p_full_mask}.")
+    return p
+
+
 def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generator | None = None,
-                    level: int | None = None, p_full_mask: float = 0.0,
+                    level: int | None = None, p_full_mask: float | Sequence[float] = 0.0,
                     level_weights: Sequence[float] | None = None) -> MaskedTarget:
     """Mask ``target (B, Q, T)`` for training (see module docstring); ``level`` fixes q for every
     example instead of drawing it (validation scores each level in turn).
 
     ``p_full_mask``: the probability that an example's level is masked entirely instead of at the
     cosine ratio (which masks 64% on average and all of it rarely): the case where nothing of the
-    stem is given and only the context can say what to play, as at the start of sampling.
+    stem is given and only the context can say what to play, as at the start of sampling. One
+    probability for every level, or one per level ``(Q,)``: level 0 is where the context must say
+    which notes to play; a fully masked finer level still has the coarser levels to read.
 
     ``level_weights``: relative frequencies ``(Q,)`` of the trained levels (None: uniform, as in
     SoundStorm). Level 0 is where the stem's notes are decided; the finer levels are timbre.
@@ -56,8 +70,9 @@ def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generat
             raise ValueError(f"level_weights needs {q} non-negative weights, not all zero; got {list(level_weights)}.")
         level = torch.multinomial(weights, b, replacement=True, generator=generator)
     count = cosine_mask_count(torch.rand(b, generator=generator, device=dev), t)  # (B,)
-    if p_full_mask > 0:
-        full = torch.rand(b, generator=generator, device=dev) < p_full_mask
+    p_full = full_mask_probability(p_full_mask, q).to(dev)[level]  # (B,)
+    if bool((p_full > 0).any()):
+        full = torch.rand(b, generator=generator, device=dev) < p_full
         count = torch.where(full, torch.full_like(count, t), count)
     ranks = torch.rand(b, t, generator=generator, device=dev).argsort(1).argsort(1)  # random order
     masked = ranks < count[:, None]  # (B, T): exactly count positions

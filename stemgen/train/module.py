@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from lightning import LightningModule
@@ -12,6 +12,7 @@ from ..model import ModelConfig, StemGenModel
 from ..errors import CheckpointError
 from ..model.io import CHECKPOINT_KEY, CODEC_DIR, ModelRecord, check_codec, load_exported
 from ..model.loss import listening_losses, masked_loss, masked_token_loss
+from ..model.masking import full_mask_probability
 from ..paths import model_dir
 from .metrics import Listening, MaskedTokenAccuracy
 from .schedule import fit_schedule, tri_stage_lr_scale
@@ -37,7 +38,7 @@ class StemGenLightning(LightningModule):
         p_drop_context: probability of replacing the context by the learned null context.
         p_drop_instrument: probability of replacing the instrument by the null entry.
         p_full_mask: probability of masking the trained level entirely instead of at the cosine
-            ratio (0: the paper's SoundStorm masking).
+            ratio (0: the paper's SoundStorm masking); one for every level or one per level.
         level_weights: relative frequencies of the trained levels, one per level (None: uniform,
             the paper's); weighting level 0 trains more of the steps where the notes are chosen.
         codec_embeddings: start the code embeddings from the codec's codebooks (see
@@ -66,7 +67,7 @@ class StemGenLightning(LightningModule):
     def __init__(self, preset: str = "tiny", num_levels: int = 4, cardinality: int = 2048, lr: float = 5e-4,
                  warmup_steps: int = 10_000, hold_steps: int = 50_000, decay_steps: int = 300_000,
                  final_lr_scale: float = 0.01, weight_decay: float = 0.01, betas: tuple[float, float] = (0.9, 0.95),
-                 p_drop_context: float = 0.1, p_drop_instrument: float = 0.1, p_full_mask: float = 0.0,
+                 p_drop_context: float = 0.1, p_drop_instrument: float = 0.1, p_full_mask: Union[float, list[float]] = 0.0,
                  shared_embeddings: bool = False, seed: int = 0, compile: bool | None = None,
                  level_weights: Optional[list[float]] = None, codec_embeddings: bool = False,
                  codec_heads: bool = False, codebook_dim: int = 0, codebook_heads: bool = False,
@@ -76,6 +77,7 @@ class StemGenLightning(LightningModule):
                                           or not sum(level_weights) > 0):
             raise ValueError(f"level_weights needs one non-negative weight per level ({num_levels}), not all zero; "
                              f"got {level_weights}.")
+        full_mask_probability(p_full_mask, num_levels)  # a wrong value fails here, not at the first step
         self.save_hyperparameters()
         self.model = StemGenModel(ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality,
                                                         shared_embeddings=shared_embeddings,

@@ -39,8 +39,14 @@ def test_table_gap_on_fabricated_features():
     table = agreement_table([own, other], [own, other])
     assert table["chroma"] == 1.0 and table["chroma_mismatched"] == 0.0 and table["chroma_gap"] == 1.0
     assert table["beat"] == 1.0 and table["beat_gap"] == 1.0
+    assert "chroma_heard" not in table  # only when the stems carry their frame levels
     with pytest.raises(ValueError, match="at least 2"):
         agreement_table([own], [own])
+    # as heard: the own stem is silent on its last two frames, which then agree with nothing
+    heard = agreement_table([dict(own, level=np.array([-20.0, -20.0, -80.0, -80.0])), dict(other, level=np.full(4, -20.0))],
+                            [own, other])
+    assert heard["chroma"] == 1.0 and heard["chroma_heard"] == 0.75  # (0.5 + 1.0) / 2
+    assert heard["chroma_heard_mismatched"] == 0.0 and heard["chroma_heard_gap"] == 0.75
 
 
 @pytest.mark.slow
@@ -51,4 +57,6 @@ def test_matched_stems_beat_mismatched_ones():
     out = {k: float(v) for k, v in metric.compute().items()}
     # measured: chroma 0.48 vs 0.31 mismatched, beat 0.47 vs 0.16
     assert out["chroma_gap"] == pytest.approx(out["chroma"] - out["chroma_mismatched"]) and out["chroma_gap"] > 0.1
+    # the basses sound throughout (only their note onsets' first frames can fall below the floor)
+    assert out["chroma_heard"] == pytest.approx(out["chroma"], abs=0.03)
     assert out["beat_gap"] > 0.2 and out["beat"] > 0.35

@@ -72,6 +72,32 @@ def test_full_masking_masks_the_whole_level_as_often_as_asked():
         assert (hidden[:, q].all(-1) == (lv <= q)).all()
 
 
+def test_full_masking_per_level():
+    import pytest
+    import torch
+
+    from stemgen.model.masking import soundstorm_mask
+
+    tgt = torch.zeros(8000, 4, 20, dtype=torch.long)
+    plain = soundstorm_mask(tgt, 99, torch.Generator().manual_seed(0))
+    out = soundstorm_mask(tgt, 99, torch.Generator().manual_seed(0), p_full_mask=[0.8, 0.0, 0.3, 0.3])
+    full = out.loss_mask.all(1)
+    base = plain.loss_mask.all(1).float().mean().item()  # the cosine draw's own all-masked share
+    for q, p in enumerate([0.8, 0.0, 0.3, 0.3]):
+        share = full[out.level == q].float().mean().item()
+        assert abs(share - (p + (1 - p) * base)) < 0.04, (q, share)
+    # one value for every level draws exactly what the scalar draws
+    same = soundstorm_mask(tgt, 99, torch.Generator().manual_seed(0), p_full_mask=[0.5] * 4)
+    scalar = soundstorm_mask(tgt, 99, torch.Generator().manual_seed(0), p_full_mask=0.5)
+    assert torch.equal(same.inputs, scalar.inputs) and torch.equal(same.loss_mask, scalar.loss_mask)
+    # all zeros leaves the paper's draw (and its random stream) alone
+    zero = soundstorm_mask(tgt, 99, torch.Generator().manual_seed(0), p_full_mask=[0.0] * 4)
+    assert torch.equal(zero.inputs, plain.inputs)
+    for bad in ([0.5, 0.5], [0.5, 1.5, 0.0, 0.0], -0.1):
+        with pytest.raises(ValueError, match="p_full_mask"):
+            soundstorm_mask(tgt, 99, torch.Generator().manual_seed(0), p_full_mask=bad)
+
+
 def test_level_weights_set_how_often_each_level_is_trained():
     import pytest
     import torch

@@ -68,6 +68,14 @@ def test_masks_depend_on_seed_and_step_only():
     assert torch.equal(a, b) and not torch.equal(a, torch.rand(4, generator=m._generator(8)))
 
 
+def test_wrong_masking_options_fail_when_the_module_is_built():
+    StemGenLightning("tiny", cardinality=16, p_full_mask=[0.8, 0.3, 0.3, 0.3], level_weights=[4.0, 1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="p_full_mask"):
+        StemGenLightning("tiny", cardinality=16, p_full_mask=[0.8, 0.3])
+    with pytest.raises(ValueError, match="level_weights"):
+        StemGenLightning("tiny", cardinality=16, level_weights=[1.0, -1.0, 1.0, 1.0])
+
+
 def _weights_after(tmp_path, datamodule_factory, max_steps, ckpt=None, every=None, **module_kwargs):
     from lightning.pytorch.callbacks import ModelCheckpoint
 

@@ -1,0 +1,48 @@
+"""Spectral features: frame levels line up with the chroma frames, and the agreement as heard
+scores a silent stem as silent."""
+
+import numpy as np
+import pytest
+
+from stemgen.spectra import SILENT_FRAME_DB, chroma_agreement, chroma_frames, frame_cosine, frame_levels_db
+
+SR = 16000
+
+
+def tone(midi: float, seconds: float, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (amp * np.sin(2 * np.pi * 440.0 * 2 ** ((midi - 69) / 12) * t)).astype(np.float32)
+
+
+def test_frame_levels_are_the_chroma_frames_in_dbfs():
+    x = tone(57, 2.0, amp=0.5)
+    levels = frame_levels_db(x)
+    assert levels.shape == chroma_frames(x, SR)[1].shape
+    # a sine of amplitude a has mean square a^2 / 2 away from the edges
+    assert np.allclose(levels[5:-5], 20 * np.log10(0.5 / np.sqrt(2)), atol=0.05)
+    assert frame_levels_db(np.zeros(SR)).max() <= -190
+
+
+def test_agreement_as_heard_scores_silent_frames_zero():
+    ctx = tone(60, 4.0) + tone(64, 4.0) + tone(67, 4.0)  # C major
+    bass = tone(48, 4.0)
+    loud = chroma_agreement(bass, ctx, SR)
+    assert loud > 0.5 and chroma_agreement(bass, ctx, SR, heard=True) == pytest.approx(loud, abs=0.01)
+    # the cosine is scale-free: the same bass 80 dB down agrees as well, unless heard
+    faint = bass * 1e-4
+    assert chroma_agreement(faint, ctx, SR) == pytest.approx(loud, abs=0.01)
+    assert chroma_agreement(faint, ctx, SR, heard=True) == 0.0
+    # silent for its second half: as heard, about half the agreement
+    half = bass.copy()
+    half[len(half) // 2:] = 0.0
+    assert chroma_agreement(half, ctx, SR, heard=True) == pytest.approx(loud / 2, abs=0.05)
+
+
+def test_frame_cosine_sounding_mask():
+    ref = np.eye(12)[:, [0, 0, 4, 4]]
+    est = ref.copy()
+    assert frame_cosine(ref, est, np.ones(4)) == 1.0
+    assert frame_cosine(ref, est, np.ones(4), est_sounding=np.array([True, False, True, False])) == 0.5
+    # a short mask leaves the frames it does not cover silent
+    assert frame_cosine(ref, est, np.ones(4), est_sounding=np.array([True])) == 0.25
+    assert SILENT_FRAME_DB == -50.0
