@@ -32,6 +32,9 @@ def test_demo_generates_bass_and_drums_for_a_held_out_chorale(tmp_path, chorales
     silent = summary["silent_fraction"]
     assert set(silent) == {"generated_bass", "original_bass", "generated_drums"}
     assert all(0.0 <= v <= 1.0 for v in silent.values())
+    heard = summary["chroma_agreement_heard"]  # silent frames score 0, so never above the cosine alone
+    assert set(heard) == {"generated_bass", "original_bass"}
+    assert all(0.0 <= heard[k] <= agreement[k] + 1e-9 for k in heard)
 
 
 def test_chroma_agreement_follows_the_harmony():

@@ -223,9 +223,11 @@ class StemGenModel(nn.Module):
         that raising one code's logit raises those of the codes that sound like it. Returns ``self``.
         """
         v, half = self.cfg.cardinality, self.cfg.dim // 2
+        # one SVD: the map to D/2 dimensions is the first D/2 columns of the map to D
+        books = self._mapped_codebooks(codebooks, self.cfg.dim if heads else half)  # (Q, V, min(width, rank))
 
         def mapped(width: int) -> torch.Tensor:  # (Q, V, min(width, rank)) at the init's spread
-            out = self._mapped_codebooks(codebooks, width)
+            out = books[..., :width]
             return out * (0.02 / out.std().clamp_min(1e-12))
 
         tables = mapped(half)
