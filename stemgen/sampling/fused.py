@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -107,20 +108,34 @@ def wait_for_build_lock(build_dir: str | Path, stale_after: float = STALE_LOCK_S
         time.sleep(poll)
 
 
+def build_directory(name: str) -> Path:
+    """Where the CPU kernels named ``name`` are built and cached: ``$TORCH_EXTENSIONS_DIR`` if set,
+    else torch's own default, ``$XDG_CACHE_HOME/torch_extensions`` (``~/.cache/torch_extensions``;
+    shared by every stemgen home, so the kernels are built once per machine), one folder per Python
+    and torch version (a build is only valid for the torch it was compiled against)."""
+    env = os.environ.get("TORCH_EXTENSIONS_DIR")
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(env or Path(xdg or Path.home() / ".cache") / "torch_extensions").expanduser()
+    version = torch.__version__.replace("+", "_").replace(".", "")
+    return base / f"py{sys.version_info.major}{sys.version_info.minor}_torch{version}" / name
+
+
 @lru_cache(maxsize=None)
 def cpu_extension():
-    """The compiled CPU kernels (built once per machine and torch version, then cached by torch
-    in ``$TORCH_EXTENSIONS_DIR``), or None with a warning when they cannot be built."""
+    """The compiled CPU kernels (built once per machine and torch version, then cached in
+    :func:`build_directory`), or None with a warning when they cannot be built."""
     if not enabled():
         return None
     try:
-        from torch.utils.cpp_extension import _get_build_directory, load
+        from torch.utils.cpp_extension import load
 
         name, flags = _capability_flags()
-        wait_for_build_lock(_get_build_directory(f"stemgen_fused_{name}", verbose=False))
+        build_dir = build_directory(f"stemgen_fused_{name}")
+        build_dir.mkdir(parents=True, exist_ok=True)
+        wait_for_build_lock(build_dir)
         return load(name=f"stemgen_fused_{name}", sources=[str(CSRC)],
                     extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp", *flags], extra_ldflags=["-fopenmp"],
-                    verbose=False)
+                    build_directory=str(build_dir), verbose=False)
     except Exception as err:  # no compiler, no headers: the eager reference still works
         log.warning("stemgen: the fused CPU sampling kernels could not be built (%s: %s); using the eager "
                     "reference sampler.", type(err).__name__, str(err).strip().splitlines()[-1:] or "")

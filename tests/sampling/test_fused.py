@@ -30,6 +30,17 @@ def test_the_cpu_kernels_are_built_here():
     assert fused.cpu_extension().vector_width() >= 1
 
 
+def test_build_directory_follows_torch_extensions_dir_and_versions(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
+    a = fused.build_directory("stemgen_fused_x")
+    assert a.name == "stemgen_fused_x" and a.parent.parent == tmp_path / "ext"
+    assert "torch" + torch.__version__.replace("+", "_").replace(".", "") in a.parent.name
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # not in the stemgen home (every test has its own): built once per machine
+    assert fused.build_directory("stemgen_fused_x").parent.parent == tmp_path / "cache" / "torch_extensions"
+
+
 @needs_compiler
 @pytest.mark.parametrize("branches", [1, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
