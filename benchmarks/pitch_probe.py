@@ -14,7 +14,11 @@ MIDI, frame by frame (50 Hz) where the bass sounds:
   as wrong);
 * ``accuracy``: how often the most probable pitch class is the sounding one;
 * ``p_known``: the probability mass on codes the table knows (the rest: codes no train bass
-  played, counted as wrong by ``p_true_pc``).
+  played, counted as wrong by ``p_true_pc``);
+* ``p_silence``, ``argmax_silence``: the mass on the codes of silence (the level-0 codes of a
+  silent signal) and how often the most probable *code* is one of them, where the bass sounds:
+  greedy or cool sampling commits the most probable codes first, and a bass that falls silent
+  starts there.
 
 Conditions: naive p(t|a,i) with the true context, with another chorale's context, without
 context p(t|i); paper eq. 3 (lambda 3, 3); nested guidance at ``--nested`` scales (lambda_i 1).
@@ -122,6 +126,8 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
     known = torch.from_numpy(table >= 0).to(dev)
     onehot[known, torch.from_numpy(table.clip(0)).to(dev)[known]] = 1.0
     bass = resolve("bass").id
+    silence = torch.zeros(len(table), dtype=torch.bool, device=dev)  # (V,) the level-0 codes of silence
+    silence[model._encode(np.zeros(int(2 * model.sample_rate), np.float32))[0].unique().to(dev)] = True
     sums: dict[str, list[float]] = {}
     context_code_hits = []
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=model.precision == "bf16"):
@@ -153,11 +159,13 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
                 p_pc = lp.exp() @ onehot  # (b, w, 12)
                 p_true = p_pc.gather(-1, pcs.clamp_min(0)[..., None])[..., 0]
                 hit = (p_pc.argmax(-1) == pcs).float()
-                acc = sums.setdefault(name, [0.0, 0.0, 0.0, 0.0])
+                acc = sums.setdefault(name, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
                 acc[0] += float(p_true[sounding].sum())
                 acc[1] += float(hit[sounding].sum())
                 acc[2] += float(p_pc.sum(-1)[sounding].sum())
                 acc[3] += float(sounding.sum())
+                acc[4] += float(lp.exp()[..., silence].sum(-1)[sounding].sum())
+                acc[5] += float(silence[lp.argmax(-1)][sounding].sum())
             ctx_pc = torch.from_numpy(context_table).to(dev)[ctx[:, 0]]  # (b, w) the context code's guess
             context_code_hits.append((float((ctx_pc == pcs)[sounding].sum()), float(sounding.sum())))
     all_pcs = np.concatenate([p for _, p, _ in crops])
@@ -166,8 +174,10 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
     return {"crops": len(crops), "frames": int(len(all_pcs)),
             "chance_accuracy": round(float(np.bincount(all_pcs, minlength=12).max() / len(all_pcs)), 4),
             "context_code_accuracy": round(hits / n, 4),
+            "silence_codes": int(silence.sum()),
             "conditions": {k: {"p_true_pc": round(v[0] / v[3], 4), "accuracy": round(v[1] / v[3], 4),
-                               "p_known": round(v[2] / v[3], 4)} for k, v in sums.items()}}
+                               "p_known": round(v[2] / v[3], 4), "p_silence": round(v[4] / v[3], 4),
+                               "argmax_silence": round(v[5] / v[3], 4)} for k, v in sums.items()}}
 
 
 def main() -> None:
@@ -215,12 +225,15 @@ def markdown(r: dict) -> str:
              f"{r['date']}.", "",
              f"References: most frequent pitch class {first['chance_accuracy']}; the context's own level-0 code "
              f"in the same frame, through the table: {first['context_code_accuracy']}.", "",
-             "| model | distribution | p(sounding pitch class) | argmax accuracy | mass on known codes |",
-             "|---|---|---|---|---|"]
+             f"Silence: {first.get('silence_codes', '-')} level-0 code(s) of a silent signal; the mass on them and how "
+             "often the most probable code is one, where the bass sounds.", "",
+             "| model | distribution | p(sounding pitch class) | argmax accuracy | mass on known codes | "
+             "p(silence) | argmax silent |", "|---|---|---|---|---|---|---|"]
     for name, m in r["models"].items():
         for cond, v in m["conditions"].items():
             cond = cond.replace("|", "\\|")
-            lines.append(f"| {name} | {cond} | {v['p_true_pc']} | {v['accuracy']} | {v['p_known']} |")
+            lines.append(f"| {name} | {cond} | {v['p_true_pc']} | {v['accuracy']} | {v['p_known']} | "
+                         f"{v.get('p_silence', '-')} | {v.get('argmax_silence', '-')} |")
     return "\n".join(lines) + "\n"
 
 
