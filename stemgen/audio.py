@@ -20,6 +20,8 @@ SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif")
 
 #: The level reported for digital silence (an all-zero signal has -inf dBFS).
 SILENCE_DBFS = -120.0
+#: a stem block or frame below this level (dBFS) is silent (silent_fraction, the agreement as heard)
+SILENT_STEM_DBFS = -50.0
 
 PathLike = Union[str, Path]
 
@@ -118,7 +120,7 @@ def is_silent(wav, threshold_db: float = -60.0) -> bool:
     return dbfs(wav) < threshold_db
 
 
-def silent_fraction(wav, sample_rate: int, threshold_db: float = -50.0, block_seconds: float = 0.1) -> float:
+def silent_fraction(wav, sample_rate: int, threshold_db: float = SILENT_STEM_DBFS, block_seconds: float = 0.1) -> float:
     """The fraction of the ``block_seconds`` blocks of ``wav`` (mono ``(N,)``) whose RMS level is
     below ``threshold_db`` dBFS (1.0 for a signal shorter than one block). A stem that falls
     silent scores near 1; a bass line with rests, a few tenths at most. Scale-free measures such as

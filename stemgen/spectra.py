@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .audio import SILENT_STEM_DBFS
+
 
 def power_spectrogram(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     """``(N,)`` -> power spectrogram ``(F, T)`` (Hann window, centred frames), float64."""
@@ -55,7 +57,7 @@ def chroma_frames(x: np.ndarray, sample_rate: int, hop: int = 640, n_fft: int = 
 
 
 #: a stem frame below this level (dBFS) is silent: the level of ``stemgen.audio.silent_fraction``
-SILENT_FRAME_DB = -50.0
+SILENT_FRAME_DB = SILENT_STEM_DBFS
 
 
 def frame_levels_db(x: np.ndarray, hop: int = 640, n_fft: int = 4096) -> np.ndarray:
