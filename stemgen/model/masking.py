@@ -43,6 +43,15 @@ def full_mask_probability(p_full_mask: float | Sequence[float], num_levels: int)
     return p
 
 
+def level_weight_tensor(level_weights: Sequence[float], num_levels: int) -> torch.Tensor:
+    """``level_weights`` as a ``(Q,)`` tensor; a clear error unless there is one non-negative weight
+    per level, not all zero."""
+    weights = torch.as_tensor(level_weights, dtype=torch.float)
+    if weights.shape != (num_levels,) or not bool((weights >= 0).all()) or not float(weights.sum()) > 0:
+        raise ValueError(f"level_weights needs {num_levels} non-negative weights, not all zero; got {list(level_weights)}.")
+    return weights
+
+
 def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generator | None = None,
                     level: int | None = None, p_full_mask: float | Sequence[float] = 0.0,
                     level_weights: Sequence[float] | None = None) -> MaskedTarget:
@@ -65,9 +74,7 @@ def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generat
     elif level_weights is None:
         level = torch.randint(q, (b,), generator=generator, device=dev)
     else:
-        weights = torch.as_tensor(level_weights, dtype=torch.float, device=dev)
-        if weights.shape != (q,) or not bool((weights >= 0).all()) or not float(weights.sum()) > 0:
-            raise ValueError(f"level_weights needs {q} non-negative weights, not all zero; got {list(level_weights)}.")
+        weights = level_weight_tensor(level_weights, q).to(dev)
         level = torch.multinomial(weights, b, replacement=True, generator=generator)
     count = cosine_mask_count(torch.rand(b, generator=generator, device=dev), t)  # (B,)
     p_full = full_mask_probability(p_full_mask, q).to(dev)[level]  # (B,)

@@ -12,7 +12,7 @@ from ..model import ModelConfig, StemGenModel
 from ..errors import CheckpointError
 from ..model.io import CHECKPOINT_KEY, CODEC_DIR, ModelRecord, check_codec, load_exported
 from ..model.loss import listening_losses, masked_loss, masked_token_loss
-from ..model.masking import full_mask_probability
+from ..model.masking import full_mask_probability, level_weight_tensor
 from ..paths import model_dir
 from .metrics import Listening, MaskedTokenAccuracy
 from .schedule import fit_schedule, tri_stage_lr_scale
@@ -73,10 +73,8 @@ class StemGenLightning(LightningModule):
                  codec_heads: bool = False, codebook_dim: int = 0, codebook_heads: bool = False,
                  init_from: Optional[str] = None):
         super().__init__()
-        if level_weights is not None and (len(level_weights) != num_levels or min(level_weights) < 0
-                                          or not sum(level_weights) > 0):
-            raise ValueError(f"level_weights needs one non-negative weight per level ({num_levels}), not all zero; "
-                             f"got {level_weights}.")
+        if level_weights is not None:
+            level_weight_tensor(level_weights, num_levels)  # a wrong value fails here, not at the first step
         full_mask_probability(p_full_mask, num_levels)  # a wrong value fails here, not at the first step
         self.save_hyperparameters()
         self.model = StemGenModel(ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality,
