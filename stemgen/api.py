@@ -212,7 +212,8 @@ class StemModel:
             gens = [torch.Generator(device=self.device).manual_seed(seed + j) for j in group]
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 out = decode_windows(self.model, ctx, inst, self.window_frames, overlap, s, gens, prefix,
-                                     callback=_progress_bars(s, progress, len(group)))
+                                     callback=_progress_bars(s, progress, len(group)),
+                                     silence=self.codec.silence_codes())
             results.update({j: out[b] for b, j in enumerate(group)})
         stems = []
         for j, k in enumerate(jobs):

@@ -99,6 +99,17 @@ class Codec(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
+    def silence_codes(self) -> tuple[int, ...]:
+        """The code of digital silence at each level, ``Q`` ints: the most frequent token of one
+        second of zeros (edge frames aside, every frame of silence gets the same code). Computed
+        once per codec; the sampler's silence gate needs it (``SamplingSettings.silence_gate``)."""
+        if getattr(self, "_silence_codes", None) is None:
+            device = next(iter([*self.parameters(), *self.buffers()]), torch.empty(0)).device
+            tokens = self.encode(torch.zeros(1, self.sample_rate, device=device))[0]  # (Q, T)
+            self._silence_codes = tuple(int(level.mode().values) for level in tokens.cpu())
+        return self._silence_codes
+
+    @torch.no_grad()
     def roundtrip(self, wav) -> "np.ndarray":
         """Encode and decode mono audio ``(N,)`` at :attr:`sample_rate`; returns ``(N,)`` float32."""
         import numpy as np

@@ -18,7 +18,10 @@ ignores its context scores the same on both.
 
 from __future__ import annotations
 
-from typing import Sequence
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -39,10 +42,20 @@ def beat_f_measure(reference: np.ndarray, estimated: np.ndarray) -> float:
     return float(mir_eval.beat.f_measure(reference, estimated, f_measure_threshold=BEAT_WINDOW))
 
 
-class BeatTracker:
-    """madmom's RNN beat activation + DBN tracking, built once; ``(N,)`` audio -> beat times (s)."""
+#: bump when the beat tracking changes, so that cached beats of an older version are not reused
+BEATS_VERSION = 1
 
-    def __init__(self):
+
+class BeatTracker:
+    """madmom's RNN beat activation + DBN tracking, built once; ``(N,)`` audio -> beat times (s).
+
+    Args:
+        cache_dir: if given, each clip's beats are stored there as JSON, keyed by a hash of its
+            samples: a context scored against several populations (every configuration of a
+            grid, every rerun) is tracked once.
+    """
+
+    def __init__(self, cache_dir: str | Path | None = None):
         from .madmom_import import import_madmom
 
         import_madmom()
@@ -50,15 +63,30 @@ class BeatTracker:
 
         self.activation = RNNBeatProcessor(num_threads=1)
         self.tracker = DBNBeatTrackingProcessor(fps=100)
+        self.cache_dir = Path(cache_dir) if cache_dir else None
 
     def __call__(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
-        from madmom.audio.signal import Signal
-
         from ..audio import resample
 
         x = resample(np.asarray(wav, dtype=np.float32), int(sample_rate), 44100)
+        if self.cache_dir is None:
+            return self._track(x)
+        digest = hashlib.sha1(x.tobytes() + f"beats-v{BEATS_VERSION}".encode()).hexdigest()[:20]
+        path = self.cache_dir / f"{digest}.json"
+        if path.exists():
+            return np.asarray(json.loads(path.read_text()), dtype=float)
+        beats = self._track(x)
+        from ..paths import atomic_write
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps([float(b) for b in beats])))
+        return beats
+
+    def _track(self, x: np.ndarray) -> np.ndarray:
+        from madmom.audio.signal import Signal
+
         try:
-            return np.asarray(self.tracker(self.activation(Signal(x, sample_rate=44100, num_channels=1))))
+            return np.asarray(self.tracker(self.activation(Signal(x, sample_rate=44100, num_channels=1))), dtype=float)
         except (ValueError, IndexError):  # silent or too short
             return np.zeros(0)
 
@@ -96,9 +124,10 @@ class ContextAgreement(Metric):
 
     full_state_update = False
 
-    def __init__(self, beats: bool = True, **kwargs):
+    def __init__(self, beats: Union[bool, BeatTracker] = True, **kwargs):
         super().__init__(**kwargs)
-        self.tracker = BeatTracker() if beats else None
+        #: True builds a tracker; a :class:`BeatTracker` is shared (built once, its cache reused)
+        self.tracker = beats if isinstance(beats, BeatTracker) else BeatTracker() if beats else None
         for side in ("stem", "context"):
             for what in ("chroma", "energy", "beats", "level"):
                 self.add_state(f"{side}_{what}", default=[], dist_reduce_fx=None)

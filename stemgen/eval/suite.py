@@ -121,7 +121,11 @@ class Scorer:
         from .descriptors import DescriptorExtractor
         from .fad import LogMelStats
 
+        from .context_agreement import BeatTracker
+
         self.descriptors = DescriptorExtractor(cache_dir=cache_dir)
+        #: one tracker for every population scored (a context's beats are tracked once)
+        self.tracker = BeatTracker(cache_dir / "beats" if cache_dir else None) if beats else None
         self.embedders = [LogMelStats()]
         #: metrics that could not be computed here, and why (recorded in every result)
         self.not_computed: dict[str, str] = {}
@@ -132,7 +136,6 @@ class Scorer:
         except Exception as err:  # no weights offline: reported as missing, not replaced
             self.not_computed["fad_vggish"] = str(err)
             log.info("FAD (VGGish) not computed: %s", err)
-        self.beats = beats
 
     def describe(self, stems: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> list:
         from ..audio import mix_down
@@ -153,7 +156,7 @@ class Scorer:
     def agreement(self, stems: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> dict:
         from .context_agreement import ContextAgreement
 
-        m = ContextAgreement(beats=self.beats)
+        m = ContextAgreement(beats=self.tracker or False)
         m.update(stems, contexts, sr)
         return {k: float(v) for k, v in m.compute().items()}
 

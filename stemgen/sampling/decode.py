@@ -23,6 +23,8 @@ StepCallback = Callable[[int, int, int], None]
 #: where the noise comes from: one generator for the whole batch, or one per example (each
 #: example's stem then depends only on its own generator, whatever else is in the batch)
 Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+#: the codec's silence code per level (``Codec.silence_codes()``), or None: no silence gate
+Silence = Optional[Sequence[int]]
 
 
 def level_logits(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
@@ -52,14 +54,15 @@ def level_log_probs(model, context: torch.Tensor, target: torch.Tensor, instrume
 
 def decode_step(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, seeds: torch.Tensor,
                 uniform: torch.Tensor, remain: torch.Tensor, level: torch.Tensor, temperature: float,
-                settings: SamplingSettings) -> torch.Tensor:
+                settings: SamplingSettings, silence_code: int = -1) -> torch.Tensor:
     """One decoding step of level ``level`` (a 0-dim long tensor on the device, so that one
     compiled graph serves every level): forward pass, then candidates, ranking and commit.
 
     ``seeds (B,)`` (int64 in [0, 2^32)) give the candidates' uniform noise ``(B, T, V)``
     (:func:`~stemgen.sampling.steps.hashed_uniform`, made inside the step, where it is used);
     ``uniform (B, T)`` in [0, 1) is the ranking's noise; ``remain (B,)`` positions stay masked;
-    ``temperature`` is the level's. Returns the level's tokens ``(B, T)``. Shapes are static and
+    ``temperature`` is the level's, ``silence_code`` its gated code (-1: none). Returns the
+    level's tokens ``(B, T)``. Shapes are static and
     nothing waits on the device, so the step can be compiled and captured.
     """
     logits = level_logits(model, context, target, instrument, level, settings.guidance, settings.guidance_form)
@@ -71,7 +74,7 @@ def decode_step(model, context: torch.Tensor, target: torch.Tensor, instrument: 
     la, li = settings.branch_weights() if settings.guidance else (1.0, 1.0)
     current = target.index_select(1, level.reshape(1))[:, 0]  # (B, T) the level's tokens so far
     return step(logits, current, noise, uniform, remain, la, li, temperature,
-                settings.w_confidence, settings.w_position, settings.w_random, model.cfg.mask_id)
+                settings.w_confidence, settings.w_position, settings.w_random, model.cfg.mask_id, silence_code)
 
 
 _COMPILED: dict = {}
@@ -94,7 +97,7 @@ def _step_function(settings: SamplingSettings, device: torch.device):
 @torch.no_grad()
 def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, level: int,
                  settings: SamplingSettings, generator: Generators = None,
-                 callback: Optional[StepCallback] = None) -> torch.Tensor:
+                 callback: Optional[StepCallback] = None, silence: Silence = None) -> torch.Tensor:
     """Decode the masked positions of one level; returns new target tokens ``(B, Q, T)``.
 
     Levels coarser than ``level`` must be decoded; positions of ``level`` already decoded are
@@ -103,7 +106,9 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     inside a level nothing waits on the device. Steps that commit nothing are skipped. With one
     generator per example (a sequence of B), an example draws noise only for the steps it needs
     itself, so its tokens do not depend on the other examples of the batch (up to the
-    floating-point rounding of batched matrix products).
+    floating-point rounding of batched matrix products). ``silence``: the codec's silence code
+    per level (``Codec.silence_codes()``), for ``settings.silence_gate``; without it the
+    temperature is not gated.
     """
     mask_id = model.cfg.mask_id
     b, _, t = context.shape
@@ -120,6 +125,7 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     remains = torch.tensor(rows, device=context.device)
     level_t = torch.tensor(level, device=context.device)
     temperature = float(settings.temperature[level])
+    silence_code = int(silence[level]) if settings.silence_gate and silence is not None else -1
     step_fn = _step_function(settings, context.device)
     for step in range(n_steps):
         seeds, uniform = _step_noise(generator, (b, t), step, own_steps, context.device)
@@ -128,7 +134,7 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
             if settings.compile:  # the batch dimension symbolic: a new batch size reuses the graph
                 for x in args:
                     torch._dynamo.maybe_mark_dynamic(x, 0)
-            target[:, level] = step_fn(model, *args, level_t, temperature, settings)
+            target[:, level] = step_fn(model, *args, level_t, temperature, settings, silence_code)
         if callback is not None:
             callback(level, step + 1, steps)
     if n_steps < steps and callback is not None:
@@ -161,14 +167,14 @@ def _step_noise(generator: Generators, shape: tuple[int, int], step: int, own_st
 @torch.no_grad()
 def decode_tokens(model, context: torch.Tensor, instrument: torch.Tensor, settings: SamplingSettings | None = None,
                   generator: Generators = None, prefix: torch.Tensor | None = None,
-                  callback: Optional[StepCallback] = None) -> torch.Tensor:
+                  callback: Optional[StepCallback] = None, silence: Silence = None) -> torch.Tensor:
     """Generate target tokens ``(B, Q, T)`` for ``context (B, Q, T)`` and ``instrument (B,)``.
 
     ``prefix`` (``(B, Q, T)`` with the model's MASK id where free) fixes known target tokens
-    (continuation, inpainting); they are never changed.
+    (continuation, inpainting); they are never changed. ``silence``: see :func:`decode_level`.
     """
     settings = (settings or SamplingSettings()).check(context.shape[1])
     target = torch.full_like(context, model.cfg.mask_id) if prefix is None else prefix.clone()
     for q in range(context.shape[1]):
-        target = decode_level(model, context, target, instrument, q, settings, generator, callback)
+        target = decode_level(model, context, target, instrument, q, settings, generator, callback, silence)
     return target

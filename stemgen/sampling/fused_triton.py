@@ -2,8 +2,9 @@
 
 One program per position (b, t): the G = 1 or 3 branch rows of V logits are loaded once into
 registers, and the per-branch log-softmax, the eq. 3 combination, renormalisation, temperature,
-Gumbel noise from the uniform noise passed in, argmax and the candidate's probability are
-computed there; only the token and its probability are written. Already decoded positions load
+Gumbel noise from the uniform noise passed in (the temperature gated by the silence code when one
+is given: :func:`~stemgen.sampling.steps.silence_gated`), argmax and the candidate's probability
+are computed there; only the token and its probability are written. Already decoded positions load
 nothing. The arithmetic follows the eager reference operation by operation. With
 ``TRITON_INTERPRET=1`` the same kernel runs on CPU tensors (that is how the tests check it on
 machines without a GPU).
@@ -24,8 +25,17 @@ def _log_softmax(x):
 
 
 @triton.jit
+def _log1mexp(x):
+    """log(1 - exp(x)) for x <= 0 (steps._log1mexp; Triton's interpreter has no expm1, so near 0
+    the series of -expm1 to x^3)."""
+    near = -x * (1.0 + x * (0.5 + x / 6.0))
+    return tl.where(x > -1e-3, tl.log(near), tl.log(1.0 - tl.exp(x)))
+
+
+@triton.jit
 def _candidates_kernel(logits_ptr, current_ptr, noise_ptr, tokens_ptr, conf_ptr, B, T, V, la, li, lu, temperature,
-                       mask_id, G: tl.constexpr, SAMPLE: tl.constexpr, BLOCK_V: tl.constexpr):
+                       mask_id, silence, G: tl.constexpr, SAMPLE: tl.constexpr, GATE: tl.constexpr,
+                       BLOCK_V: tl.constexpr):
     p = tl.program_id(0)  # position b * T + t
     cur = tl.load(current_ptr + p)
     if cur == mask_id:
@@ -44,15 +54,33 @@ def _candidates_kernel(logits_ptr, current_ptr, noise_ptr, tokens_ptr, conf_ptr,
             # padding lanes are -inf, and -inf scaled by scales of both signs would give nan
             c = (la * tl.where(valid, lp, 0.0) + li * tl.where(valid, i, 0.0)) + lu * tl.where(valid, u, 0.0)
             lp = _log_softmax(tl.where(valid, c, neg))
+        if GATE:  # whether the stem sounds and what it plays, tempered as two decisions
+            lp = _log_softmax(tl.where(valid, lp, neg))
+            is_s = offs == silence
+            l_silent = tl.sum(tl.where(is_s, lp, 0.0), 0)
+            l_sound = _log1mexp(l_silent)
+            rest = tl.where(valid & (offs != silence), lp, neg)
         if SAMPLE:
-            tempered = _log_softmax(tl.where(valid, lp / temperature, neg))
+            if GATE:
+                a = l_silent / temperature
+                s = l_sound / temperature
+                mx = tl.maximum(a, s)
+                lse = tl.log(tl.exp(a - mx) + tl.exp(s - mx))
+                tempered = _log_softmax(rest / temperature) + ((s - mx) - lse)
+                tempered = tl.where(is_s, (a - mx) - lse, tempered)
+            else:
+                tempered = _log_softmax(tl.where(valid, lp / temperature, neg))
             x = tl.load(noise_ptr + p.to(tl.int64) * V + offs, mask=valid, other=0.5)
             x = tl.minimum(tl.maximum(x, 1e-20), 1.0 - 1e-7)
             z = tl.where(valid, tempered + (-tl.log(-tl.log(x))), neg)
+            best = tl.argmax(z, 0, tie_break_left=True)
         else:
             tempered = _log_softmax(tl.where(valid, lp, neg))
-            z = tl.where(valid, tempered, neg)
-        best = tl.argmax(z, 0, tie_break_left=True)
+            best = tl.argmax(tl.where(valid, tempered, neg), 0, tie_break_left=True)
+            if GATE:
+                sounding = tl.argmax(tl.where(valid & (offs != silence), tempered, neg), 0, tie_break_left=True)
+                ts = tl.sum(tl.where(is_s, tempered, 0.0), 0)
+                best = tl.where(ts > _log1mexp(ts), silence, sounding)
         conf = tl.exp(tl.sum(tl.where(offs == best, tempered, 0.0), 0))
         tl.store(tokens_ptr + p, best.to(tl.int64))
         tl.store(conf_ptr + p, conf)
@@ -62,7 +90,8 @@ def _candidates_kernel(logits_ptr, current_ptr, noise_ptr, tokens_ptr, conf_ptr,
 
 
 def candidates(logits: torch.Tensor, current: torch.Tensor, noise: torch.Tensor, lambda_context: float,
-               lambda_instrument: float, temperature: float, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+               lambda_instrument: float, temperature: float, mask_id: int,
+               silence_code: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
     """``stemgen::candidates`` on the GPU (or on CPU tensors under ``TRITON_INTERPRET=1``)."""
     b, t = current.shape
     v = logits.shape[-1]
@@ -77,5 +106,6 @@ def candidates(logits: torch.Tensor, current: torch.Tensor, noise: torch.Tensor,
     _candidates_kernel[(b * t,)](
         logits, current, noise, tokens, conf, b, t, v, float(lambda_context), float(lambda_instrument),
         float(1.0 - lambda_context - lambda_instrument), float(temperature) if temperature > 0 else 1.0, mask_id,
-        G=logits.shape[0] // b, SAMPLE=temperature > 0, BLOCK_V=block, num_warps=8 if block >= 2048 else 4)
+        silence_code, G=logits.shape[0] // b, SAMPLE=temperature > 0,
+        GATE=0 <= silence_code < v and temperature != 1, BLOCK_V=block, num_warps=8 if block >= 2048 else 4)
     return tokens, conf

@@ -29,6 +29,11 @@ class SamplingSettings:
         lambda_context: guidance scale of the audio context, lambda_a (paper: 3).
         lambda_instrument: guidance scale of the instrument, lambda_i (paper: 3).
         temperature: per level; 0 picks the most likely token.
+        silence_gate: temperature acts on two decisions, whether the stem sounds (the codec's
+            silence code against all the others together) and what it plays (among the others),
+            instead of on each code alone, where one silence code outweighs every single pitched
+            code once sharpened and the silence is then copied over the whole window. Changes
+            nothing at temperature 1 (:func:`~stemgen.sampling.steps.silence_gated`).
         w_confidence: ranking weight of the candidate's probability, w_c (paper: 0.1).
         w_position: causal-bias weight, w_s (paper: 0.1; 0 is VampNet-like).
         w_random: ranking weight of the uniform noise, w_r (paper: 1.0).
@@ -47,6 +52,7 @@ class SamplingSettings:
     lambda_context: float = 3.0
     lambda_instrument: float = 3.0
     temperature: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    silence_gate: bool = True
     w_confidence: float = 0.1
     w_position: float = 0.1
     w_random: float = 1.0

@@ -54,19 +54,61 @@ def branch_log_probs(logits: torch.Tensor, batch: int, lambda_context: float, la
     return logits.float().log_softmax(-1)
 
 
-def sample_candidates(log_probs: torch.Tensor, temperature: float, gumbel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_candidates(log_probs: torch.Tensor, temperature: float, gumbel: torch.Tensor,
+                      silence_code: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
     """One candidate per position and its probability under the tempered distribution.
 
     ``log_probs (B, T, V)``; ``gumbel (B, T, V)`` standard Gumbel noise (see :func:`gumbel_noise`);
     temperature 0 picks the most likely token. Returns ``(tokens (B, T), prob (B, T))``.
+
+    ``silence_code`` (the codec's code for silence at this level; -1: none) gates the temperature
+    (:func:`silence_gated`): it then sharpens *whether* the stem sounds and *what* it plays as two
+    decisions, instead of letting one code (silence) compete with every single pitched code. At
+    temperature 1 the gate changes nothing; at temperature 0 the stem is silent where silence is
+    more likely than sound, and plays the most likely sounding code elsewhere; the probability
+    returned at temperature 0 is the untempered one, as without the gate.
     """
     if temperature <= 0:
         tempered = log_probs.log_softmax(-1)
         tokens = tempered.argmax(-1)
+        if silence_code >= 0:
+            ls = tempered[..., silence_code]
+            sounding = tempered.index_fill(-1, _index(silence_code, tempered), float("-inf")).argmax(-1)
+            tokens = torch.where(ls > _log1mexp(ls), torch.full_like(sounding, silence_code), sounding)
     else:
-        tempered = (log_probs / temperature).log_softmax(-1)
+        if silence_code >= 0 and temperature != 1:
+            tempered = silence_gated(log_probs, temperature, silence_code)
+        else:
+            tempered = (log_probs / temperature).log_softmax(-1)
         tokens = (tempered + gumbel).argmax(-1)
     return tokens, tempered.gather(-1, tokens[..., None])[..., 0].exp()
+
+
+def _log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(x))`` for ``x <= 0``, accurate at both ends (Maechler's two branches)."""
+    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def silence_gated(log_probs: torch.Tensor, temperature: float, silence_code: int) -> torch.Tensor:
+    """The tempered log-distribution ``(..., V)`` with temperature acting on two decisions.
+
+    With p = softmax(log_probs) and s the silence code: whether the stem sounds, tempered as a
+    two-way choice, ``P(silent) ∝ p_s^(1/t)`` against ``(1 - p_s)^(1/t)``; and what it plays,
+    ``∝ p_v^(1/t)`` over the other codes. Plain tempering compares p_s^(1/t) with each sounding
+    code's own p_v^(1/t): a bass silent with probability 0.07 and spread over many pitched codes
+    becomes silence at temperature 0.5, which iterative decoding then copies over the whole
+    window (measured on the demo model: docs/listening.md).
+    """
+    lp = log_probs.log_softmax(-1)
+    ls = lp[..., silence_code]  # (...) log p_s
+    gate = (torch.stack([ls, _log1mexp(ls)], -1) / temperature).log_softmax(-1)  # (..., 2) silent, sounding
+    rest = lp.index_fill(-1, _index(silence_code, lp), float("-inf"))
+    tempered = (rest / temperature).log_softmax(-1) + gate[..., 1:]
+    return tempered.index_copy(-1, _index(silence_code, lp), gate[..., :1])
+
+
+def _index(code: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([code], device=like.device)
 
 
 def gumbel_from_uniform(uniform: torch.Tensor) -> torch.Tensor:

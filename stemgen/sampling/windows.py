@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from .decode import Generators, StepCallback, decode_level
+from .decode import Generators, Silence, StepCallback, decode_level
 from .settings import SamplingSettings
 
 
@@ -31,12 +31,14 @@ def window_starts(num_frames: int, window: int, overlap: int) -> list[int]:
 @torch.no_grad()
 def decode_windows(model, context: torch.Tensor, instrument: torch.Tensor, window: int, overlap: int,
                    settings: SamplingSettings | None = None, generator: Generators = None,
-                   prefix: torch.Tensor | None = None, callback: Optional[StepCallback] = None) -> torch.Tensor:
+                   prefix: torch.Tensor | None = None, callback: Optional[StepCallback] = None,
+                   silence: Silence = None) -> torch.Tensor:
     """Generate target tokens ``(B, Q, T)`` for a context of any length ``T``.
 
     ``prefix`` ``(B, Q, T)`` fixes target tokens (the model's MASK id where free): a stem to
     continue, or a stem with a span masked to regenerate (inpainting). Windows with nothing to
     decode are skipped. ``callback(level, step, steps)`` counts steps over all windows of a level.
+    ``silence``: the codec's silence code per level, for the silence gate (see ``decode_level``).
     """
     settings = (settings or SamplingSettings()).check(context.shape[1])
     mask_id = model.cfg.mask_id
@@ -53,7 +55,7 @@ def decode_windows(model, context: torch.Tensor, instrument: torch.Tensor, windo
 
             if (target[:, q, span] == mask_id).any():
                 target[..., span] = decode_level(model, context[..., span], target[..., span], instrument, q,
-                                                 settings, generator, window_callback)
+                                                 settings, generator, window_callback, silence)
             else:
                 window_callback(q, steps, steps)
     return target

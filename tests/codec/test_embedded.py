@@ -212,3 +212,16 @@ def test_fingerprint_of_a_float16_codec_is_the_one_recorded_at_export(tiny_codec
     assert loaded.codebooks.dtype == torch.float32
     assert loaded.fingerprint() == half.fingerprint()
     assert loaded.describe()["fingerprint_scheme"] == 2
+
+
+def test_silence_codes_are_what_silence_encodes_to(tiny_codec):
+    codes = tiny_codec.silence_codes()
+    assert len(codes) == tiny_codec.num_levels and all(0 <= c < tiny_codec.cardinality for c in codes)
+    tokens = tiny_codec.encode(torch.zeros(1, 3 * tiny_codec.sample_rate))[0]  # (Q, T)
+    inner = tokens[:, 2:-2]  # edge frames aside
+    assert all((inner[q] == codes[q]).all() for q in range(tiny_codec.num_levels))
+    # a tone is not silence: its level-0 codes are other codes
+    t = torch.arange(tiny_codec.sample_rate) / tiny_codec.sample_rate
+    tone = tiny_codec.encode((0.3 * torch.sin(2 * torch.pi * 220 * t))[None])[0, 0, 2:-2]
+    assert (tone != codes[0]).all()
+    assert tiny_codec.silence_codes() is codes  # computed once

@@ -60,3 +60,23 @@ def test_matched_stems_beat_mismatched_ones():
     # the basses sound throughout (only their note onsets' first frames can fall below the floor)
     assert out["chroma_heard"] == pytest.approx(out["chroma"], abs=0.03)
     assert out["beat_gap"] > 0.2 and out["beat"] > 0.35
+
+
+def test_beats_are_cached_by_content_and_the_tracker_shared(tmp_path, monkeypatch):
+    from stemgen.eval.context_agreement import BeatTracker
+
+    ctx, bass = song(48, 0.5, seconds=4.0)
+    tracker = BeatTracker(tmp_path)
+    beats = tracker(ctx, SR)
+    assert len(beats) >= 4 and np.allclose(np.diff(beats), 0.5, atol=0.05)  # 120 BPM
+    assert len(list(tmp_path.glob("*.json"))) == 1
+
+    def no_tracking(x):
+        raise AssertionError("tracked again")
+
+    monkeypatch.setattr(tracker, "_track", no_tracking)
+    np.testing.assert_array_equal(tracker(ctx, SR), beats)  # from the cache, the same times
+    with pytest.raises(AssertionError, match="tracked again"):
+        tracker(bass, SR)  # other audio is tracked
+    metric = ContextAgreement(beats=tracker)
+    assert metric.tracker is tracker

@@ -76,31 +76,42 @@ def test_tiny_suite_run_resumes_and_scores(tmp_path, chorales_dir, tiny_export):
     lost.unlink()
     assert main(args) == 0
     np.testing.assert_array_equal(sf.read(lost)[0], before)
-    # any two folders can be scored the same way: populations, their file names need not match
-    import shutil
 
-    real = tmp_path / "real"
-    shutil.copytree(out / "generated" / "naive", real)
-    for i, p in enumerate(sorted(real.glob("*.wav"))[:3]):
-        p.rename(real / f"take_{i}.wav")
-    assert main(["bench", "folders", str(real), str(out / "generated" / "best"),
-                 "--out", str(tmp_path / "folders"), "--rounds", "10"]) == 0
+
+def _tones(folder, names, sr, seed):
+    """Short harmonic tones (1.5 s, a random pitch each) written as WAV files ``folder/NAME``."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    t = np.arange(int(1.5 * sr)) / sr
+    for name in names:
+        f0 = 110.0 * 2 ** (rng.integers(0, 24) / 12)
+        wav = sum(0.2 / k * np.sin(2 * np.pi * k * f0 * t) for k in (1, 2, 3)) * np.minimum(1.0, 4 * (1.5 - t))
+        sf.write(folder / name, wav.astype(np.float32), sr)
+
+
+@pytest.mark.slow
+def test_any_two_folders_are_scored_as_populations(tmp_path):
+    from stemgen.cli import main
+    from stemgen.eval.suite import score_folders
+
+    sr = 32000
+    real, gen, ctx = tmp_path / "real", tmp_path / "gen", tmp_path / "ctx"
+    _tones(real, ["take_0.wav", "take_1.wav", "b.wav"], sr, 0)
+    _tones(gen, ["b.wav", "c.wav"], sr, 1)  # populations: the file names need not match
+    assert main(["bench", "folders", str(real), str(gen), "--out", str(tmp_path / "folders"), "--rounds", "10"]) == 0
     f = json.loads((tmp_path / "folders" / "results.json").read_text())
-    assert f["n_real"] == 4 == f["n_generated"] and np.isfinite(f["mirdd"]["mirdd"])
+    assert f["n_real"] == 3 and f["n_generated"] == 2 and np.isfinite(f["mirdd"]["mirdd"])
     assert "context_agreement_generated" not in f and "context" in f["not_computed"]["context_agreement"]
     assert f["fad_vggish"] is None and "fad_vggish" in f["not_computed"]
     # with contexts, each stem is paired with the context of its own name; agreement for both
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    for p in list(real.glob("*.wav")) + list((out / "generated" / "best").glob("*.wav")):
-        shutil.copy(p, ctx / p.name)  # any audio will do as a context here
-    assert main(["bench", "folders", str(real), str(out / "generated" / "best"), "--context", str(ctx),
-                 "--rounds", "10", "--out", str(tmp_path / "paired")]) == 0
+    _tones(ctx, ["take_0.wav", "take_1.wav", "b.wav", "c.wav"], sr, 2)
+    assert main(["bench", "folders", str(real), str(gen), "--context", str(ctx), "--rounds", "10",
+                 "--out", str(tmp_path / "paired")]) == 0
     f = json.loads((tmp_path / "paired" / "results.json").read_text())
     assert {"chroma", "chroma_gap"} <= set(f["context_agreement_generated"]) & set(f["context_agreement_real"])
     assert "context_agreement" not in f["not_computed"]
     (ctx / "take_0.wav").unlink()
     with pytest.raises(ValueError, match="take_0.wav"):
-        from stemgen.eval.suite import score_folders
-
-        score_folders(real, out / "generated" / "best", ctx, rounds=10)
+        score_folders(real, gen, ctx, rounds=10)

@@ -1,5 +1,7 @@
 """The reference decoder's invariants on a tiny random model."""
 
+import math
+
 import pytest
 import torch
 
@@ -185,3 +187,47 @@ def test_steps_that_commit_nothing_skip_the_forward_pass_and_change_no_token():
         target[:, 0] = decode_step(model, ctx, target, inst, seeds, uniform, torch.tensor([remain] * 2),
                                    torch.tensor(0), 1.0, settings)
     assert torch.equal(out, target) and (out[:, 0] != V).all()
+
+
+class SilenceProne(torch.nn.Module):
+    """Silence (code 0) the likeliest single code, p = 0.1, the rest spread over the other codes;
+    once a frame is silent, its neighbours become silent with p = 0.9 (as a trained model copies)."""
+
+    def __init__(self, v=64):
+        super().__init__()
+        self.cfg = ModelConfig.from_name("tiny", num_levels=2, cardinality=v)
+
+    def forward(self, context, target, instrument, drop_context=None, level=None):
+        b, _, t = target.shape
+        v = self.cfg.cardinality
+        logits = torch.full((b, t, v), math.log(0.9 / (v - 1)))  # sound: 0.9 over v - 1 codes
+        tokens = target[:, int(level)]
+        silent_near = torch.zeros(b, t, dtype=torch.bool)
+        silent_near[:, 1:] |= tokens[:, :-1] == 0
+        silent_near[:, :-1] |= tokens[:, 1:] == 0
+        # p_s = 0.1 (e^x / (e^x + 0.9)), 0.9 beside a silent frame
+        logits[..., 0] = torch.where(silent_near, math.log(8.1), math.log(0.1))
+        return logits
+
+
+def test_the_silence_gate_keeps_a_sharpened_stem_from_falling_silent():
+    model = SilenceProne()
+    ctx, inst = torch.randint(64, (8, 2, 40)), torch.full((8,), 4)
+    silence = (0, 0)
+
+    def silent_fraction(settings, seed=0):
+        out = decode_tokens(model, ctx, inst, settings, torch.Generator().manual_seed(seed), silence=silence)
+        return float((out[:, 0] == 0).float().mean())
+
+    sharp = dict(steps=(8, 2), guidance=False, temperature=(0.5, 1.0))
+    gated, plain = SamplingSettings(**sharp), SamplingSettings(**sharp, silence_gate=False)
+    assert silent_fraction(plain) > 0.5  # silence wins the first frames, then spreads
+    assert silent_fraction(gated) < 0.1
+    # without the codes nothing is gated; at temperature 1 the gate changes nothing
+    out = decode_tokens(model, ctx, inst, gated, torch.Generator().manual_seed(0))
+    assert torch.equal(out, decode_tokens(model, ctx, inst, plain, torch.Generator().manual_seed(0), silence=silence))
+    one = dict(steps=(8, 2), guidance=False, temperature=(1.0, 1.0))
+    assert torch.equal(decode_tokens(model, ctx, inst, SamplingSettings(**one), torch.Generator().manual_seed(1),
+                                     silence=silence),
+                       decode_tokens(model, ctx, inst, SamplingSettings(**one, silence_gate=False),
+                                     torch.Generator().manual_seed(1), silence=silence))

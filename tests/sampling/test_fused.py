@@ -57,6 +57,44 @@ def test_candidates_match_the_reference(branches, dtype, temperature, b, t, v):
     assert torch.equal(tok[decoded], current[decoded]) and (conf[decoded] == 0).all()  # decoded never compete
 
 
+def silence_likely(logits, silence, seed=0):
+    """``logits`` with the silence code made the single most likely code at about half the
+    positions, and probable (though outweighed by sound as a whole) at most of them."""
+    g = torch.Generator().manual_seed(seed)
+    logits = logits.float().clone()
+    top = logits.max(-1).values
+    logits[..., silence] = top + 2.0 * torch.randn(top.shape, generator=g)
+    return logits
+
+
+@needs_compiler
+@pytest.mark.parametrize("branches", [1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("temperature", [0.5, 0.0, 1.7, 1.0])
+@pytest.mark.parametrize("b,t,v", [(1, 50, 2048), (3, 17, 37)])
+def test_silence_gate_matches_the_reference(branches, dtype, temperature, b, t, v):
+    logits, current, noise, _, mask_id = inputs(b, t, v, branches, dtype, masked_fraction=0.9)
+    silence = v // 3
+    logits = silence_likely(logits, silence).to(dtype)
+    # with guidance, scales that keep the guided row the first branch's, so that silence stays as
+    # likely as made above (the combination itself is checked by the tests above)
+    la, li = (1.0, 0.0) if branches == 3 else (3.0, 2.5)
+    ref_tok, ref_conf = fused.reference_candidates(logits, current, noise, la, li, temperature, mask_id, silence)
+    tok, conf = torch.ops.stemgen.candidates(logits, current, noise, la, li, temperature, mask_id, silence)
+    assert torch.equal(tok, ref_tok)
+    torch.testing.assert_close(conf, ref_conf, rtol=1e-5, atol=1e-6)
+    masked = current == mask_id
+    plain_tok, plain_conf = torch.ops.stemgen.candidates(logits, current, noise, la, li, temperature, mask_id)
+    if temperature == 1.0:  # the gate changes nothing at temperature 1
+        assert torch.equal(tok, plain_tok) and torch.equal(conf, plain_conf)
+    else:
+        assert (tok[masked] == silence).any() and (tok[masked] != silence).any()  # both decisions happen
+    if temperature in (0.5, 0.0) and v == 2048:
+        # sharpened code by code, silence (the most likely single code) wins far more often than
+        # its probability of about 0.3 says; gated, less often
+        assert (plain_tok[masked] == silence).float().mean() > (tok[masked] == silence).float().mean()
+
+
 @needs_compiler
 @pytest.mark.parametrize("scale", [0.05, 1.0, 10.0, 40.0])
 @pytest.mark.parametrize("v", [130, 2048, 2100])

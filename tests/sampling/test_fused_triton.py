@@ -35,6 +35,20 @@ INTERPRETED = textwrap.dedent("""
                     out.append({"case": [branches, str(dtype), temperature, b, t, v],
                                 "tokens_differ": int((ref[0] != got[0]).sum()),
                                 "conf_err": float((ref[1] - got[1]).abs().max())})
+    # the silence gate, with silence the likeliest single code at about half the positions
+    for temperature in (0.7, 0.0):
+        for b, t, v in ((2, 9, 37), (1, 16, 2048)):
+            g = torch.Generator().manual_seed(len(out))
+            logits = 3 * torch.randn(b, t, v, generator=g)
+            s = v // 3
+            logits[..., s] = logits.max(-1).values + 2 * torch.randn(b, t, generator=g)
+            current = torch.full((b, t), v)
+            noise = torch.rand(b, t, v, generator=g)
+            ref = fused.reference_candidates(logits, current, noise, 3.0, 2.5, temperature, v, s)
+            got = fused_triton.candidates(logits, current, noise, 3.0, 2.5, temperature, v, s)
+            out.append({"case": ["gate", temperature, b, t, v], "tokens_differ": int((ref[0] != got[0]).sum()),
+                        "conf_err": float((ref[1] - got[1]).abs().max()),
+                        "silent": int((got[0] == s).sum()), "positions": b * t})
     print(json.dumps(out))
 """)
 
@@ -45,17 +59,20 @@ def test_triton_kernel_matches_the_reference_in_the_interpreter():
     proc = subprocess.run([sys.executable, "-c", INTERPRETED], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(results) == 24
+    assert len(results) == 28
     for r in results:
         assert r["tokens_differ"] == 0, r
         assert r["conf_err"] < 1e-5, r
+    gated = [r for r in results if r["case"][0] == "gate"]
+    assert all(0 < r["silent"] < r["positions"] for r in gated if r["case"][1] > 0)  # both decisions made
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
 @pytest.mark.parametrize("branches", [1, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("temperature", [1.0, 0.0])
-def test_cuda_step_matches_the_reference(branches, dtype, temperature):
+@pytest.mark.parametrize("temperature", [1.0, 0.0, 0.5])
+@pytest.mark.parametrize("silence", [-1, 700])
+def test_cuda_step_matches_the_reference(branches, dtype, temperature, silence):
     b, t, v = 3, 200, 2048
     g = torch.Generator(device="cuda").manual_seed(0)
     logits = (3 * torch.randn(branches * b, t, v, generator=g, device="cuda")).to(dtype)
@@ -64,6 +81,6 @@ def test_cuda_step_matches_the_reference(branches, dtype, temperature):
     noise = torch.rand(b, t, v, generator=g, device="cuda")
     uniform = torch.rand(b, t, generator=g, device="cuda")
     remain = torch.tensor([0, 10, 50], device="cuda")
-    args = (logits, current, noise, uniform, remain, 3.0, 3.0, temperature, 0.1, 0.1, 1.0, v)
+    args = (logits, current, noise, uniform, remain, 3.0, 3.0, temperature, 0.1, 0.1, 1.0, v, silence)
     assert fused.backend("cuda") == "triton"
     assert torch.equal(fused.sample_step(*args), fused.reference_step(*args))

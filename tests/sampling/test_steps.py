@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from stemgen.sampling.steps import (causal_bias_scores, commit, guided_log_probs, gumbel_noise, hashed_uniform,
-                                    masked_counts, sample_candidates)
+                                    masked_counts, sample_candidates, silence_gated)
 
 MASK = 99
 
@@ -39,6 +39,44 @@ def test_candidates_follow_the_distribution_and_temperature():
     assert torch.allclose(prob[tokens == 0], torch.tensor(0.7))
     greedy, p0 = sample_candidates(logp[:2], 0.0, gumbel_noise(logp[:2].shape, g))
     assert (greedy == 0).all() and torch.allclose(p0, torch.tensor(0.7))
+
+
+def test_silence_gate_tempers_whether_and_what_separately():
+    # a bass silent with probability 0.07, its sound spread over 31 codes of 0.03 each
+    p = torch.tensor([0.07] + [0.93 / 31] * 31)
+    lp = p.log()[None]
+    plain = (lp / 0.5).log_softmax(-1).exp()[0]
+    assert plain[0] > 2 * 0.07  # sharpened code by code, silence gains: its probability doubles
+    q = silence_gated(lp, 0.5, 0)[0].exp()
+    torch.testing.assert_close(q.sum(), torch.tensor(1.0))
+    gate = 0.07 ** 2 / (0.07 ** 2 + 0.93 ** 2)  # whether: p_s^(1/t) against (1 - p_s)^(1/t)
+    torch.testing.assert_close(q[0], torch.tensor(gate))
+    torch.testing.assert_close(q[1:], torch.full((31,), (1 - gate) / 31))  # what: uniform stays uniform
+    # uneven sound: sharpened among the sounding codes as plain tempering would
+    p = torch.tensor([0.2, 0.5, 0.2, 0.1])
+    q = silence_gated(p.log(), 0.5, 0).exp()
+    sound = p[1:] ** 2 / (p[1:] ** 2).sum()
+    torch.testing.assert_close(q, torch.cat([torch.tensor([0.04 / 0.68]), sound * 0.64 / 0.68]))
+    # temperature 1: the distribution itself; silence certain or impossible stays so
+    torch.testing.assert_close(silence_gated(p.log(), 1.0, 0).exp(), p)
+    assert silence_gated(torch.tensor([0.0, -math.inf]), 0.5, 0).exp()[0] == 1.0
+    assert silence_gated(torch.tensor([-math.inf, 0.0, 0.0]), 0.5, 0).exp()[0] == 0.0
+    # sampling: the gated probabilities come back as the candidates' confidence
+    lp = torch.tensor([[[math.log(0.07)] + [math.log(0.93 / 31)] * 31]]).expand(1, 4000, 32)
+    tokens, conf = sample_candidates(lp, 0.5, gumbel_noise((1, 4000, 32), torch.Generator().manual_seed(0)), 0)
+    silent = (tokens == 0).float().mean()
+    assert abs(silent - gate) < 0.006 and torch.allclose(conf[tokens == 0], torch.tensor(gate))
+    plain_tokens, _ = sample_candidates(lp, 0.5, gumbel_noise((1, 4000, 32), torch.Generator().manual_seed(0)))
+    assert (plain_tokens == 0).float().mean() > 0.13 > 20 * gate
+
+
+def test_silence_gate_at_temperature_zero_is_silent_only_where_silence_is_likelier_than_sound():
+    lp = torch.tensor([[[0.4, 0.35, 0.25], [0.6, 0.3, 0.1], [0.3, 0.2, 0.5]]]).log()  # (1, 3, 3)
+    zero = torch.zeros(1, 3, 3)
+    assert sample_candidates(lp, 0.0, zero)[0].tolist() == [[0, 0, 2]]  # plain argmax
+    tokens, conf = sample_candidates(lp, 0.0, zero, silence_code=0)
+    assert tokens.tolist() == [[1, 0, 2]]  # 0.4 < 0.6 of sound: the likeliest sounding code
+    torch.testing.assert_close(conf, torch.tensor([[0.35, 0.6, 0.5]]))  # untempered, as without the gate
 
 
 def test_commit_counts_and_never_changes_decoded_tokens():

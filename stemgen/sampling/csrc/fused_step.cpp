@@ -1,10 +1,11 @@
 // Fused CPU kernels for one decoding step after the forward pass (stemgen.sampling.fused).
 //
 // candidates: per masked position (b, t), one walk over the V codes of the G = 1 or 3 guidance
-// branches' logits rows, held in a per-thread scratch of (G + 1) x V floats: per-branch
-// log-softmax, the eq. 3 combination, renormalisation, temperature, Gumbel noise made from the
-// uniform noise passed in, argmax and the candidate's probability. No [B, T, V] intermediate is
-// written. Already decoded positions are skipped (they never compete).
+// branches' logits rows, held in a per-thread scratch of (G + 2) x V floats: per-branch
+// log-softmax, the eq. 3 combination, renormalisation, temperature (gated by the silence code
+// when one is given: steps.silence_gated), Gumbel noise made from the uniform noise passed in,
+// argmax and the candidate's probability. No [B, T, V] intermediate is written. Already decoded
+// positions are skipped (they never compete).
 //
 // rank_commit: per example, the causal-bias score rho = w_c c + w_s (1 - t/T) + w_r U of each
 // masked position and a selection (nth_element) of the n_masked - remain best, committed.
@@ -156,9 +157,11 @@ struct Tempered {
   float at_scalar(int64_t v) const { return (pre_of(c[v]) - mp) - lsp; }
 };
 
-Tempered tempered_of(const float* c, int64_t V, float mc, float lsc, double temperature) {
+// top: the row's largest value (mc, unless the row is the guided row with the silence code
+// removed, whose largest value may be below mc).
+Tempered tempered_of(const float* c, int64_t V, float mc, float lsc, double temperature, float top) {
   Tempered t{c, V, mc, lsc, static_cast<float>(temperature), 0.f, 0.f, temperature > 0 && temperature != 1.0};
-  t.mp = t.pre_of(mc);
+  t.mp = t.pre_of(top);
   if (t.divide) {
     const float s = at::vec::map_reduce_all<float>(
         [&t](Vec x) { return ((((x - Vec(t.mc)) - Vec(t.lsc)) / Vec(t.temp)) - Vec(t.mp)).exp_u20(); },
@@ -268,12 +271,27 @@ const float* as_float_row(const scalar_t* src, float* scratch, int64_t n) {
   }
 }
 
+// Standard Gumbel noise from one uniform number, computed as the vectorised loops compute it.
+inline float gumbel_of(float u, float lo, float hi) {
+  const Vec x = at::vec::clamp(Vec(u), Vec(lo), Vec(hi));
+  float g[Vec::size()];
+  (-((-(x.log())).log())).store(g);
+  return g[0];
+}
+
+// log(1 - exp(x)) for x <= 0, with both of steps._log1mexp's branches.
+inline float log1mexp(float x) {
+  return x > -0.6931471805599453f ? std::log(-std::expm1(x)) : std::log1p(-std::exp(x));
+}
+
 template <typename scalar_t>
 void candidates_kernel(const scalar_t* logits, const int64_t* current, const float* noise, int64_t G, int64_t B,
                        int64_t T, int64_t V, float la, float li, float lu, double temperature, int64_t mask_id,
-                       int64_t* tokens, float* confidence) {
+                       int64_t silence, int64_t* tokens, float* confidence) {
   const float lo = 1e-20f, hi = static_cast<float>(1.0 - 1e-7);
   constexpr int64_t W = Vec::size();
+  // the silence gate (steps.silence_gated) changes nothing at temperature 1
+  const bool gated = silence >= 0 && silence < V && temperature != 1.0;
   // the masked positions, listed first so that the threads share them evenly (decoded positions
   // cost nothing, and late in a level the masked ones gather at the end)
   std::vector<int64_t> masked;
@@ -287,12 +305,14 @@ void candidates_kernel(const scalar_t* logits, const int64_t* current, const flo
     }
   }
   at::parallel_for(0, static_cast<int64_t>(masked.size()), 1, [&](int64_t begin, int64_t end) {
-    // rows: G branch rows (when converted) and the combined row, padded to whole vectors
+    // rows: G branch rows (when converted), the combined row and the combined row without the
+    // silence code, padded to whole vectors
     const int64_t stride = (V + W - 1) / W * W;
-    std::vector<float> buf((G + 1) * stride, 0.f);
+    std::vector<float> buf((G + 2) * stride, 0.f);
     std::vector<float> bc(V / (kBlockVecs * W) + 1), blocks;
     const float* row[3];
     float m[3], ls[3];
+    float* sounding = buf.data() + (G + 1) * stride;
     for (int64_t i = begin; i < end; ++i) {
       const int64_t p = masked[i], b = p / T, t = p % T;
       for (int64_t g = 0; g < G; ++g)
@@ -314,15 +334,44 @@ void candidates_kernel(const scalar_t* logits, const int64_t* current, const flo
         c = combined;
       }
       const float mc = block_maxima(c, V, bc.data());
-      const Tempered tp = tempered_of(c, V, mc, log_sum_exp_shifted(c, V, mc), temperature);
+      const float lsc = log_sum_exp_shifted(c, V, mc);
+      const float* u = noise + p * V;
       int64_t best;
-      if (temperature > 0) {
-        best = gumbel_argmax(tp, bc.data(), noise + p * V, lo, hi, blocks);
+      float log_conf;
+      if (!gated) {
+        const Tempered tp = tempered_of(c, V, mc, lsc, temperature, mc);
+        best = temperature > 0 ? gumbel_argmax(tp, bc.data(), u, lo, hi, blocks)
+                               : argmax_of([&tp](int64_t v) { return tp.at(v); }, V);
+        log_conf = tp.at_scalar(best);
       } else {
-        best = argmax_of([&tp](int64_t v) { return tp.at(v); }, V);
+        // the guided row without the silence code: what the stem plays if it sounds
+        std::copy(c, c + V, sounding);
+        sounding[silence] = -std::numeric_limits<float>::infinity();
+        const float top = block_maxima(sounding, V, bc.data());
+        const float l_silent = ((c[silence] - mc) - lsc);  // log p_s, the guided log-probability
+        const float l_sound = log1mexp(l_silent);
+        Tempered ts = tempered_of(sounding, V, mc, lsc, temperature, top);
+        if (temperature > 0) {
+          // whether it sounds: log_softmax([l_silent, l_sound] / t), a two-way choice
+          const float tf = static_cast<float>(temperature);
+          const float a = l_silent / tf, s = l_sound / tf;
+          const float mx = std::max(a, s);
+          const float lse = std::log(std::exp(a - mx) + std::exp(s - mx));
+          const float g_silent = (a - mx) - lse, g_sound = (s - mx) - lse;
+          ts.lsp -= g_sound;  // every sounding code carries the gate's log-probability of sound
+          const int64_t v = gumbel_argmax(ts, bc.data(), u, lo, hi, blocks);
+          const float z_sound = ts.at_scalar(v) + gumbel_of(u[v], lo, hi);
+          const float z_silent = g_silent + gumbel_of(u[silence], lo, hi);
+          const bool silent = z_silent > z_sound || (z_silent == z_sound && silence < v);
+          best = silent ? silence : v;
+          log_conf = silent ? g_silent : ts.at_scalar(v);
+        } else {
+          best = l_silent > l_sound ? silence : argmax_of([&ts](int64_t v) { return ts.at(v); }, V);
+          log_conf = tempered_of(c, V, mc, lsc, temperature, mc).at_scalar(best);  // untempered, as ungated
+        }
       }
       tokens[p] = best;
-      confidence[p] = std::exp(tp.at_scalar(best));
+      confidence[p] = std::exp(log_conf);
     }
   });
 }
@@ -342,7 +391,8 @@ void check_candidates(const at::Tensor& logits, const at::Tensor& current, const
 
 std::tuple<at::Tensor, at::Tensor> candidates(const at::Tensor& logits_in, const at::Tensor& current_in,
                                               const at::Tensor& noise_in, double lambda_context,
-                                              double lambda_instrument, double temperature, int64_t mask_id) {
+                                              double lambda_instrument, double temperature, int64_t mask_id,
+                                              int64_t silence_code) {
   check_candidates(logits_in, current_in, noise_in);
   const auto logits = logits_in.contiguous();
   const auto current = current_in.contiguous();
@@ -355,7 +405,7 @@ std::tuple<at::Tensor, at::Tensor> candidates(const at::Tensor& logits_in, const
   const float lu = static_cast<float>(1.0 - lambda_context - lambda_instrument);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, logits.scalar_type(), "stemgen_candidates", [&] {
     candidates_kernel<scalar_t>(logits.data_ptr<scalar_t>(), current.data_ptr<int64_t>(), noise.data_ptr<float>(), G, B,
-                                T, V, la, li, lu, temperature, mask_id, tokens.data_ptr<int64_t>(),
+                                T, V, la, li, lu, temperature, mask_id, silence_code, tokens.data_ptr<int64_t>(),
                                 confidence.data_ptr<float>());
   });
   return {tokens, confidence};
