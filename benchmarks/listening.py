@@ -107,10 +107,13 @@ def main() -> None:
     p.add_argument("--ce-seconds", type=float, default=20.0, help="seconds of each chorale cut into crops for 1.")
     p.add_argument("--seconds", type=float, default=8.0, help="length of the generated bass for 2.")
     p.add_argument("--steps", type=int, nargs="*", default=None, help="decoding steps per level (default: the paper's)")
+    p.add_argument("--seed", type=int, default=0, help="generation seed (stem i gets seed + i)")
     p.add_argument("--skip-generation", action="store_true", help="only the cross-entropies (1.)")
     p.add_argument("--arms", type=json.loads, default={},
                    help='more sampling arms, JSON {name: {SamplingSettings field: value}} over the paper\'s '
                         'best, e.g. \'{"nested": {"guidance_form": "nested", "lambda_context": 2.0}}\'')
+    p.add_argument("--only", nargs="*", default=None,
+                   help="run only these arms (of guided, naive, default and the --arms): another seed of a few")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "listening")
     p.add_argument("--resume", action="store_true",
                    help="keep what OUT.json already holds for the same model, songs and length (part 1, "
@@ -129,7 +132,7 @@ def main() -> None:
     if len(songs) < 2:
         raise SystemExit(f"need at least 2 test chorales with a bass under {args.data}, found {len(songs)}")
     start = time.perf_counter()
-    done = previous_result(args.out, repr(model), len(songs), args.seconds, args.steps) if args.resume else {}
+    done = previous_result(args.out, repr(model), len(songs), args.seconds, args.steps, args.seed) if args.resume else {}
     if "ce_nats" in done:
         result = done
         print(f"part 1 from {args.out.with_suffix('.json')}", flush=True)
@@ -147,7 +150,7 @@ def main() -> None:
     n = int(args.seconds * sr)
     contexts = [s["context"][:n] for s in songs]
     reals = [s["bass"][:n] for s in songs]
-    result["seconds"], result["steps"] = args.seconds, args.steps
+    result["seconds"], result["steps"], result["seed"] = args.seconds, args.steps, args.seed
     (result["chroma_real_own"], result["chroma_real_mismatched"], result["chroma_heard_real_own"],
      result["chroma_heard_real_mismatched"]) = (round(x, 4) for x in agreement(reals, contexts, sr))
     result["silent_fraction_real"] = round(float(np.mean([silent_fraction(b, sr) for b in reals])), 4)
@@ -159,6 +162,11 @@ def main() -> None:
         if model.default_settings != best:  # what the model generates with unless told otherwise
             arms["default"] = model.default_settings
         arms.update({name: best.updated(fields, q, f"--arms {name}") for name, fields in args.arms.items()})
+        if args.only is not None:
+            unknown = sorted(set(args.only) - set(arms))
+            if unknown:
+                raise SystemExit(f"--only: no arm(s) {unknown}; the arms are {sorted(arms)}")
+            arms = {name: settings for name, settings in arms.items() if name in args.only}
         for name, settings in arms.items():
             asked = json.loads(json.dumps(dataclasses.asdict(settings)))
             if isinstance(result.get(name), dict) and result[name].get("asked") == asked \
@@ -166,7 +174,8 @@ def main() -> None:
                 print(f"{name}: kept from {args.out.with_suffix('.json')}", flush=True)
                 continue
             t = time.perf_counter()
-            stems = model.generate(contexts, "bass", sample_rate=sr, seed=0, settings=settings, steps=args.steps or None)
+            stems = model.generate(contexts, "bass", sample_rate=sr, seed=args.seed, settings=settings,
+                                    steps=args.steps or None)
             own, mismatched, heard_own, heard_mismatched = agreement([s.audio for s in stems], contexts, sr)
             result[name] = {"chroma_generated_own": round(own, 4), "chroma_generated_mismatched": round(mismatched, 4),
                             "chroma_gap": round(own - mismatched, 4), "chroma_heard_own": round(heard_own, 4),
@@ -181,16 +190,16 @@ def main() -> None:
     write_result(args.out, result, markdown(result))
 
 
-def previous_result(out: Path, model: str, songs: int, seconds: float, steps) -> dict:
-    """``OUT.json`` if it holds a run of the same model on the same songs, length and steps, else {}."""
+def previous_result(out: Path, model: str, songs: int, seconds: float, steps, seed: int = 0) -> dict:
+    """``OUT.json`` if it holds a run of the same model on the same songs, length, steps and seed, else {}."""
     path = out.with_suffix(".json")
     if not path.exists():
         return {}
     old = json.loads(path.read_text())
-    same = (old.get("model"), old.get("songs"), old.get("seconds", seconds), old.get("steps")) == \
-        (model, songs, seconds, steps)
+    same = (old.get("model"), old.get("songs"), old.get("seconds", seconds), old.get("steps"), old.get("seed", 0)) == \
+        (model, songs, seconds, steps, seed)
     if not same:
-        print(f"--resume: {path} holds another run (model, songs, seconds or steps differ): starting over", flush=True)
+        print(f"--resume: {path} holds another run (model, songs, seconds, steps or seed differ): starting over", flush=True)
     return old if same else {}
 
 

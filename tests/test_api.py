@@ -215,3 +215,22 @@ def test_load_model_from_a_training_checkpoint(tmp_path, tiny_codec):
     assert all(torch.equal(weights["model." + k].to(v.dtype), v) for k, v in m.model.state_dict().items())
     stem = m.generate(song(0.5), "bass", sample_rate=SR, **FAST)
     assert stem.tokens.shape == (4, 25)
+
+
+def test_generate_gives_the_sampler_the_codecs_silence_codes(tiny_model, monkeypatch):
+    import stemgen.api as api
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("silence"))
+        return decode_windows(*args, **kwargs)
+
+    decode_windows = api.decode_windows
+    monkeypatch.setattr(api, "decode_windows", spy)
+    ctx = song(1.0)
+    cool = stemgen.generate(ctx, "bass", model=tiny_model, sample_rate=SR, temperature=0.5, **FAST)
+    assert seen == [tiny_model.codec.silence_codes()] and cool.settings["silence_gate"] is True
+    plain = stemgen.generate(ctx, "bass", model=tiny_model, sample_rate=SR, temperature=0.5, **FAST,
+                             settings=SamplingSettings(silence_gate=False))
+    assert plain.settings["silence_gate"] is False
