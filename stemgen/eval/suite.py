@@ -29,23 +29,39 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class GridEntry:
-    """One sampling configuration: ``naive`` picks the base (the paper's naive setting, else its
-    best); the other fields are :meth:`stemgen.api.StemModel.generate`'s short arguments and
-    override the base only where given."""
+    """One sampling configuration: ``base`` picks the settings it starts from, "paper" (the
+    paper's best), "naive" (the paper's naive setting; ``naive: true`` is short for it) or "model"
+    (what the model generates with by default: its export's ``ModelRecord.sampling`` over the
+    paper's best); the other fields are :meth:`stemgen.api.StemModel.generate`'s short arguments
+    and override the base only where given (``temperature`` and ``steps``: one value, or one per
+    level)."""
 
     name: str
     naive: bool = False
+    base: str = "paper"
     guidance: object = None  # True | number | [lambda_a, lambda_i] | False
     causal_bias: Optional[float] = None
-    temperature: Optional[float] = None
+    temperature: object = None  # number | [one per level]
     steps: Optional[list] = None
 
-    def generate_kwargs(self) -> dict:
+    def __post_init__(self):
+        if self.naive:
+            self.base = "naive"
+        if self.base not in BASES:
+            raise ValueError(f"grid entry {self.name!r}: base must be one of {BASES}, got {self.base!r}.")
+
+    def generate_kwargs(self, num_levels: int = 4) -> dict:
         from ..sampling.settings import SamplingSettings
 
         guidance = tuple(self.guidance) if isinstance(self.guidance, list) else self.guidance
-        return {"settings": SamplingSettings.naive() if self.naive else None, "guidance": guidance,
-                "causal_bias": self.causal_bias, "temperature": self.temperature, "steps": self.steps}
+        settings = {"paper": SamplingSettings.paper(num_levels), "naive": SamplingSettings.naive(
+            steps=SamplingSettings.paper(num_levels).steps, temperature=(1.0,) * num_levels), "model": None}[self.base]
+        return {"settings": settings, "guidance": guidance, "causal_bias": self.causal_bias,
+                "temperature": self.temperature, "steps": self.steps}
+
+
+#: what a grid entry's settings start from (:attr:`GridEntry.base`)
+BASES = ("paper", "naive", "model")
 
 
 @dataclass
@@ -106,7 +122,8 @@ def generate_population(model, triples: list, entry: GridEntry, out: Path, batch
     done = 0
     for idx in batches:
         stems = model.generate([triples[i].context for i in idx], [by_id(triples[i].instrument).name for i in idx],
-                               sample_rate=model.sample_rate, seed=seed + idx[0], **entry.generate_kwargs())
+                               sample_rate=model.sample_rate, seed=seed + idx[0],
+                               **entry.generate_kwargs(model.model.cfg.num_levels))
         for i, stem in zip(idx, stems):
             write_audio(paths[i], stem.audio, model.sample_rate)
         done += len(idx)
@@ -194,7 +211,7 @@ def run_suite(grid_path: str | Path, out: str | Path, model=None, data: str | Pa
     for entry in grid.entries:
         generated = generate_population(sm, triples, entry, out / "generated" / entry.name, batch_size, seed)
         generated_all[entry.name] = generated
-        settings = sm.settings(**entry.generate_kwargs()).to_dict()  # what ran, every value
+        settings = sm.settings(**entry.generate_kwargs(sm.model.cfg.num_levels)).to_dict()  # what ran, every value
         results["configs"][entry.name] = {"grid_entry": asdict(entry), "settings": settings,
                                           **score_population(scorer, real_desc, reals, generated, contexts, sr, rounds)}
         log.info("%s: MIRDD %.3f", entry.name, results["configs"][entry.name]["mirdd"]["mirdd"])

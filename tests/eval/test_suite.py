@@ -25,6 +25,17 @@ def test_grids_load_and_map_to_generate_arguments(tmp_path, tiny_model):
     assert tiny_model.settings(**t2.entries[0].generate_kwargs()) == SamplingSettings(w_position=0.0)
     hot = GridEntry("hot", naive=True, temperature=0.5).generate_kwargs()
     assert tiny_model.settings(**hot) == SamplingSettings.naive(temperature=(0.5,) * 4)
+    # "paper" stays the paper's best for a model whose export records its own default; "model" is that
+    import copy
+
+    own = copy.copy(tiny_model)
+    own.default_settings = SamplingSettings.naive(temperature=(0.5, 1.0, 1.0, 1.0))
+    assert own.settings(**t3.entries[1].generate_kwargs()) == SamplingSettings.paper()
+    assert own.settings(**GridEntry("own", base="model").generate_kwargs()) == own.default_settings
+    per_level = GridEntry("cool", naive=True, temperature=[0.5, 1, 1, 1]).generate_kwargs()
+    assert own.settings(**per_level) == own.default_settings
+    with pytest.raises(ValueError, match="base must be one of"):
+        GridEntry("x", base="best")
     (tmp_path / "bad.yaml").write_text("configs: [{name: a}, {name: a}]")
     with pytest.raises(ValueError, match="unique"):
         load_grid(tmp_path / "bad.yaml")
