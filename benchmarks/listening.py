@@ -87,6 +87,22 @@ def cross_entropies(model, songs: list[dict], batch_size: int = 16, seed: int = 
     return {"crops": len(crops), **r}
 
 
+#: what each arm reports (per seed, and their mean over the seeds)
+ARM_KEYS = ("chroma_generated_own", "chroma_generated_mismatched", "chroma_gap", "chroma_heard_own",
+            "chroma_heard_mismatched", "chroma_heard_gap", "silent_fraction")
+
+
+def arm_scores(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> dict:
+    """:data:`ARM_KEYS` for one seed's generated basses."""
+    from stemgen.audio import silent_fraction
+
+    own, mismatched, heard_own, heard_mismatched = agreement(stems, contexts, sr)
+    return {"chroma_generated_own": own, "chroma_generated_mismatched": mismatched, "chroma_gap": own - mismatched,
+            "chroma_heard_own": heard_own, "chroma_heard_mismatched": heard_mismatched,
+            "chroma_heard_gap": heard_own - heard_mismatched,
+            "silent_fraction": float(np.mean([silent_fraction(s, sr) for s in stems]))}
+
+
 def agreement(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> tuple[float, float, float, float]:
     """Chroma agreement with the own and the mismatched (next song's) context, then the same as
     heard (a frame where the stem is silent scores 0)."""
@@ -107,7 +123,9 @@ def main() -> None:
     p.add_argument("--ce-seconds", type=float, default=20.0, help="seconds of each chorale cut into crops for 1.")
     p.add_argument("--seconds", type=float, default=8.0, help="length of the generated bass for 2.")
     p.add_argument("--steps", type=int, nargs="*", default=None, help="decoding steps per level (default: the paper's)")
-    p.add_argument("--seed", type=int, default=0, help="generation seed (stem i gets seed + i)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="generation seeds (with seed s, chorale i's bass gets seed s + i): each arm is generated "
+                        "once per seed and the agreement averaged; give seeds at least --songs apart")
     p.add_argument("--skip-generation", action="store_true", help="only the cross-entropies (1.)")
     p.add_argument("--arms", type=json.loads, default={},
                    help='more sampling arms, JSON {name: {SamplingSettings field: value}} over the paper\'s '
@@ -132,7 +150,7 @@ def main() -> None:
     if len(songs) < 2:
         raise SystemExit(f"need at least 2 test chorales with a bass under {args.data}, found {len(songs)}")
     start = time.perf_counter()
-    done = previous_result(args.out, repr(model), len(songs), args.seconds, args.steps, args.seed) if args.resume else {}
+    done = previous_result(args.out, repr(model), len(songs), args.seconds, args.steps, args.seeds) if args.resume else {}
     if "ce_nats" in done:
         result = done
         print(f"part 1 from {args.out.with_suffix('.json')}", flush=True)
@@ -150,7 +168,7 @@ def main() -> None:
     n = int(args.seconds * sr)
     contexts = [s["context"][:n] for s in songs]
     reals = [s["bass"][:n] for s in songs]
-    result["seconds"], result["steps"], result["seed"] = args.seconds, args.steps, args.seed
+    result["seconds"], result["steps"], result["seeds"] = args.seconds, args.steps, args.seeds
     (result["chroma_real_own"], result["chroma_real_mismatched"], result["chroma_heard_real_own"],
      result["chroma_heard_real_mismatched"]) = (round(x, 4) for x in agreement(reals, contexts, sr))
     result["silent_fraction_real"] = round(float(np.mean([silent_fraction(b, sr) for b in reals])), 4)
@@ -174,32 +192,35 @@ def main() -> None:
                 print(f"{name}: kept from {args.out.with_suffix('.json')}", flush=True)
                 continue
             t = time.perf_counter()
-            stems = model.generate(contexts, "bass", sample_rate=sr, seed=args.seed, settings=settings,
-                                    steps=args.steps or None)
-            own, mismatched, heard_own, heard_mismatched = agreement([s.audio for s in stems], contexts, sr)
-            result[name] = {"chroma_generated_own": round(own, 4), "chroma_generated_mismatched": round(mismatched, 4),
-                            "chroma_gap": round(own - mismatched, 4), "chroma_heard_own": round(heard_own, 4),
-                            "chroma_heard_mismatched": round(heard_mismatched, 4),
-                            "chroma_heard_gap": round(heard_own - heard_mismatched, 4),
-                            "silent_fraction": round(float(np.mean([silent_fraction(s.audio, sr) for s in stems])), 4),
-                            "settings": stems[0].settings,
+            per_seed = {}
+            for seed in args.seeds:
+                stems = model.generate(contexts, "bass", sample_rate=sr, seed=seed, settings=settings,
+                                        steps=args.steps or None)
+                per_seed[str(seed)] = {k: round(v, 4) for k, v in arm_scores([s.audio for s in stems], contexts, sr).items()}
+            mean = {k: round(float(np.mean([r[k] for r in per_seed.values()])), 4) for k in ARM_KEYS}
+            result[name] = {**mean, "settings": {**stems[0].settings, "seed": args.seeds[0]},
                             "seconds_to_generate": round(time.perf_counter() - t, 1), "asked": asked}
+            if len(args.seeds) > 1:  # how far the mean of this many seeds can move
+                result[name]["per_seed"] = per_seed
+                result[name]["standard_error"] = {
+                    k: round(float(np.std([r[k] for r in per_seed.values()], ddof=1) / math.sqrt(len(per_seed))), 4)
+                    for k in ("chroma_heard_own", "chroma_heard_gap")}
             print(name, json.dumps(result[name]), flush=True)
             write_result(args.out, result, markdown(result), quiet=True)
     result["seconds_total"] = round(time.perf_counter() - start, 1)
     write_result(args.out, result, markdown(result))
 
 
-def previous_result(out: Path, model: str, songs: int, seconds: float, steps, seed: int = 0) -> dict:
-    """``OUT.json`` if it holds a run of the same model on the same songs, length, steps and seed, else {}."""
+def previous_result(out: Path, model: str, songs: int, seconds: float, steps, seeds=(0,)) -> dict:
+    """``OUT.json`` if it holds a run of the same model on the same songs, length, steps and seeds, else {}."""
     path = out.with_suffix(".json")
     if not path.exists():
         return {}
     old = json.loads(path.read_text())
-    same = (old.get("model"), old.get("songs"), old.get("seconds", seconds), old.get("steps"), old.get("seed", 0)) == \
-        (model, songs, seconds, steps, seed)
+    same = (old.get("model"), old.get("songs"), old.get("seconds", seconds), old.get("steps"),
+            list(old.get("seeds", [0]))) == (model, songs, seconds, steps, list(seeds))
     if not same:
-        print(f"--resume: {path} holds another run (model, songs, seconds, steps or seed differ): starting over", flush=True)
+        print(f"--resume: {path} holds another run (model, songs, seconds, steps or seeds differ): starting over", flush=True)
     return old if same else {}
 
 
@@ -215,6 +236,12 @@ def write_result(out: Path, result: dict, md: str, quiet: bool = False) -> None:
         print(md)
 
 
+def se(arm: dict, key: str) -> str:
+    """`` +- standard error`` of ``key`` over the seeds, where there were several."""
+    err = arm.get("standard_error", {}).get(key)
+    return f" +- {err}" if err is not None else ""
+
+
 def markdown(r: dict) -> str:
     lines = ["# Listening", "", f"Model `{r['model']}`; {r['songs']} held-out chorales; machine {r['machine']['cpu']}, "
              f"{r['machine']['cores']} cores.", "",
@@ -223,15 +250,17 @@ def markdown(r: dict) -> str:
     lines += [f"| {k} | {v} |" for k, v in r["ce_nats"].items()]
     lines += ["", f"**Context gain** (another song's context minus the true one, all masked): "
               f"**{r['context_gain_nats']}** nats; at the training masking: {r['context_gain_train_mask_nats']}.", "",
-              f"Chroma agreement of the bass with its own / another chorale's context (first {r['seconds']:g} s); "
+              f"Chroma agreement of the bass with its own / another chorale's context (first {r['seconds']:g} s, "
+              f"seeds {r.get('seeds', [0])}, the mean over them; +- its standard error over the seeds); "
               "as heard: a frame where the bass is silent scores 0:", "",
               "| bass | own | mismatched | gap | as heard: own | mismatched | gap | silent |",
               "|---|---|---|---|---|---|---|---|"]
     for name, g in r.items():
         if isinstance(g, dict) and "chroma_generated_own" in g:
             lines.append(f"| generated, {name} | {g['chroma_generated_own']} | {g['chroma_generated_mismatched']} | "
-                         f"{g['chroma_gap']} | {g.get('chroma_heard_own', '-')} | {g.get('chroma_heard_mismatched', '-')} | "
-                         f"{g.get('chroma_heard_gap', '-')} | {g.get('silent_fraction', '-')} |")
+                         f"{g['chroma_gap']} | {g.get('chroma_heard_own', '-')}{se(g, 'chroma_heard_own')} | "
+                         f"{g.get('chroma_heard_mismatched', '-')} | "
+                         f"{g.get('chroma_heard_gap', '-')}{se(g, 'chroma_heard_gap')} | {g.get('silent_fraction', '-')} |")
     heard = (r.get("chroma_heard_real_own"), r.get("chroma_heard_real_mismatched"))
     heard_gap = round(heard[0] - heard[1], 4) if None not in heard else "-"
     lines.append(f"| real (reference) | {r['chroma_real_own']} | {r['chroma_real_mismatched']} | "

@@ -73,8 +73,9 @@ def decode_step(model, context: torch.Tensor, target: torch.Tensor, instrument: 
         step, noise = fused.reference_step, hashed_uniform(seeds, t, v)
     la, li = settings.branch_weights() if settings.guidance else (1.0, 1.0)
     current = target.index_select(1, level.reshape(1))[:, 0]  # (B, T) the level's tokens so far
+    gate_t = -1.0 if settings.silence_temperature is None else float(settings.silence_temperature)
     return step(logits, current, noise, uniform, remain, la, li, temperature,
-                settings.w_confidence, settings.w_position, settings.w_random, model.cfg.mask_id, silence_code)
+                settings.w_confidence, settings.w_position, settings.w_random, model.cfg.mask_id, silence_code, gate_t)
 
 
 _COMPILED: dict = {}

@@ -1,11 +1,12 @@
 """The per-step work after the forward pass as custom torch ops (namespace ``stemgen``).
 
 * ``torch.ops.stemgen.candidates(logits, current, noise, lambda_context, lambda_instrument,
-  temperature, mask_id, silence_code) -> (tokens, confidence)``: ``logits (G*B, T, V)`` of G = 1
-  (naive) or 3 (guidance branches p(t|a), p(t|i), p(t)), ``current (B, T)`` tokens of the level
-  (``mask_id`` where undecoded), ``noise (B, T, V)`` uniform noise in [0, 1) (made into Gumbel
-  noise inside), ``silence_code`` the level's silence code whose temperature is gated
-  (:func:`~stemgen.sampling.steps.silence_gated`; -1: none). Returns the candidate ``tokens (B, T)``
+  temperature, mask_id, silence_code, silence_temperature) -> (tokens, confidence)``:
+  ``logits (G*B, T, V)`` of G = 1 (naive) or 3 (guidance branches p(t|a), p(t|i), p(t)),
+  ``current (B, T)`` tokens of the level (``mask_id`` where undecoded), ``noise (B, T, V)``
+  uniform noise in [0, 1) (made into Gumbel noise inside), ``silence_code`` the level's silence
+  code whose temperature is gated (:func:`~stemgen.sampling.steps.silence_gated`; -1: none) and
+  ``silence_temperature`` the gate's own temperature (negative: ``temperature``). Returns the candidate ``tokens (B, T)``
   and their probability ``confidence (B, T)`` under the guided, tempered distribution at masked
   positions (``current`` and 0 elsewhere).
 * ``torch.ops.stemgen.hashed_uniform(seeds, frames, codes) -> noise``: the uniform noise
@@ -46,11 +47,12 @@ CSRC = Path(__file__).parent / "csrc" / "fused_step.cpp"
 # the eager reference, op by op (the readable definition the kernels are tested against)
 
 def reference_candidates(logits: torch.Tensor, current: torch.Tensor, noise: torch.Tensor, lambda_context: float,
-                         lambda_instrument: float, temperature: float, mask_id: int,
-                         silence_code: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+                         lambda_instrument: float, temperature: float, mask_id: int, silence_code: int = -1,
+                         silence_temperature: float = -1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Eager ``stemgen::candidates``: see the module docstring for shapes."""
     logp = branch_log_probs(logits, current.shape[0], lambda_context, lambda_instrument)
-    tokens, conf = sample_candidates(logp, temperature, gumbel_from_uniform(noise), silence_code)
+    tokens, conf = sample_candidates(logp, temperature, gumbel_from_uniform(noise), silence_code,
+                                     silence_temperature if silence_temperature >= 0 else None)
     masked = current == mask_id
     return torch.where(masked, tokens, current), torch.where(masked, conf, torch.zeros_like(conf))
 
@@ -64,10 +66,11 @@ def reference_rank_commit(current: torch.Tensor, candidates: torch.Tensor, confi
 
 
 def reference_step(logits, current, noise, uniform, remain, lambda_context, lambda_instrument, temperature,
-                   w_confidence, w_position, w_random, mask_id, silence_code=-1) -> torch.Tensor:
+                   w_confidence, w_position, w_random, mask_id, silence_code=-1,
+                   silence_temperature=-1.0) -> torch.Tensor:
     """The eager reference of one whole step after the forward pass; new ``current (B, T)``."""
     cand, conf = reference_candidates(logits, current, noise, lambda_context, lambda_instrument, temperature, mask_id,
-                                      silence_code)
+                                      silence_code, silence_temperature)
     return reference_rank_commit(current, cand, conf, uniform, remain, w_confidence, w_position, w_random, mask_id)
 
 
@@ -174,21 +177,22 @@ def backend(device: torch.device | str) -> str:
 
 @torch.library.custom_op("stemgen::candidates", mutates_args=())
 def candidates(logits: torch.Tensor, current: torch.Tensor, noise: torch.Tensor, lambda_context: float,
-               lambda_instrument: float, temperature: float, mask_id: int,
-               silence_code: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+               lambda_instrument: float, temperature: float, mask_id: int, silence_code: int = -1,
+               silence_temperature: float = -1.0) -> tuple[torch.Tensor, torch.Tensor]:
     kind = backend(logits.device)
     if kind == "cpp":
         return tuple(cpu_extension().candidates(logits, current, noise, lambda_context, lambda_instrument,
-                                                temperature, mask_id, silence_code))
+                                                temperature, mask_id, silence_code, silence_temperature))
     if kind == "triton":
         return triton_kernels().candidates(logits, current, noise, lambda_context, lambda_instrument, temperature,
-                                           mask_id, silence_code)
+                                           mask_id, silence_code, silence_temperature)
     return reference_candidates(logits, current, noise, lambda_context, lambda_instrument, temperature, mask_id,
-                                silence_code)
+                                silence_code, silence_temperature)
 
 
 @candidates.register_fake
-def _(logits, current, noise, lambda_context, lambda_instrument, temperature, mask_id, silence_code=-1):
+def _(logits, current, noise, lambda_context, lambda_instrument, temperature, mask_id, silence_code=-1,
+      silence_temperature=-1.0):
     torch._check(logits.shape[0] == current.shape[0] or logits.shape[0] == 3 * current.shape[0])
     return torch.empty_like(current), torch.empty(current.shape, dtype=torch.float32, device=current.device)
 
@@ -226,12 +230,12 @@ def _(current, candidates, confidence, uniform, remain, w_confidence, w_position
 def sample_step(logits: torch.Tensor, current: torch.Tensor, noise: torch.Tensor, uniform: torch.Tensor,
                 remain: torch.Tensor, lambda_context: float, lambda_instrument: float, temperature: float,
                 w_confidence: float, w_position: float, w_random: float, mask_id: int,
-                silence_code: int = -1) -> torch.Tensor:
+                silence_code: int = -1, silence_temperature: float = -1.0) -> torch.Tensor:
     """One whole step after the forward pass through the fused ops; new ``current (B, T)``.
 
     Same arguments and result as :func:`reference_step`.
     """
     cand, conf = torch.ops.stemgen.candidates(logits, current, noise, lambda_context, lambda_instrument, temperature,
-                                              mask_id, silence_code)
+                                              mask_id, silence_code, silence_temperature)
     return torch.ops.stemgen.rank_commit(current, cand, conf, uniform, remain, w_confidence, w_position, w_random,
                                          mask_id)

@@ -34,7 +34,7 @@ def _log1mexp(x):
 
 @triton.jit
 def _candidates_kernel(logits_ptr, current_ptr, noise_ptr, tokens_ptr, conf_ptr, B, T, V, la, li, lu, temperature,
-                       mask_id, silence, G: tl.constexpr, SAMPLE: tl.constexpr, GATE: tl.constexpr,
+                       mask_id, silence, gate_t, G: tl.constexpr, SAMPLE: tl.constexpr, GATE: tl.constexpr,
                        BLOCK_V: tl.constexpr):
     p = tl.program_id(0)  # position b * T + t
     cur = tl.load(current_ptr + p)
@@ -62,8 +62,8 @@ def _candidates_kernel(logits_ptr, current_ptr, noise_ptr, tokens_ptr, conf_ptr,
             rest = tl.where(valid & (offs != silence), lp, neg)
         if SAMPLE:
             if GATE:
-                a = l_silent / temperature
-                s = l_sound / temperature
+                a = l_silent / gate_t
+                s = l_sound / gate_t
                 mx = tl.maximum(a, s)
                 lse = tl.log(tl.exp(a - mx) + tl.exp(s - mx))
                 tempered = _log_softmax(rest / temperature) + ((s - mx) - lse)
@@ -91,7 +91,7 @@ def _candidates_kernel(logits_ptr, current_ptr, noise_ptr, tokens_ptr, conf_ptr,
 
 def candidates(logits: torch.Tensor, current: torch.Tensor, noise: torch.Tensor, lambda_context: float,
                lambda_instrument: float, temperature: float, mask_id: int,
-               silence_code: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+               silence_code: int = -1, silence_temperature: float = -1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``stemgen::candidates`` on the GPU (or on CPU tensors under ``TRITON_INTERPRET=1``)."""
     b, t = current.shape
     v = logits.shape[-1]
@@ -103,9 +103,10 @@ def candidates(logits: torch.Tensor, current: torch.Tensor, noise: torch.Tensor,
     tokens = torch.empty_like(current)
     conf = torch.empty(current.shape, dtype=torch.float32, device=current.device)
     block = triton.next_power_of_2(v)
+    gate_t = float(silence_temperature if silence_temperature >= 0 else temperature)
     _candidates_kernel[(b * t,)](
         logits, current, noise, tokens, conf, b, t, v, float(lambda_context), float(lambda_instrument),
         float(1.0 - lambda_context - lambda_instrument), float(temperature) if temperature > 0 else 1.0, mask_id,
-        silence_code, G=logits.shape[0] // b, SAMPLE=temperature > 0,
-        GATE=0 <= silence_code < v and temperature != 1, BLOCK_V=block, num_warps=8 if block >= 2048 else 4)
+        silence_code, gate_t if gate_t > 0 else 1.0, G=logits.shape[0] // b, SAMPLE=temperature > 0,
+        GATE=0 <= silence_code < v and (temperature != 1 or gate_t != 1), BLOCK_V=block, num_warps=8 if block >= 2048 else 4)
     return tokens, conf

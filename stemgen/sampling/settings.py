@@ -34,6 +34,10 @@ class SamplingSettings:
             instead of on each code alone, where one silence code outweighs every single pitched
             code once sharpened and the silence is then copied over the whole window. Changes
             nothing at temperature 1 (:func:`~stemgen.sampling.steps.silence_gated`).
+        silence_temperature: the temperature of the gate's decision (whether the stem sounds),
+            > 0; None: the level's temperature. Below 1 a stem falls silent only where the model
+            is sure of it: one silent token committed early makes a trained model expect silence
+            over the whole window, which decoding then copies (docs/listening.md).
         w_confidence: ranking weight of the candidate's probability, w_c (paper: 0.1).
         w_position: causal-bias weight, w_s (paper: 0.1; 0 is VampNet-like).
         w_random: ranking weight of the uniform noise, w_r (paper: 1.0).
@@ -53,6 +57,7 @@ class SamplingSettings:
     lambda_instrument: float = 3.0
     temperature: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     silence_gate: bool = True
+    silence_temperature: Optional[float] = None
     w_confidence: float = 0.1
     w_position: float = 0.1
     w_random: float = 1.0
@@ -76,6 +81,9 @@ class SamplingSettings:
             raise ValueError(f"every level needs at least one decoding step, got steps={self.steps}.")
         if any(not t >= 0 for t in self.temperature):
             raise ValueError(f"temperatures must be >= 0, got {self.temperature}.")
+        if self.silence_temperature is not None and not self.silence_temperature > 0:
+            raise ValueError(f"silence_temperature must be > 0 (or None: the level's temperature), got "
+                             f"{self.silence_temperature}.")
         weights = (self.lambda_context, self.lambda_instrument, self.w_confidence, self.w_position, self.w_random)
         if any(not torch.isfinite(torch.tensor(float(w))) for w in weights):
             raise ValueError(f"guidance scales and ranking weights must be finite numbers, got {weights}.")

@@ -54,20 +54,23 @@ def branch_log_probs(logits: torch.Tensor, batch: int, lambda_context: float, la
     return logits.float().log_softmax(-1)
 
 
-def sample_candidates(log_probs: torch.Tensor, temperature: float, gumbel: torch.Tensor,
-                      silence_code: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_candidates(log_probs: torch.Tensor, temperature: float, gumbel: torch.Tensor, silence_code: int = -1,
+                      silence_temperature: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One candidate per position and its probability under the tempered distribution.
 
     ``log_probs (B, T, V)``; ``gumbel (B, T, V)`` standard Gumbel noise (see :func:`gumbel_noise`);
     temperature 0 picks the most likely token. Returns ``(tokens (B, T), prob (B, T))``.
 
     ``silence_code`` (the codec's code for silence at this level; -1: none) gates the temperature
-    (:func:`silence_gated`): it then sharpens *whether* the stem sounds and *what* it plays as two
-    decisions, instead of letting one code (silence) compete with every single pitched code. At
-    temperature 1 the gate changes nothing; at temperature 0 the stem is silent where silence is
-    more likely than sound, and plays the most likely sounding code elsewhere; the probability
-    returned at temperature 0 is the untempered one, as without the gate.
+    (:func:`silence_gated`): it then sharpens *whether* the stem sounds (at ``silence_temperature``,
+    by default ``temperature``) and *what* it plays (at ``temperature``) as two decisions, instead
+    of letting one code (silence) compete with every single pitched code. With both temperatures
+    1 the gate changes nothing; at temperature 0 the stem is silent where silence is more likely
+    than sound, and plays the most likely sounding code elsewhere (whatever the silence
+    temperature); the probability returned at temperature 0 is the untempered one, as without
+    the gate.
     """
+    gate_t = temperature if silence_temperature is None else silence_temperature
     if temperature <= 0:
         tempered = log_probs.log_softmax(-1)
         tokens = tempered.argmax(-1)
@@ -76,8 +79,8 @@ def sample_candidates(log_probs: torch.Tensor, temperature: float, gumbel: torch
             sounding = tempered.index_fill(-1, _index(silence_code, tempered), float("-inf")).argmax(-1)
             tokens = torch.where(ls > _log1mexp(ls), torch.full_like(sounding, silence_code), sounding)
     else:
-        if silence_code >= 0 and temperature != 1:
-            tempered = silence_gated(log_probs, temperature, silence_code)
+        if silence_code >= 0 and (temperature != 1 or gate_t != 1):
+            tempered = silence_gated(log_probs, temperature, silence_code, gate_t)
         else:
             tempered = (log_probs / temperature).log_softmax(-1)
         tokens = (tempered + gumbel).argmax(-1)
@@ -89,19 +92,22 @@ def _log1mexp(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
-def silence_gated(log_probs: torch.Tensor, temperature: float, silence_code: int) -> torch.Tensor:
+def silence_gated(log_probs: torch.Tensor, temperature: float, silence_code: int,
+                  silence_temperature: float | None = None) -> torch.Tensor:
     """The tempered log-distribution ``(..., V)`` with temperature acting on two decisions.
 
     With p = softmax(log_probs) and s the silence code: whether the stem sounds, tempered as a
-    two-way choice, ``P(silent) ∝ p_s^(1/t)`` against ``(1 - p_s)^(1/t)``; and what it plays,
-    ``∝ p_v^(1/t)`` over the other codes. Plain tempering compares p_s^(1/t) with each sounding
+    two-way choice at ``g = silence_temperature`` (default: ``temperature``), ``P(silent) ∝
+    p_s^(1/g)`` against ``(1 - p_s)^(1/g)``; and what it plays, ``∝ p_v^(1/t)`` over the other
+    codes at ``t = temperature``. Plain tempering compares p_s^(1/t) with each sounding
     code's own p_v^(1/t): a bass silent with probability 0.07 and spread over many pitched codes
     becomes silence at temperature 0.5, which iterative decoding then copies over the whole
     window (measured on the demo model: docs/listening.md).
     """
     lp = log_probs.log_softmax(-1)
     ls = lp[..., silence_code]  # (...) log p_s
-    gate = (torch.stack([ls, _log1mexp(ls)], -1) / temperature).log_softmax(-1)  # (..., 2) silent, sounding
+    g = temperature if silence_temperature is None else silence_temperature
+    gate = (torch.stack([ls, _log1mexp(ls)], -1) / g).log_softmax(-1)  # (..., 2) silent, sounding
     rest = lp.index_fill(-1, _index(silence_code, lp), float("-inf"))
     tempered = (rest / temperature).log_softmax(-1) + gate[..., 1:]
     return tempered.index_copy(-1, _index(silence_code, lp), gate[..., :1])

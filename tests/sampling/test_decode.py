@@ -231,3 +231,9 @@ def test_the_silence_gate_keeps_a_sharpened_stem_from_falling_silent():
                                      silence=silence),
                        decode_tokens(model, ctx, inst, SamplingSettings(**one, silence_gate=False),
                                      torch.Generator().manual_seed(1), silence=silence))
+    # the gate at its own temperature: at temperature 1, whether the stem sounds decided at 0.3
+    warm = SamplingSettings(**one)
+    sure = SamplingSettings(**one, silence_temperature=0.3)
+    assert silent_fraction(sure) < 0.5 * silent_fraction(warm)
+    with pytest.raises(ValueError, match="silence_temperature"):
+        SamplingSettings(silence_temperature=0.0).check(4)

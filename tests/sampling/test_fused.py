@@ -72,24 +72,25 @@ def silence_likely(logits, silence, seed=0):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("temperature", [0.5, 0.0, 1.7, 1.0])
 @pytest.mark.parametrize("b,t,v", [(1, 50, 2048), (3, 17, 37)])
-def test_silence_gate_matches_the_reference(branches, dtype, temperature, b, t, v):
+@pytest.mark.parametrize("gate", [-1.0, 0.5])
+def test_silence_gate_matches_the_reference(branches, dtype, temperature, b, t, v, gate):
     logits, current, noise, _, mask_id = inputs(b, t, v, branches, dtype, masked_fraction=0.9)
     silence = v // 3
     logits = silence_likely(logits, silence).to(dtype)
     # with guidance, scales that keep the guided row the first branch's, so that silence stays as
     # likely as made above (the combination itself is checked by the tests above)
     la, li = (1.0, 0.0) if branches == 3 else (3.0, 2.5)
-    ref_tok, ref_conf = fused.reference_candidates(logits, current, noise, la, li, temperature, mask_id, silence)
-    tok, conf = torch.ops.stemgen.candidates(logits, current, noise, la, li, temperature, mask_id, silence)
+    ref_tok, ref_conf = fused.reference_candidates(logits, current, noise, la, li, temperature, mask_id, silence, gate)
+    tok, conf = torch.ops.stemgen.candidates(logits, current, noise, la, li, temperature, mask_id, silence, gate)
     assert torch.equal(tok, ref_tok)
     torch.testing.assert_close(conf, ref_conf, rtol=1e-5, atol=1e-6)
     masked = current == mask_id
     plain_tok, plain_conf = torch.ops.stemgen.candidates(logits, current, noise, la, li, temperature, mask_id)
-    if temperature == 1.0:  # the gate changes nothing at temperature 1
+    if temperature == 1.0 and gate < 0:  # the gate changes nothing at temperature 1
         assert torch.equal(tok, plain_tok) and torch.equal(conf, plain_conf)
     else:
         assert (tok[masked] == silence).any() and (tok[masked] != silence).any()  # both decisions happen
-    if temperature in (0.5, 0.0) and v == 2048:
+    if temperature in (0.5, 0.0) and v == 2048 and gate < 0:
         # sharpened code by code, silence (the most likely single code) wins far more often than
         # its probability of about 0.3 says; gated, less often
         assert (plain_tok[masked] == silence).float().mean() > (tok[masked] == silence).float().mean()

@@ -36,7 +36,7 @@ INTERPRETED = textwrap.dedent("""
                                 "tokens_differ": int((ref[0] != got[0]).sum()),
                                 "conf_err": float((ref[1] - got[1]).abs().max())})
     # the silence gate, with silence the likeliest single code at about half the positions
-    for temperature in (0.7, 0.0):
+    for temperature, gate in ((0.7, -1.0), (0.0, -1.0), (1.0, 0.5)):
         for b, t, v in ((2, 9, 37), (1, 16, 2048)):
             g = torch.Generator().manual_seed(len(out))
             logits = 3 * torch.randn(b, t, v, generator=g)
@@ -44,8 +44,8 @@ INTERPRETED = textwrap.dedent("""
             logits[..., s] = logits.max(-1).values + 2 * torch.randn(b, t, generator=g)
             current = torch.full((b, t), v)
             noise = torch.rand(b, t, v, generator=g)
-            ref = fused.reference_candidates(logits, current, noise, 3.0, 2.5, temperature, v, s)
-            got = fused_triton.candidates(logits, current, noise, 3.0, 2.5, temperature, v, s)
+            ref = fused.reference_candidates(logits, current, noise, 3.0, 2.5, temperature, v, s, gate)
+            got = fused_triton.candidates(logits, current, noise, 3.0, 2.5, temperature, v, s, gate)
             out.append({"case": ["gate", temperature, b, t, v], "tokens_differ": int((ref[0] != got[0]).sum()),
                         "conf_err": float((ref[1] - got[1]).abs().max()),
                         "silent": int((got[0] == s).sum()), "positions": b * t})
@@ -59,7 +59,7 @@ def test_triton_kernel_matches_the_reference_in_the_interpreter():
     proc = subprocess.run([sys.executable, "-c", INTERPRETED], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(results) == 28
+    assert len(results) == 30
     for r in results:
         assert r["tokens_differ"] == 0, r
         assert r["conf_err"] < 1e-5, r

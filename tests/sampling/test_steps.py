@@ -61,6 +61,10 @@ def test_silence_gate_tempers_whether_and_what_separately():
     torch.testing.assert_close(silence_gated(p.log(), 1.0, 0).exp(), p)
     assert silence_gated(torch.tensor([0.0, -math.inf]), 0.5, 0).exp()[0] == 1.0
     assert silence_gated(torch.tensor([-math.inf, 0.0, 0.0]), 0.5, 0).exp()[0] == 0.0
+    # the gate at its own temperature: whether at 0.5, what at 1 (the sounding codes as they are)
+    p = torch.tensor([0.2, 0.5, 0.2, 0.1])
+    q = silence_gated(p.log(), 1.0, 0, silence_temperature=0.5).exp()
+    torch.testing.assert_close(q, torch.cat([torch.tensor([0.04 / 0.68]), p[1:] / 0.8 * 0.64 / 0.68]))
     # sampling: the gated probabilities come back as the candidates' confidence
     lp = torch.tensor([[[math.log(0.07)] + [math.log(0.93 / 31)] * 31]]).expand(1, 4000, 32)
     tokens, conf = sample_candidates(lp, 0.5, gumbel_noise((1, 4000, 32), torch.Generator().manual_seed(0)), 0)

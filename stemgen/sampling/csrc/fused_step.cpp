@@ -159,10 +159,13 @@ struct Tempered {
 
 // top: the row's largest value (mc, unless the row is the guided row with the silence code
 // removed, whose largest value may be below mc).
-Tempered tempered_of(const float* c, int64_t V, float mc, float lsc, double temperature, float top) {
+// renormalise: take the normaliser's pass even without a division (a row that is not the one
+// lsc normalises: the guided row without the silence code).
+Tempered tempered_of(const float* c, int64_t V, float mc, float lsc, double temperature, float top,
+                     bool renormalise = false) {
   Tempered t{c, V, mc, lsc, static_cast<float>(temperature), 0.f, 0.f, temperature > 0 && temperature != 1.0};
   t.mp = t.pre_of(top);
-  if (t.divide) {
+  if (t.divide || renormalise) {
     const float s = at::vec::map_reduce_all<float>(
         [&t](Vec x) { return ((((x - Vec(t.mc)) - Vec(t.lsc)) / Vec(t.temp)) - Vec(t.mp)).exp_u20(); },
         [](Vec a, Vec b) { return a + b; }, c, V);
@@ -287,11 +290,12 @@ inline float log1mexp(float x) {
 template <typename scalar_t>
 void candidates_kernel(const scalar_t* logits, const int64_t* current, const float* noise, int64_t G, int64_t B,
                        int64_t T, int64_t V, float la, float li, float lu, double temperature, int64_t mask_id,
-                       int64_t silence, int64_t* tokens, float* confidence) {
+                       int64_t silence, double silence_temperature, int64_t* tokens, float* confidence) {
   const float lo = 1e-20f, hi = static_cast<float>(1.0 - 1e-7);
   constexpr int64_t W = Vec::size();
-  // the silence gate (steps.silence_gated) changes nothing at temperature 1
-  const bool gated = silence >= 0 && silence < V && temperature != 1.0;
+  // the silence gate (steps.silence_gated) changes nothing when both temperatures are 1
+  const double gate_t = silence_temperature >= 0 ? silence_temperature : temperature;
+  const bool gated = silence >= 0 && silence < V && (temperature != 1.0 || gate_t != 1.0);
   // the masked positions, listed first so that the threads share them evenly (decoded positions
   // cost nothing, and late in a level the masked ones gather at the end)
   std::vector<int64_t> masked;
@@ -350,10 +354,10 @@ void candidates_kernel(const scalar_t* logits, const int64_t* current, const flo
         const float top = block_maxima(sounding, V, bc.data());
         const float l_silent = ((c[silence] - mc) - lsc);  // log p_s, the guided log-probability
         const float l_sound = log1mexp(l_silent);
-        Tempered ts = tempered_of(sounding, V, mc, lsc, temperature, top);
+        Tempered ts = tempered_of(sounding, V, mc, lsc, temperature, top, /*renormalise=*/temperature > 0);
         if (temperature > 0) {
-          // whether it sounds: log_softmax([l_silent, l_sound] / t), a two-way choice
-          const float tf = static_cast<float>(temperature);
+          // whether it sounds: log_softmax([l_silent, l_sound] / g), a two-way choice
+          const float tf = static_cast<float>(gate_t);
           const float a = l_silent / tf, s = l_sound / tf;
           const float mx = std::max(a, s);
           const float lse = std::log(std::exp(a - mx) + std::exp(s - mx));
@@ -392,7 +396,7 @@ void check_candidates(const at::Tensor& logits, const at::Tensor& current, const
 std::tuple<at::Tensor, at::Tensor> candidates(const at::Tensor& logits_in, const at::Tensor& current_in,
                                               const at::Tensor& noise_in, double lambda_context,
                                               double lambda_instrument, double temperature, int64_t mask_id,
-                                              int64_t silence_code) {
+                                              int64_t silence_code, double silence_temperature) {
   check_candidates(logits_in, current_in, noise_in);
   const auto logits = logits_in.contiguous();
   const auto current = current_in.contiguous();
@@ -405,7 +409,8 @@ std::tuple<at::Tensor, at::Tensor> candidates(const at::Tensor& logits_in, const
   const float lu = static_cast<float>(1.0 - lambda_context - lambda_instrument);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, logits.scalar_type(), "stemgen_candidates", [&] {
     candidates_kernel<scalar_t>(logits.data_ptr<scalar_t>(), current.data_ptr<int64_t>(), noise.data_ptr<float>(), G, B,
-                                T, V, la, li, lu, temperature, mask_id, silence_code, tokens.data_ptr<int64_t>(),
+                                T, V, la, li, lu, temperature, mask_id, silence_code, silence_temperature,
+                                tokens.data_ptr<int64_t>(),
                                 confidence.data_ptr<float>());
   });
   return {tokens, confidence};
