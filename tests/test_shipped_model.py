@@ -26,6 +26,10 @@ def test_the_demo_model_loads_and_generates_two_seconds():
     stem = stemgen.generate(context, "bass", model=model, sample_rate=SR, seed=0, steps=1)
     assert stem.tokens.shape == (4, 100) and 0 <= int(stem.tokens.min()) and int(stem.tokens.max()) < 2048
     assert stem.audio.shape == (2 * SR,) and np.isfinite(stem.audio).all() and np.abs(stem.audio).max() > 1e-3
-    assert stem.settings["steps"] == [1, 1, 1, 1] and stem.settings["guidance"] is True
+    # its own default (ModelRecord.sampling): naive, level 0 at 0.5 behind the silence gate
+    assert stem.settings["steps"] == [1, 1, 1, 1] and stem.settings["guidance"] is False
+    assert stem.settings["temperature"] == [0.5, 1.0, 1.0, 1.0] and stem.settings["silence_gate"] is True
+    silence = torch.tensor(model.codec.silence_codes()).view(1, 4, 1).expand(1, 4, 50)
+    assert stemgen.audio.dbfs(model.codec.decode(silence)[0].numpy()) < -50  # the gate's codes are silence
     again = stemgen.generate(context, "bass", model=model, sample_rate=SR, seed=0, steps=1)
     assert torch.equal(again.tokens, stem.tokens)
