@@ -6,9 +6,9 @@
   ``current (B, T)`` tokens of the level (``mask_id`` where undecoded), ``noise (B, T, V)``
   uniform noise in [0, 1) (made into Gumbel noise inside), ``silence_code`` the level's silence
   code whose temperature is gated (:func:`~stemgen.sampling.steps.silence_gated`; -1: none) and
-  ``silence_temperature`` the gate's own temperature (negative: ``temperature``). Returns the candidate ``tokens (B, T)``
-  and their probability ``confidence (B, T)`` under the guided, tempered distribution at masked
-  positions (``current`` and 0 elsewhere).
+  ``silence_temperature`` the gate's own temperature (negative: ``temperature``). Returns the
+  candidate ``tokens (B, T)`` and their probability ``confidence (B, T)`` under the guided,
+  tempered distribution at masked positions (``current`` and 0 elsewhere).
 * ``torch.ops.stemgen.hashed_uniform(seeds, frames, codes) -> noise``: the uniform noise
   ``(B, T, V)`` of :func:`~stemgen.sampling.steps.hashed_uniform` from one 32-bit seed per example
   (integer arithmetic: the same bits as the reference).

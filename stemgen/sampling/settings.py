@@ -33,7 +33,8 @@ class SamplingSettings:
             silence code against all the others together) and what it plays (among the others),
             instead of on each code alone, where one silence code outweighs every single pitched
             code once sharpened and the silence is then copied over the whole window. Changes
-            nothing at temperature 1 (:func:`~stemgen.sampling.steps.silence_gated`).
+            nothing where the temperature and ``silence_temperature`` are both 1
+            (:func:`~stemgen.sampling.steps.silence_gated`).
         silence_temperature: the temperature of the gate's decision (whether the stem sounds),
             > 0; None: the level's temperature. Below 1 a stem falls silent only where the model
             is sure of it: one silent token committed early makes a trained model expect silence
