@@ -132,7 +132,8 @@ class StemModel:
     def generate(self, context, instrument: Union[str, int, Sequence] = "bass", *, sample_rate: int | None = None,
                  seed: int | None = None, settings: SamplingSettings | None = None, steps: PerLevel = None,
                  guidance: Union[bool, float, tuple[float, float], None] = None, causal_bias: float | None = None,
-                 temperature: PerLevel = None, sampler: str | None = None, compile: bool | None = None,
+                 temperature: PerLevel = None, silence_gate: bool | None = None,
+                 silence_temperature: float | None = None, sampler: str | None = None, compile: bool | None = None,
                  num_samples: int = 1, keep=None, regenerate: tuple[float, float] | None = None,
                  overlap_seconds: float = 1.0, progress: bool = False) -> Union[Stem, list[Stem]]:
         """Generate a stem of ``instrument`` that fits the music in ``context``.
@@ -160,6 +161,11 @@ class StemModel:
                 (one fully conditioned pass per step).
             causal_bias: the ranking's position weight w_s (paper: 0.1; 0 is VampNet-like).
             temperature: one for every level or one per level (paper: 1.0); 0 is greedy.
+            silence_gate: temper *whether* the stem sounds (the codec's code of silence against
+                all the others) apart from *what* it plays, so that a low temperature does not
+                make silence the likeliest draw (on by default; a no-op at temperature 1).
+            silence_temperature: the gate's own temperature (default: the level's); lower keeps
+                a stem that the model thinks probably sounds from falling silent.
             sampler: ``"fused"`` (the fused step ops) or ``"eager"`` (the reference functions):
                 the same tokens from the same seed.
             compile: compile each decoding step with ``torch.compile``.
@@ -191,7 +197,8 @@ class StemModel:
             raise ValueError("regenerate=(start, end) needs keep=: the stem whose span is regenerated.")
         classes = [resolve_instrument(i) for i in instruments]
         s = self.settings(settings, steps=steps, guidance=guidance, causal_bias=causal_bias,
-                          temperature=temperature, sampler=sampler, compile=compile)
+                          temperature=temperature, silence_gate=silence_gate,
+                          silence_temperature=silence_temperature, sampler=sampler, compile=compile)
         seed = secrets.randbits(31) if seed is None else int(seed)
         wavs = [self._context_audio(c, sample_rate) for c in contexts]
         tokens = [self._encode(w) for w in wavs]  # (Q, T) each

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 
 def chorales(out: Optional[Path] = None, limit: Optional[int] = None, seed: int = 0,
@@ -141,8 +141,9 @@ def demo(out: Path = Path("demo_out"), songs: int = 10, seconds: float = 20.0, s
 def generate(context: Path, instrument: str = "bass", output: Optional[Path] = None, model: Optional[str] = None,
              seed: Optional[int] = None, steps: Optional[list[int]] = None, guidance: Optional[float] = None,
              lambda_context: Optional[float] = None, lambda_instrument: Optional[float] = None,
-             naive: bool = False, causal_bias: Optional[float] = None, temperature: Optional[float] = None,
-             overlap: float = 1.0, keep: Optional[Path] = None, regenerate: Optional[list[float]] = None,
+             naive: bool = False, causal_bias: Optional[float] = None,
+             temperature: Union[float, list[float], None] = None, silence_gate: Optional[bool] = None,
+             silence_temperature: Optional[float] = None, overlap: float = 1.0, keep: Optional[Path] = None, regenerate: Optional[list[float]] = None,
              mix: Optional[Path] = None, plot: Optional[Path] = None,
              device: Optional[str] = None, sampler: Optional[str] = None, compile: Optional[bool] = None) -> None:
     """Generate a stem that fits CONTEXT (a wav/flac/ogg file; any rate, mono or stereo).
@@ -166,7 +167,12 @@ def generate(context: Path, instrument: str = "bass", output: Optional[Path] = N
         lambda_instrument: guidance scale of the instrument alone (overrides --guidance).
         naive: the paper's naive sampling: no guidance, no causal bias.
         causal_bias: position weight w_s of the candidate ranking (paper: 0.1; 0 = VampNet-like).
-        temperature: sampling temperature on every level (paper: 1.0; 0 = greedy).
+        temperature: sampling temperature, one for every level or one per level, e.g.
+            [0.5,1,1,1] (paper: 1.0; 0 = greedy).
+        silence_gate: temper whether the stem sounds apart from what it plays, so that a low
+            temperature does not make silence the likeliest draw (default: on).
+        silence_temperature: the silence gate's own temperature (default: the level's); lower
+            keeps a stem from falling silent where the model thinks it probably sounds.
         overlap: seconds of overlap between windows for contexts longer than the model's window.
         keep: a stem (audio file) to keep: continued to the end of CONTEXT if shorter, or with
             --regenerate, kept outside that span. It is encoded by the model's codec first, so
@@ -198,7 +204,8 @@ def generate(context: Path, instrument: str = "bass", output: Optional[Path] = N
                     _first_given(lambda_instrument, guidance, base.lambda_instrument))
     print(f"{m}\ngenerating {inst.name.lower()} for {context} ...", file=sys.stderr)
     stem = m.generate(context, inst, seed=seed, settings=settings, steps=steps, guidance=guidance,
-                      causal_bias=causal_bias, temperature=temperature, sampler=sampler, compile=compile,
+                      causal_bias=causal_bias, temperature=temperature, silence_gate=silence_gate,
+                      silence_temperature=silence_temperature, sampler=sampler, compile=compile,
                       overlap_seconds=overlap, keep=keep, regenerate=tuple(regenerate) if regenerate else None,
                       progress=True)
     output = output or Path(f"{stem.instrument.lower().replace(' ', '_')}.wav")

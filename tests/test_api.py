@@ -129,6 +129,17 @@ def test_short_arguments_build_the_settings(tiny_model):
         tiny_model.settings(steps=(4, 4))
     with pytest.raises(ValueError, match="lambda_a, lambda_i"):
         tiny_model.settings(guidance=(1.0, 2.0, 3.0))
+    # the silence gate: on by default, its own temperature turns it on, off only when asked
+    assert tiny_model.settings().silence_gate and tiny_model.settings().silence_temperature is None
+    off = tiny_model.settings(SamplingSettings(silence_gate=False))
+    assert not off.silence_gate and tiny_model.settings(off, silence_gate=True).silence_gate
+    g = tiny_model.settings(off, silence_temperature=0.3)
+    assert g.silence_gate and g.silence_temperature == 0.3
+    assert not tiny_model.settings(silence_gate=False).silence_gate
+    with pytest.raises(ValueError, match="leave the gate on"):
+        tiny_model.settings(silence_gate=False, silence_temperature=0.3)
+    with pytest.raises(ValueError, match="silence_temperature must be > 0"):
+        tiny_model.settings(silence_temperature=0.0)
 
 
 @pytest.mark.parametrize("settings", [

@@ -95,6 +95,13 @@ def test_generate_command_writes_stem_mix_and_plot(tmp_path, tiny_export, capsys
     assert main(args[:-4] + ["--guidance", "3", "--causal_bias", "0.1", "--temperature", "1"]) == 0
     explicit, _ = sf.read(tmp_path / "bass.wav")
     assert np.array_equal(first, explicit)
+    # one temperature per level; the silence gate is a no-op at temperature 1, on or off
+    assert main(args[:-4] + ["--temperature", "[1,1,1,1]", "--silence_gate", "false"]) == 0
+    ungated, _ = sf.read(tmp_path / "bass.wav")
+    assert np.array_equal(first, ungated)
+    assert main(args[:-4] + ["--temperature", "[0.5,1,1,1]", "--silence_temperature", "0.3"]) == 0
+    cooler, _ = sf.read(tmp_path / "bass.wav")
+    assert cooler.shape == first.shape and not np.array_equal(first, cooler)
     # inpainting a kept stem file: outside the span the kept stem's (re-encoded) tokens stay
     sf.write(tmp_path / "kept.wav", first, SR)
     assert main(args[:4] + ["-o", str(tmp_path / "fixed.wav"), "--model", str(tiny_export), "--steps", "[3,2,2,1]",

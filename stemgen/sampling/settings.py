@@ -137,7 +137,8 @@ PerLevel = Union[float, Sequence[float], None]
 
 def override(settings: SamplingSettings, num_levels: int, *, steps: PerLevel = None, guidance=None,
              causal_bias: Optional[float] = None, temperature: PerLevel = None, sampler: Optional[str] = None,
-             compile: Optional[bool] = None) -> SamplingSettings:
+             compile: Optional[bool] = None, silence_gate: Optional[bool] = None,
+             silence_temperature: Optional[float] = None) -> SamplingSettings:
     """``settings`` with the short arguments of ``generate`` that were given (not None) applied,
     validated for ``num_levels`` levels. Arguments left at None leave ``settings`` as it is.
 
@@ -149,6 +150,9 @@ def override(settings: SamplingSettings, num_levels: int, *, steps: PerLevel = N
         temperature: one for every level, or one per level.
         sampler: "fused" or "eager".
         compile: compile each decoding step.
+        silence_gate: temper whether the stem sounds apart from what it plays (see
+            :func:`~stemgen.sampling.steps.silence_gated`).
+        silence_temperature: the gate's own temperature (> 0); also turns the gate on.
     """
     def per_level(value, cast):
         return tuple(cast(x) for x in ([value] * num_levels if isinstance(value, Real) else value))
@@ -173,4 +177,10 @@ def override(settings: SamplingSettings, num_levels: int, *, steps: PerLevel = N
         kw["sampler"] = sampler
     if compile is not None:
         kw["compile"] = bool(compile)
+    if silence_gate is not None:
+        kw["silence_gate"] = bool(silence_gate)
+    if silence_temperature is not None:
+        if silence_gate is False:
+            raise ValueError("silence_temperature is the silence gate's temperature: drop it, or leave the gate on.")
+        kw.update(silence_gate=True, silence_temperature=float(silence_temperature))
     return dataclasses.replace(settings, **kw).check(num_levels)
