@@ -35,7 +35,8 @@ demo: install
 # codec fitted on 40 training chorales (float16), all 353 chorales rendered, the `small` preset
 # trained with the listening recipe for 13000 steps or 2 h 05 min, whichever comes first
 # (configs/demo_chorales.yaml), exported in float16 with its codec; it generates by default
-# with naive sampling, level 0 at temperature 0.5 behind the silence gate (docs/listening.md).
+# with naive sampling, level 0 at temperature 0.5 behind the silence gate, and drums with the
+# paper's best (docs/listening.md).
 demo-model: install
 	$(BIN)/stemgen data chorales --limit 60
 	$(BIN)/stemgen codec fit --out $(DEMO_MODEL)/codec --half true
@@ -43,7 +44,8 @@ demo-model: install
 	rm -rf runs/demo_chorales
 	$(BIN)/stemgen-train --config configs/demo_chorales.yaml --data.init_args.root $(CHORALES_ALL)
 	$(BIN)/stemgen export runs/demo_chorales/checkpoints/last.ckpt $(DEMO_MODEL) --half true \
-		--sampling '{"guidance": false, "w_position": 0.0, "temperature": [0.5, 1.0, 1.0, 1.0]}'
+		--sampling '{"guidance": false, "w_position": 0.0, "temperature": [0.5, 1.0, 1.0, 1.0]}' \
+		--instrument_sampling '{"drums": {}}'
 
 bench-codec: install
 	$(BIN)/python benchmarks/codec.py

@@ -108,6 +108,12 @@ class StemModel:
         #: with what the model's record says it generates best with (``ModelRecord.sampling``)
         self.default_settings = SamplingSettings.paper(model.cfg.num_levels).updated(
             self.record.sampling, model.cfg.num_levels, f"model {name!r}")
+        #: instruments the record gives settings of their own (``ModelRecord.instrument_sampling``),
+        #: by class id: each over the paper's best
+        self.instrument_settings = {
+            resolve_instrument(inst).id: SamplingSettings.paper(model.cfg.num_levels).updated(
+                fields, model.cfg.num_levels, f"model {name!r}, {inst}")
+            for inst, fields in self.record.instrument_sampling.items()}
         seconds = self.record.window_seconds or 10.0
         #: frames per decoding window: the crop length the model was trained on
         self.window_frames = max(2, int(round(seconds * codec.frame_rate)))
@@ -122,11 +128,20 @@ class StemModel:
     def sample_rate(self) -> int:
         return self.codec.sample_rate
 
-    def settings(self, settings: SamplingSettings | None = None, **short) -> SamplingSettings:
-        """``settings`` (default: :attr:`default_settings`, the paper's best for this model's
-        levels unless its record says otherwise) with the short arguments of :meth:`generate`
-        that were given applied (see :func:`stemgen.sampling.settings.override`)."""
-        return override(settings or self.default_settings, self.model.cfg.num_levels, **short)
+    def default_settings_for(self, instrument: Union[str, int, None] = None) -> SamplingSettings:
+        """What :meth:`generate` samples ``instrument`` with when not told otherwise: its own
+        settings where the record gives some (:attr:`instrument_settings`), else
+        :attr:`default_settings`."""
+        if instrument is None:
+            return self.default_settings
+        return self.instrument_settings.get(resolve_instrument(instrument).id, self.default_settings)
+
+    def settings(self, settings: SamplingSettings | None = None, instrument: Union[str, int, None] = None,
+                 **short) -> SamplingSettings:
+        """``settings`` (default: :meth:`default_settings_for` ``instrument``: the paper's best
+        for this model's levels unless its record says otherwise) with the short arguments of
+        :meth:`generate` that were given applied (see :func:`stemgen.sampling.settings.override`)."""
+        return override(settings or self.default_settings_for(instrument), self.model.cfg.num_levels, **short)
 
     @torch.no_grad()
     def generate(self, context, instrument: Union[str, int, Sequence] = "bass", *, sample_rate: int | None = None,
@@ -196,9 +211,11 @@ class StemModel:
         if regenerate is not None and keep is None:
             raise ValueError("regenerate=(start, end) needs keep=: the stem whose span is regenerated.")
         classes = [resolve_instrument(i) for i in instruments]
-        s = self.settings(settings, steps=steps, guidance=guidance, causal_bias=causal_bias,
-                          temperature=temperature, silence_gate=silence_gate,
-                          silence_temperature=silence_temperature, sampler=sampler, compile=compile)
+        short = dict(steps=steps, guidance=guidance, causal_bias=causal_bias, temperature=temperature,
+                     silence_gate=silence_gate, silence_temperature=silence_temperature, sampler=sampler,
+                     compile=compile)
+        # each context's instrument may have settings of its own (the model's record)
+        per_context = [self.settings(settings, c.id, **short) for c in classes]
         seed = secrets.randbits(31) if seed is None else int(seed)
         wavs = [self._context_audio(c, sample_rate) for c in contexts]
         tokens = [self._encode(w) for w in wavs]  # (Q, T) each
@@ -208,11 +225,15 @@ class StemModel:
         overlap = min(max(overlap, 0), self.window_frames // 2)
 
         # stem j (contexts, then samples) has the seed seed + j and its own generator; one batch
-        # per context length
+        # per context length and settings
         jobs = [k for k in range(len(contexts)) for _ in range(num_samples)]
         results: dict[int, torch.Tensor] = {}
-        for length in sorted({t.shape[-1] for t in tokens}):
-            group = [j for j, k in enumerate(jobs) if tokens[k].shape[-1] == length]
+        kinds = [next(i for i, other in enumerate(per_context) if other == mine) for mine in per_context]
+        batches: dict[tuple[int, int], list[int]] = {}  # (frames, kind of settings) -> stems
+        for j, k in enumerate(jobs):
+            batches.setdefault((tokens[k].shape[-1], kinds[k]), []).append(j)
+        for (_, kind), group in sorted(batches.items()):
+            s = per_context[kind]
             ctx = torch.stack([tokens[jobs[j]] for j in group])  # (B, Q, T)
             inst = torch.tensor([classes[jobs[j]].id for j in group], device=self.device)
             prefix = torch.stack([prefixes[jobs[j]] for j in group])
@@ -229,7 +250,7 @@ class StemModel:
             peak = float(np.abs(audio).max())
             gain = min(1.0, 0.99 / peak) if peak > 0 else 1.0  # never write a clipping stem
             audio = audio * gain
-            record = {"model": self.name, "seed": seed + j, **s.to_dict(), "gain": gain,
+            record = {"model": self.name, "seed": seed + j, **per_context[k].to_dict(), "gain": gain,
                       "precision": self.precision,
                       "overlap_seconds": overlap / self.codec.frame_rate,
                       "window_seconds": self.window_frames / self.codec.frame_rate}

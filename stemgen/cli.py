@@ -228,7 +228,7 @@ def _first_given(*values):
 
 
 def export(checkpoint: Path, out_dir: Path, half: bool = False, max_shard_mib: Optional[float] = None,
-           sampling: Optional[dict] = None) -> None:
+           sampling: Optional[dict] = None, instrument_sampling: Optional[dict] = None) -> None:
     """Export a stemgen-train checkpoint as model.safetensors + config.json (safe to share).
 
     The checkpoint is read with torch.load(weights_only=True); the export records the model
@@ -244,11 +244,14 @@ def export(checkpoint: Path, out_dir: Path, half: bool = False, max_shard_mib: O
         sampling: the decoding settings the model generates with by default, as the fields of
             SamplingSettings that differ from the paper's best, e.g. '{"guidance_form": "nested"}'
             (choose them with benchmarks/listening.py).
+        instrument_sampling: instruments that generate with settings of their own, each as such
+            fields, e.g. '{"drums": {}}' (drums with the paper's best whatever --sampling says).
     """
     from .train.export import export_checkpoint
 
     limit = int(max_shard_mib * 2**20) if max_shard_mib else None
-    folder = export_checkpoint(checkpoint, out_dir, half=half, max_shard_bytes=limit, sampling=sampling)
+    folder = export_checkpoint(checkpoint, out_dir, half=half, max_shard_bytes=limit, sampling=sampling,
+                               instrument_sampling=instrument_sampling)
     print(f"exported {checkpoint} -> {folder}")
 
 

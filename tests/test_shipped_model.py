@@ -12,6 +12,7 @@ import stemgen
 from stemgen.api import demo_model_dir, load_model
 from stemgen.codec.base import FINGERPRINT_SCHEME
 from stemgen.model.io import load_exported
+from stemgen.sampling.settings import SamplingSettings
 
 from .conftest import SR, melody
 
@@ -29,6 +30,8 @@ def test_the_demo_model_loads_and_generates_two_seconds():
     # its own default (ModelRecord.sampling): naive, level 0 at 0.5 behind the silence gate
     assert stem.settings["steps"] == [1, 1, 1, 1] and stem.settings["guidance"] is False
     assert stem.settings["temperature"] == [0.5, 1.0, 1.0, 1.0] and stem.settings["silence_gate"] is True
+    # drums with their own (ModelRecord.instrument_sampling): the paper's best, which a cool level 0 would silence
+    assert model.default_settings_for("drums") == SamplingSettings.paper(4)
     silence = torch.tensor(model.codec.silence_codes()).view(1, 4, 1).expand(1, 4, 50)
     assert stemgen.audio.dbfs(model.codec.decode(silence)[0].numpy()) < -50  # the gate's codes are silence
     again = stemgen.generate(context, "bass", model=model, sample_rate=SR, seed=0, steps=1)

@@ -193,6 +193,7 @@ def run_suite(grid_path: str | Path, out: str | Path, model=None, data: str | Pa
     """Run a grid end to end; writes ``OUT/results.{json,csv,md}`` and plots; returns the results."""
     from ..api import load_model
     from ..data.chorales import default_chorales_dir
+    from ..instruments import by_id
     from ..prepare import prepare_chorales
 
     grid = load_grid(grid_path)
@@ -211,8 +212,13 @@ def run_suite(grid_path: str | Path, out: str | Path, model=None, data: str | Pa
     for entry in grid.entries:
         generated = generate_population(sm, triples, entry, out / "generated" / entry.name, batch_size, seed)
         generated_all[entry.name] = generated
-        settings = sm.settings(**entry.generate_kwargs(sm.model.cfg.num_levels)).to_dict()  # what ran, every value
+        kwargs = entry.generate_kwargs(sm.model.cfg.num_levels)
+        settings = sm.settings(**kwargs).to_dict()  # what ran, every value
+        # the model's default may differ per instrument (its record's instrument_sampling)
+        own = {} if kwargs["settings"] is not None else {
+            by_id(i).name: sm.settings(instrument=i, **kwargs).to_dict() for i in sm.instrument_settings}
         results["configs"][entry.name] = {"grid_entry": asdict(entry), "settings": settings,
+                                          **({"instrument_settings": own} if own else {}),
                                           **score_population(scorer, real_desc, reals, generated, contexts, sr, rounds)}
         log.info("%s: MIRDD %.3f", entry.name, results["configs"][entry.name]["mirdd"]["mirdd"])
     write_results(results, out)

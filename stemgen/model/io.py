@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-
 from ..codec.base import FINGERPRINT_SCHEME, Codec
-from ..errors import CheckpointError, MissingWeightsError
+from ..errors import CheckpointError, InstrumentError, MissingWeightsError
+from ..instruments import resolve as resolve_instrument
 from ..paths import atomic_write
 from .transformer import ModelConfig, StemGenModel
 
@@ -42,12 +42,22 @@ class ModelRecord:
             :class:`~stemgen.sampling.settings.SamplingSettings` that differ from the paper's
             best (e.g. ``{"guidance_form": "nested"}``); empty: the paper's best. Chosen at
             export time from a listening benchmark (``stemgen export --sampling``).
+        instrument_sampling: instruments that generate with other settings than ``sampling``:
+            ``{instrument name: fields over the paper's best}`` (``{"drums": {}}``: drums with the
+            paper's best). A temperature chosen on pitched stems can silence drums, whose frames
+            are mostly decaying hits (``stemgen export --instrument_sampling``).
     """
 
     model: ModelConfig
     codec: dict = field(default_factory=dict)
     window_seconds: Optional[float] = None
     sampling: dict = field(default_factory=dict)
+    instrument_sampling: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        # one key per instrument class, whatever spelling the record was written with
+        self.instrument_sampling = {resolve_instrument(k).name.lower(): dict(v or {})
+                                    for k, v in dict(self.instrument_sampling).items()}
 
     @classmethod
     def for_codec(cls, model: ModelConfig, codec: Codec, name: str, window_seconds: float | None) -> "ModelRecord":
@@ -57,14 +67,14 @@ class ModelRecord:
 
     def to_dict(self) -> dict:
         return {"model": asdict(self.model), "codec": dict(self.codec), "window_seconds": self.window_seconds,
-                "sampling": dict(self.sampling)}
+                "sampling": dict(self.sampling), "instrument_sampling": dict(self.instrument_sampling)}
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "the record") -> "ModelRecord":
         try:
             return cls(ModelConfig(**data["model"]), dict(data.get("codec") or {}), data.get("window_seconds"),
-                       dict(data.get("sampling") or {}))
-        except (KeyError, TypeError) as err:
+                       dict(data.get("sampling") or {}), dict(data.get("instrument_sampling") or {}))
+        except (KeyError, TypeError, InstrumentError) as err:
             raise CheckpointError(f"{source} has no valid stemgen model record ({type(err).__name__}: {err}); "
                                   f"was it written by stemgen-train / stemgen export?") from err
 

@@ -56,14 +56,17 @@ def read_checkpoint(ckpt: str | Path) -> tuple[StemGenModel, ModelRecord, dict]:
 
 
 def export_checkpoint(ckpt: str | Path, out_dir: str | Path, half: bool = False,
-                      max_shard_bytes: int | None = None, sampling: dict | None = None) -> Path:
+                      max_shard_bytes: int | None = None, sampling: dict | None = None,
+                      instrument_sampling: dict | None = None) -> Path:
     """Write ``out_dir`` (weights, config, and the embedded codec if the model used one).
 
     ``half`` stores weights (and codebooks) as float16: half the size, loaded back as float32.
     ``max_shard_bytes`` splits the weights into files of at most that size (see
     :func:`~stemgen.model.io.save_exported`). ``sampling``: the decoding settings the model
     generates with by default (:class:`~stemgen.sampling.settings.SamplingSettings` fields that
-    differ from the paper's best, e.g. ``{"guidance_form": "nested"}``), validated here.
+    differ from the paper's best, e.g. ``{"guidance_form": "nested"}``), validated here;
+    ``instrument_sampling``: ``{instrument: such fields}`` for instruments that generate with
+    settings of their own (:attr:`ModelRecord.instrument_sampling`).
     The bundled codec's fingerprint is computed from the files written, as every later load
     computes it.
     """
@@ -71,6 +74,15 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path, half: bool = False,
     if sampling:
         SamplingSettings.paper(record.model.num_levels).updated(sampling, record.model.num_levels, "--sampling")
         record.sampling = dict(sampling)
+    if instrument_sampling:
+        if not isinstance(instrument_sampling, dict):
+            raise ValueError(f"instrument_sampling must map instruments to settings fields, e.g. "
+                             f"{{\"drums\": {{}}}}; got {instrument_sampling!r}.")
+        for inst, fields in instrument_sampling.items():
+            SamplingSettings.paper(record.model.num_levels).updated(fields or {}, record.model.num_levels,
+                                                                    f"--instrument_sampling {inst}")
+        # replace() runs the record's check of the instrument names
+        record = dataclasses.replace(record, instrument_sampling=dict(instrument_sampling))
     out_dir = Path(out_dir)
     if record.codec.get("codec") == "embedded":
         codec = load_codec(record.codec["name"])
@@ -82,6 +94,6 @@ def export_checkpoint(ckpt: str | Path, out_dir: str | Path, half: bool = False,
         codec.save(out_dir / CODEC_DIR, half=half)
         written = load_codec(out_dir / CODEC_DIR)
         record = dataclasses.replace(ModelRecord.for_codec(record.model, written, CODEC_DIR, record.window_seconds),
-                                     sampling=record.sampling)
+                                     sampling=record.sampling, instrument_sampling=record.instrument_sampling)
         log.info("bundled the embedded codec into %s", out_dir / CODEC_DIR)
     return save_exported(model, out_dir, record, info, half=half, max_shard_bytes=max_shard_bytes)

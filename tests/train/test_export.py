@@ -114,6 +114,42 @@ def test_export_records_the_sampling_the_model_generates_with(tmp_path, tiny_cod
         export_checkpoint(ckpt, tmp_path / "bad", sampling={"guidance_form": "sideways"})
 
 
+def test_export_records_settings_per_instrument(tmp_path, tiny_codec):
+    codec = tiny_codec.save(tmp_path / "codec")
+    root = make_slakh(tmp_path / "slakh")
+
+    def dm():
+        return SlakhData(root, codec=str(codec), crop_seconds=1.0, segment_seconds=1.5, batch_size=2, num_workers=0)
+
+    _weights_after(tmp_path / "run", dm, 2, every=2)
+    ckpt = next((tmp_path / "run" / "ckpt").glob("*.ckpt"))
+    cool = {"guidance": False, "w_position": 0.0, "temperature": [0.5, 1, 1, 1], "steps": [3, 2, 2, 1]}
+    assert main(["export", str(ckpt), str(tmp_path / "export"), "--sampling", json.dumps(cool),
+                 "--instrument_sampling", json.dumps({"Drums": {"steps": [2, 2, 1, 1]}})]) == 0
+    m = load_model(tmp_path / "export", device="cpu")
+    assert m.record.instrument_sampling == {"drums": {"steps": [2, 2, 1, 1]}}  # one spelling per class
+    drums, bass = m.default_settings_for("drums"), m.default_settings_for("bass")
+    # an instrument's own settings start from the paper's best, not from the model's --sampling
+    assert drums == SamplingSettings.paper(4).updated({"steps": [2, 2, 1, 1]}, 4)
+    assert bass == m.default_settings and not bass.guidance and bass.temperature == (0.5, 1.0, 1.0, 1.0)
+    g = torch.Generator().manual_seed(0)
+    contexts = [torch.randn(16000, generator=g).numpy() * 0.1 for _ in range(3)]
+    # one call with mixed instruments: each stem is the stem its instrument's settings give alone
+    mixed = m.generate(contexts, ["bass", "drums", "bass"], sample_rate=16000, seed=5)
+    assert [s.settings["guidance"] for s in mixed] == [False, True, False]
+    assert mixed[1].settings["steps"] == [2, 2, 1, 1] and mixed[0].settings["steps"] == [3, 2, 2, 1]
+    for j, (context, inst) in enumerate(zip(contexts, ["bass", "drums", "bass"])):
+        alone = m.generate(context, inst, sample_rate=16000, seed=5 + j)
+        assert torch.equal(alone.tokens, mixed[j].tokens), inst
+    # explicit settings win over an instrument's own
+    assert m.settings(SamplingSettings.naive(), instrument="drums").guidance is False
+    # bad instruments or fields are refused at export, naming them
+    with pytest.raises(ValueError, match="kazoo"):
+        export_checkpoint(ckpt, tmp_path / "bad", instrument_sampling={"kazoo": {}})
+    with pytest.raises(ValueError, match="drums.*guidance_shape"):
+        export_checkpoint(ckpt, tmp_path / "bad", instrument_sampling={"drums": {"guidance_shape": "nested"}})
+
+
 def test_export_errors(tmp_path, capsys):
     assert main(["export", str(tmp_path / "none.ckpt"), str(tmp_path / "out")]) == 2
     assert "not found" in capsys.readouterr().err
