@@ -177,14 +177,39 @@ class Scorer:
         m.update(stems, contexts, sr)
         return {k: float(v) for k, v in m.compute().items()}
 
+    def by_instrument(self, stems: list[np.ndarray], contexts: list[np.ndarray], instruments: list[int],
+                      sr: int) -> dict:
+        """Per instrument class of the population: ``n``, the mean ``silent_fraction`` and the
+        context agreement within the class (its mismatched scores pair each stem with another
+        context of the same class), for classes with at least 2 stems. A mix of classes hides
+        what one sampler does to one of them (a cool level 0 can silence drums and help a bass)."""
+        from ..audio import silent_fraction
+        from ..instruments import by_id
+
+        out = {}
+        for inst in sorted(set(instruments)):
+            idx = [i for i, x in enumerate(instruments) if x == inst]
+            if len(idx) < 2:
+                continue
+            ours = [stems[i] for i in idx]
+            out[by_id(inst).name.lower()] = {
+                "n": len(idx), "silent_fraction": float(np.mean([silent_fraction(x, sr) for x in ours])),
+                **self.agreement(ours, [contexts[i] for i in idx], sr)}
+        return out
+
 
 def score_population(scorer: Scorer, real_desc: list, real: list, generated: list, contexts: list, sr: int,
-                     rounds: int = 200) -> dict:
+                     rounds: int = 200, instruments: list[int] | None = None) -> dict:
+    """MIRDD, Fréchet distances and context agreement of a generated population; with the
+    triples' ``instruments`` also the agreement and silent fraction per instrument class."""
     from .mirdd import mirdd_report
 
     gen_desc = scorer.describe(generated, contexts, sr)
-    return {"mirdd": mirdd_report(real_desc, gen_desc, rounds=rounds), **scorer.frechet(real, generated, sr),
-            "not_computed": dict(scorer.not_computed), "context_agreement": scorer.agreement(generated, contexts, sr)}
+    out = {"mirdd": mirdd_report(real_desc, gen_desc, rounds=rounds), **scorer.frechet(real, generated, sr),
+           "not_computed": dict(scorer.not_computed), "context_agreement": scorer.agreement(generated, contexts, sr)}
+    if instruments is not None:
+        out["by_instrument"] = scorer.by_instrument(generated, contexts, instruments, sr)
+    return out
 
 
 def run_suite(grid_path: str | Path, out: str | Path, model=None, data: str | Path | None = None, n: int = 40,
@@ -203,11 +228,13 @@ def run_suite(grid_path: str | Path, out: str | Path, model=None, data: str | Pa
     root = Path(data) if data else prepare_chorales(default_chorales_dir(), limit=None)
     triples = draw_triples(root, n, sr, seconds, split)
     contexts, reals = [t.context for t in triples], [t.target for t in triples]
+    instruments = [t.instrument for t in triples]
     scorer = Scorer(out / "descriptor_cache", vggish_weights, beats)
     real_desc = scorer.describe(reals, contexts, sr)
     results = {"grid": grid.title, "description": grid.description, "model": repr(sm), "data": str(root),
                "split": split, "n": n, "seconds": seconds, "paper": grid.paper,
-               "real": {"context_agreement": scorer.agreement(reals, contexts, sr)}, "configs": {}}
+               "real": {"context_agreement": scorer.agreement(reals, contexts, sr),
+                        "by_instrument": scorer.by_instrument(reals, contexts, instruments, sr)}, "configs": {}}
     generated_all = {}
     for entry in grid.entries:
         generated = generate_population(sm, triples, entry, out / "generated" / entry.name, batch_size, seed)
@@ -219,7 +246,8 @@ def run_suite(grid_path: str | Path, out: str | Path, model=None, data: str | Pa
             by_id(i).name: sm.settings(instrument=i, **kwargs).to_dict() for i in sm.instrument_settings}
         results["configs"][entry.name] = {"grid_entry": asdict(entry), "settings": settings,
                                           **({"instrument_settings": own} if own else {}),
-                                          **score_population(scorer, real_desc, reals, generated, contexts, sr, rounds)}
+                                          **score_population(scorer, real_desc, reals, generated, contexts, sr, rounds,
+                                                             instruments)}
         log.info("%s: MIRDD %.3f", entry.name, results["configs"][entry.name]["mirdd"]["mirdd"])
     write_results(results, out)
     from .plots import descriptor_histograms, metric_by_setting
@@ -324,4 +352,15 @@ def write_results(results: dict, out: Path) -> None:
                      f"{fmt(r['chroma'])} ({fmt(r['chroma_gap'])}) | {fmt(r['beat'])} ({fmt(r['beat_gap'])}) |")
     lines.append(f"| real stems (reference) | - | - | - | - | {fmt(ref.get('chroma'))} ({fmt(ref.get('chroma_gap'))}) | "
                  f"{fmt(ref.get('beat'))} ({fmt(ref.get('beat_gap'))}) |")
+    kinds = sorted(results["real"].get("by_instrument", {}))
+    if kinds:
+        lines += ["", "By instrument class (agreement within the class; silent: the share of 100 ms blocks below "
+                  "-50 dBFS):", "", "| config | " + " | ".join(f"{k}: n, chroma (gap), beat (gap), silent" for k in kinds)
+                  + " |", "|---|" + "---|" * len(kinds)]
+        named = [(name, r.get("by_instrument", {})) for name, r in results["configs"].items()]
+        for name, by in named + [("real stems (reference)", results["real"]["by_instrument"])]:
+            cells = [(f"{b['n']}, {fmt(b.get('chroma'))} ({fmt(b.get('chroma_gap'))}), {fmt(b.get('beat'))} "
+                      f"({fmt(b.get('beat_gap'))}), {fmt(b['silent_fraction'])}") if (b := by.get(k)) else "-"
+                     for k in kinds]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     (out / "results.md").write_text("\n".join(lines) + "\n")

@@ -71,6 +71,11 @@ def test_tiny_suite_run_resumes_and_scores(tmp_path, chorales_dir, tiny_export):
         assert {"chroma", "chroma_mismatched", "chroma_gap", "beat_gap"} <= set(c["context_agreement"])
         assert len(list((out / "generated" / name).glob("*.wav"))) == 4
     assert "chroma_gap" in r["real"]["context_agreement"]
+    # per instrument class: only classes with 2+ triples, as many stems as the triples hold
+    by = r["real"]["by_instrument"]
+    assert all(b["n"] >= 2 and 0.0 <= b["silent_fraction"] <= 1.0 and "chroma_gap" in b for b in by.values())
+    assert sum(b["n"] for b in by.values()) <= 4
+    assert all(set(c["by_instrument"]) == set(by) for c in r["configs"].values())
     assert (out / "results.csv").read_text().startswith("config,mirdd")
     assert "| naive |" in (out / "results.md").read_text()
     assert (out / "metrics_by_setting.png").exists() and (out / "histograms_naive.png").exists()
@@ -87,6 +92,27 @@ def test_tiny_suite_run_resumes_and_scores(tmp_path, chorales_dir, tiny_export):
     lost.unlink()
     assert main(args) == 0
     np.testing.assert_array_equal(sf.read(lost)[0], before)
+
+
+def test_agreement_by_instrument_separates_the_classes():
+    from stemgen.eval.suite import Scorer
+    from stemgen.instruments import resolve
+
+    sr = 16000
+    t = np.arange(sr) / sr
+    bass, drums, piano = resolve("bass").id, resolve("drums").id, resolve("piano").id
+
+    def tone(f):
+        return (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32)
+
+    contexts = [tone(f) for f in (220.0, 330.0, 247.0, 262.0, 294.0)]
+    stems = [tone(110.0), tone(165.0), np.zeros(sr, np.float32), np.zeros(sr, np.float32), tone(147.0)]
+    by = Scorer(None, beats=False).by_instrument(stems, contexts, [bass, bass, drums, drums, piano], sr)
+    assert set(by) == {"bass", "drums"}  # a class with one stem has no mismatched context: left out
+    assert by["bass"]["n"] == 2 and by["bass"]["silent_fraction"] == 0.0
+    assert by["drums"]["silent_fraction"] == 1.0 and by["drums"]["chroma_heard"] == 0.0
+    # each bass is an octave below its own context: full agreement, less with the other's
+    assert by["bass"]["chroma"] > 0.9 and by["bass"]["chroma_gap"] > 0.5
 
 
 def _tones(folder, names, sr, seed):
