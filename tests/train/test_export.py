@@ -82,7 +82,8 @@ def test_codec_features_travel_with_the_export(tmp_path, tiny_codec):
     assert stem.audio.shape[0] > 0
 
 
-def test_export_records_the_sampling_the_model_generates_with(tmp_path, tiny_codec):
+def _two_step_checkpoint(tmp_path, tiny_codec):
+    """A checkpoint of the tiny model after 2 training steps on a fabricated Slakh folder."""
     codec = tiny_codec.save(tmp_path / "codec")
     root = make_slakh(tmp_path / "slakh")
 
@@ -90,7 +91,11 @@ def test_export_records_the_sampling_the_model_generates_with(tmp_path, tiny_cod
         return SlakhData(root, codec=str(codec), crop_seconds=1.0, segment_seconds=1.5, batch_size=2, num_workers=0)
 
     _weights_after(tmp_path / "run", dm, 2, every=2)
-    ckpt = next((tmp_path / "run" / "ckpt").glob("*.ckpt"))
+    return next((tmp_path / "run" / "ckpt").glob("*.ckpt"))
+
+
+def test_export_records_the_sampling_the_model_generates_with(tmp_path, tiny_codec):
+    ckpt = _two_step_checkpoint(tmp_path, tiny_codec)
     plain = load_model(ckpt, device="cpu")
     assert plain.default_settings == SamplingSettings.paper(4) and plain.record.sampling == {}
     own = {"guidance_form": "nested", "lambda_context": 2.0, "steps": [4, 2, 2, 2]}
@@ -115,14 +120,7 @@ def test_export_records_the_sampling_the_model_generates_with(tmp_path, tiny_cod
 
 
 def test_export_records_settings_per_instrument(tmp_path, tiny_codec):
-    codec = tiny_codec.save(tmp_path / "codec")
-    root = make_slakh(tmp_path / "slakh")
-
-    def dm():
-        return SlakhData(root, codec=str(codec), crop_seconds=1.0, segment_seconds=1.5, batch_size=2, num_workers=0)
-
-    _weights_after(tmp_path / "run", dm, 2, every=2)
-    ckpt = next((tmp_path / "run" / "ckpt").glob("*.ckpt"))
+    ckpt = _two_step_checkpoint(tmp_path, tiny_codec)
     cool = {"guidance": False, "w_position": 0.0, "temperature": [0.5, 1, 1, 1], "steps": [3, 2, 2, 1]}
     assert main(["export", str(ckpt), str(tmp_path / "export"), "--sampling", json.dumps(cool),
                  "--instrument_sampling", json.dumps({"Drums": {"steps": [2, 2, 1, 1]}})]) == 0
