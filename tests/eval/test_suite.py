@@ -92,6 +92,18 @@ def test_tiny_suite_run_resumes_and_scores(tmp_path, chorales_dir, tiny_export):
     lost.unlink()
     assert main(args) == 0
     np.testing.assert_array_equal(sf.read(lost)[0], before)
+    # stems cached under other settings (a model whose recorded default changed) are generated again
+    record = out / "generated" / "best" / "settings.json"
+    asked = json.loads(record.read_text())
+    assert asked["settings"] and all(s["steps"] == [2, 2, 1, 1] for s in asked["settings"].values())
+    record.write_text(json.dumps({**asked, "settings": {k: {**v, "temperature": [0.5] * 4}
+                                                         for k, v in asked["settings"].items()}}))
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "generated").rglob("*.wav")}
+    assert main(args) == 0
+    again = {p: p.stat().st_mtime_ns for p in (out / "generated").rglob("*.wav")}
+    assert all((again[p] != t) == (p.parent.name == "best") for p, t in stamps.items())
+    assert json.loads(record.read_text()) == asked
+    np.testing.assert_array_equal(sf.read(lost)[0], before)
 
 
 def test_agreement_by_instrument_separates_the_classes():
