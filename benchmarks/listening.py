@@ -177,8 +177,9 @@ def main() -> None:
         q = model.model.cfg.num_levels
         best = SamplingSettings.paper(q)
         arms = {"guided": best, "naive": SamplingSettings.naive(steps=best.steps, temperature=best.temperature)}
-        if model.default_settings_for("bass") != best:  # what the model generates a bass with unless told otherwise
-            arms["default"] = model.default_settings_for("bass")
+        default = model.default_settings_for("bass")  # what the model generates a bass with unless told otherwise
+        if default != best:
+            arms["default"] = default
         arms.update({name: best.updated(fields, q, f"--arms {name}") for name, fields in args.arms.items()})
         if args.only is not None:
             unknown = sorted(set(args.only) - set(arms))

@@ -143,7 +143,8 @@ def generate(context: Path, instrument: str = "bass", output: Optional[Path] = N
              lambda_context: Optional[float] = None, lambda_instrument: Optional[float] = None,
              naive: bool = False, causal_bias: Optional[float] = None,
              temperature: Union[float, list[float], None] = None, silence_gate: Optional[bool] = None,
-             silence_temperature: Optional[float] = None, overlap: float = 1.0, keep: Optional[Path] = None, regenerate: Optional[list[float]] = None,
+             silence_temperature: Optional[float] = None, overlap: float = 1.0, keep: Optional[Path] = None,
+             regenerate: Optional[list[float]] = None,
              mix: Optional[Path] = None, plot: Optional[Path] = None,
              device: Optional[str] = None, sampler: Optional[str] = None, compile: Optional[bool] = None) -> None:
     """Generate a stem that fits CONTEXT (a wav/flac/ogg file; any rate, mono or stereo).

@@ -99,6 +99,14 @@ def draw_triples(root: str | Path, n: int, sample_rate: int, seconds: float, spl
     return [ds.draw(i) for i in range(n)]
 
 
+def settings_by_instrument(model, kwargs: dict, instruments) -> dict:
+    """``{instrument name: settings dict}``: what ``model.generate(**kwargs)`` samples each of
+    the class ids ``instruments`` with (its record may give an instrument settings of its own)."""
+    from ..instruments import by_id
+
+    return {by_id(i).name.lower(): model.settings(instrument=i, **kwargs).to_dict() for i in sorted(instruments)}
+
+
 def generate_population(model, triples: list, entry: GridEntry, out: Path, batch_size: int = 8,
                         seed: int = 0) -> list[np.ndarray]:
     """One stem per triple for ``entry``, cached as ``out/NNNN.wav``; existing files are reused
@@ -114,9 +122,8 @@ def generate_population(model, triples: list, entry: GridEntry, out: Path, batch
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{i:04d}.wav" for i in range(len(triples))]
     kwargs = entry.generate_kwargs(model.model.cfg.num_levels)
-    asked = {"model": repr(model), "seed": seed, "settings": {
-        by_id(i).name.lower(): model.settings(instrument=i, **kwargs).to_dict()
-        for i in sorted({t.instrument for t in triples})}}
+    asked = {"model": repr(model), "seed": seed,
+             "settings": settings_by_instrument(model, kwargs, {t.instrument for t in triples})}
     record = out / "settings.json"
     if record.exists() and json.loads(record.read_text()) != asked:
         log.warning("%s: the cached stems in %s were generated otherwise (model, settings or seed): generating "
@@ -230,7 +237,6 @@ def run_suite(grid_path: str | Path, out: str | Path, model=None, data: str | Pa
     """Run a grid end to end; writes ``OUT/results.{json,csv,md}`` and plots; returns the results."""
     from ..api import load_model
     from ..data.chorales import default_chorales_dir
-    from ..instruments import by_id
     from ..prepare import prepare_chorales
 
     grid = load_grid(grid_path)
@@ -254,8 +260,7 @@ def run_suite(grid_path: str | Path, out: str | Path, model=None, data: str | Pa
         kwargs = entry.generate_kwargs(sm.model.cfg.num_levels)
         settings = sm.settings(**kwargs).to_dict()  # what ran, every value
         # the model's default may differ per instrument (its record's instrument_sampling)
-        own = {} if kwargs["settings"] is not None else {
-            by_id(i).name: sm.settings(instrument=i, **kwargs).to_dict() for i in sm.instrument_settings}
+        own = {} if kwargs["settings"] is not None else settings_by_instrument(sm, kwargs, sm.instrument_settings)
         results["configs"][entry.name] = {"grid_entry": asdict(entry), "settings": settings,
                                           **({"instrument_settings": own} if own else {}),
                                           **score_population(scorer, real_desc, reals, generated, contexts, sr, rounds,
