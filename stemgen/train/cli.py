@@ -48,11 +48,15 @@ def run_folders(trainer, logger_configured: bool) -> None:
     from pathlib import Path
 
     root = Path(trainer.default_root_dir)
+    # one callback writes last.ckpt: two in one folder would write last.ckpt and last-v1.ckpt (a
+    # second full copy each time, and a `last` that is not the newest name)
+    writes_last = any(cb.save_last for cb in trainer.checkpoint_callbacks)
     for cb in trainer.checkpoint_callbacks:
         if cb.dirpath is None:
             cb.dirpath = os.path.realpath(root / "checkpoints")
         if cb.save_last is None:
-            cb.save_last = True
+            cb.save_last = not writes_last
+            writes_last = True
     if not logger_configured and trainer.loggers:
         import importlib.util
 

@@ -92,6 +92,23 @@ def test_a_config_run_writes_under_the_root_given_on_the_command_line(tmp_path, 
     assert not (tmp_path / "from_config").exists()
 
 
+def test_a_second_checkpoint_callback_keeps_its_steps_without_a_second_last(tmp_path, tiny_codec):
+    codec = tiny_codec.save(tmp_path / "codec")
+    root = make_slakh(tmp_path / "slakh")
+    (tmp_path / "run.yaml").write_text("""trainer:
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {every_n_train_steps: 1}
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {every_n_train_steps: 2, save_top_k: -1, filename: "{step}"}
+""")
+    run = tmp_path / "run"
+    main(["--config", str(tmp_path / "run.yaml")] + _args(tmp_path, codec, root, 4, run))
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "last.ckpt" in names and "step=2.ckpt" in names and "step=4.ckpt" in names
+    assert not [n for n in names if n.startswith("last-")], names
+
+
 def test_training_from_exported_tokens(tmp_path, tiny_codec):
     import torch
 
