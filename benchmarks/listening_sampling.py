@@ -10,11 +10,14 @@ Arms: guided (paper eq. 3, the paper's ranking) and naive sampling, each at ever
 temperature of ``--temperatures`` (levels 1-3 stay at 1.0: they carry timbre, level 0 the pitch),
 optionally other context guidance scales (``--lambdas``, guided only) and nested guidance
 (``--nested``: the context's scales, lambda_i = 1, the paper's ranking; see
-``SamplingSettings.guidance_form``). The metric, fixed
-before the runs: chroma agreement of the generated bass with its own context (``own``) and its
-gap to the next piece's context (``gap``), on the first ``--seconds`` of ``--songs`` held-out
-chorales (context: the upper voices) or, with ``--music unseen``, pieces by other composers with
-other instruments (:mod:`unseen_music`); the real bass's scores are the reference of the same run.
+``SamplingSettings.guidance_form``), and ``default``: what each model generates a bass with unless
+told otherwise (its export's recorded settings; ``--temperatures`` does not apply). The metric,
+fixed before the runs: chroma agreement of the generated bass with its own context (``own``) and
+its gap to the next piece's context (``gap``), as heard (a frame where the bass is silent scores
+0; the scale-free agreement beside it) with the share of silent blocks, on the first
+``--seconds`` of ``--songs`` held-out chorales (context: the upper voices) or, with ``--music
+unseen``, pieces by other composers with other instruments (:mod:`unseen_music`); the real bass's
+scores are the reference of the same run.
 Writes ``OUT.json`` and ``OUT.md`` (default ``benchmarks/results/listening_sampling``).
 """
 
@@ -28,8 +31,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from listening import agreement, held_out_chorales  # noqa: E402
+from listening import agreement, arm_scores, held_out_chorales  # noqa: E402
 from machine import machine_info  # noqa: E402
 from unseen_music import unseen_pieces  # noqa: E402
 
@@ -48,11 +53,12 @@ def main() -> None:
     p.add_argument("--lambdas", type=float, nargs="*", default=[], help="extra lambda_context values (guided)")
     p.add_argument("--nested", type=float, nargs="*", default=[],
                    help="lambda_context values of nested guidance (guidance_form='nested', lambda_instrument 1)")
-    p.add_argument("--modes", nargs="+", default=["guided", "naive"], choices=["guided", "naive"])
+    p.add_argument("--modes", nargs="+", default=["guided", "naive"], choices=["guided", "naive", "default"])
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "listening_sampling")
     args = p.parse_args()
 
     from stemgen.api import load_model
+    from stemgen.audio import silent_fraction
     from stemgen.prepare import prepare_chorales
     from stemgen.sampling.settings import SamplingSettings
 
@@ -64,14 +70,21 @@ def main() -> None:
     else:
         songs = unseen_pieces(args.songs, sr, args.seconds)
     contexts = [s["context"] for s in songs]
-    own, mism = agreement([s["bass"] for s in songs], contexts, sr)
+    own, mism, heard_own, heard_mism = agreement([s["bass"] for s in songs], contexts, sr)
     result = {"benchmark": "listening_sampling", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
               "models": [repr(m) for m in models], "music": args.music, "song_names": [s["name"] for s in songs],
               "songs": len(songs), "seconds": args.seconds,
-              "real": {"own": round(own, 4), "mismatched": round(mism, 4), "gap": round(own - mism, 4)}, "arms": []}
+              "real": {"own": round(own, 4), "mismatched": round(mism, 4), "gap": round(own - mism, 4),
+                       "heard_own": round(heard_own, 4), "heard_mismatched": round(heard_mism, 4),
+                       "heard_gap": round(heard_own - heard_mism, 4),
+                       "silent": round(float(np.mean([silent_fraction(s["bass"], sr) for s in songs])), 4)},
+              "arms": []}
     best = SamplingSettings.paper(levels)
     arms = []
     for mode in args.modes:
+        if mode == "default":
+            arms.append((mode, None, None, None))
+            continue
         base = best if mode == "guided" else SamplingSettings.naive(steps=best.steps, temperature=best.temperature)
         for t in args.temperatures:
             arms.append((mode, base, t, base.lambda_context))
@@ -80,13 +93,20 @@ def main() -> None:
             nested = replace(base, guidance_form="nested", lambda_instrument=1.0)
             arms += [("nested", nested, t, lam) for lam in args.nested for t in args.temperatures]
     for (mode, base, t, lam), (name, model) in itertools.product(arms, zip(args.model, models)):
-        settings = replace(base, temperature=(t,) + (1.0,) * (levels - 1), lambda_context=lam)
+        if mode == "default":
+            settings = model.default_settings_for("bass")
+            t, lam = settings.temperature[0], settings.lambda_context if settings.guidance else None
+        else:
+            settings = replace(base, temperature=(t,) + (1.0,) * (levels - 1), lambda_context=lam)
         start = time.perf_counter()
         stems = model.generate(contexts, "bass", sample_rate=sr, seed=0, settings=settings)
-        own, mism = agreement([s.audio for s in stems], contexts, sr)
+        scores = arm_scores([s.audio for s in stems], contexts, sr)
         arm = {"model": name, "mode": mode, "temperature_level0": t, "lambda_context": lam if mode != "naive" else None,
-               "own": round(own, 4), "mismatched": round(mism, 4), "gap": round(own - mism, 4),
-               "seconds_to_generate": round(time.perf_counter() - start, 1)}
+               "own": round(scores["chroma_generated_own"], 4), "mismatched": round(scores["chroma_generated_mismatched"], 4),
+               "gap": round(scores["chroma_gap"], 4), "heard_own": round(scores["chroma_heard_own"], 4),
+               "heard_mismatched": round(scores["chroma_heard_mismatched"], 4),
+               "heard_gap": round(scores["chroma_heard_gap"], 4), "silent": round(scores["silent_fraction"], 4),
+               "settings": stems[0].settings, "seconds_to_generate": round(time.perf_counter() - start, 1)}
         result["arms"].append(arm)
         print(json.dumps(arm), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -103,14 +123,19 @@ def markdown(r: dict) -> str:
              f"Models {', '.join(f'`{m}`' for m in r['models'])}; {r['songs']} {MUSIC[r['music']]}, "
              f"first {r['seconds']} s, seed 0; "
              f"machine {r['machine']['cpu']}, {r['machine']['cores']} cores; {r['date']}.", "",
-             "Chroma agreement of the bass with its own / the next piece's context:", "",
-             "| bass | model | level-0 temperature | lambda_a | own | mismatched | gap |", "|---|---|---|---|---|---|---|"]
+             "Chroma agreement of the bass with its own / the next piece's context; as heard: a frame where "
+             "the bass is silent scores 0; silent: the share of 100 ms blocks below -50 dBFS:", "",
+             "| bass | model | level-0 temperature | lambda_a | own | mismatched | gap | as heard: own | mismatched "
+             "| gap | silent |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in r["arms"]:
         lam = "-" if a["lambda_context"] is None else a["lambda_context"]
         lines.append(f"| generated, {a['mode']} | {a['model']} | {a['temperature_level0']} | {lam} | {a['own']} | "
-                     f"{a['mismatched']} | {a['gap']} |")
+                     f"{a['mismatched']} | {a['gap']} | {a.get('heard_own', '-')} | {a.get('heard_mismatched', '-')} | "
+                     f"{a.get('heard_gap', '-')} | {a.get('silent', '-')} |")
     real = r["real"]
-    lines.append(f"| real (reference) | | | | {real['own']} | {real['mismatched']} | {real['gap']} |")
+    lines.append(f"| real (reference) | | | | {real['own']} | {real['mismatched']} | {real['gap']} | "
+                 f"{real.get('heard_own', '-')} | {real.get('heard_mismatched', '-')} | {real.get('heard_gap', '-')} | "
+                 f"{real.get('silent', '-')} |")
     return "\n".join(lines) + "\n"
 
 
