@@ -31,14 +31,22 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from listening import agreement, arm_scores, held_out_chorales  # noqa: E402
+from listening import arm_scores, held_out_chorales  # noqa: E402
 from machine import machine_info  # noqa: E402
 from unseen_music import unseen_pieces  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the keys of the real bass and of every arm -> listening.arm_scores's keys they report
+SCORES = {"own": "chroma_generated_own", "mismatched": "chroma_generated_mismatched", "gap": "chroma_gap",
+          "heard_own": "chroma_heard_own", "heard_mismatched": "chroma_heard_mismatched",
+          "heard_gap": "chroma_heard_gap", "silent": "silent_fraction"}
+
+
+def scores(stems: list, contexts: list, sr: int) -> dict:
+    """:data:`SCORES` of one set of basses (one per piece), rounded."""
+    r = arm_scores(stems, contexts, sr)
+    return {k: round(r[v], 4) for k, v in SCORES.items()}
 
 
 def main() -> None:
@@ -58,7 +66,6 @@ def main() -> None:
     args = p.parse_args()
 
     from stemgen.api import load_model
-    from stemgen.audio import silent_fraction
     from stemgen.prepare import prepare_chorales
     from stemgen.sampling.settings import SamplingSettings
 
@@ -70,15 +77,10 @@ def main() -> None:
     else:
         songs = unseen_pieces(args.songs, sr, args.seconds)
     contexts = [s["context"] for s in songs]
-    own, mism, heard_own, heard_mism = agreement([s["bass"] for s in songs], contexts, sr)
     result = {"benchmark": "listening_sampling", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
               "models": [repr(m) for m in models], "music": args.music, "song_names": [s["name"] for s in songs],
               "songs": len(songs), "seconds": args.seconds,
-              "real": {"own": round(own, 4), "mismatched": round(mism, 4), "gap": round(own - mism, 4),
-                       "heard_own": round(heard_own, 4), "heard_mismatched": round(heard_mism, 4),
-                       "heard_gap": round(heard_own - heard_mism, 4),
-                       "silent": round(float(np.mean([silent_fraction(s["bass"], sr) for s in songs])), 4)},
-              "arms": []}
+              "real": scores([s["bass"] for s in songs], contexts, sr), "arms": []}
     best = SamplingSettings.paper(levels)
     arms = []
     for mode in args.modes:
@@ -100,12 +102,8 @@ def main() -> None:
             settings = replace(base, temperature=(t,) + (1.0,) * (levels - 1), lambda_context=lam)
         start = time.perf_counter()
         stems = model.generate(contexts, "bass", sample_rate=sr, seed=0, settings=settings)
-        scores = arm_scores([s.audio for s in stems], contexts, sr)
         arm = {"model": name, "mode": mode, "temperature_level0": t, "lambda_context": lam if mode != "naive" else None,
-               "own": round(scores["chroma_generated_own"], 4), "mismatched": round(scores["chroma_generated_mismatched"], 4),
-               "gap": round(scores["chroma_gap"], 4), "heard_own": round(scores["chroma_heard_own"], 4),
-               "heard_mismatched": round(scores["chroma_heard_mismatched"], 4),
-               "heard_gap": round(scores["chroma_heard_gap"], 4), "silent": round(scores["silent_fraction"], 4),
+               **scores([s.audio for s in stems], contexts, sr),
                "settings": stems[0].settings, "seconds_to_generate": round(time.perf_counter() - start, 1)}
         result["arms"].append(arm)
         print(json.dumps(arm), flush=True)
@@ -129,13 +127,9 @@ def markdown(r: dict) -> str:
              "| gap | silent |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in r["arms"]:
         lam = "-" if a["lambda_context"] is None else a["lambda_context"]
-        lines.append(f"| generated, {a['mode']} | {a['model']} | {a['temperature_level0']} | {lam} | {a['own']} | "
-                     f"{a['mismatched']} | {a['gap']} | {a.get('heard_own', '-')} | {a.get('heard_mismatched', '-')} | "
-                     f"{a.get('heard_gap', '-')} | {a.get('silent', '-')} |")
-    real = r["real"]
-    lines.append(f"| real (reference) | | | | {real['own']} | {real['mismatched']} | {real['gap']} | "
-                 f"{real.get('heard_own', '-')} | {real.get('heard_mismatched', '-')} | {real.get('heard_gap', '-')} | "
-                 f"{real.get('silent', '-')} |")
+        lines.append(f"| generated, {a['mode']} | {a['model']} | {a['temperature_level0']} | {lam} | "
+                     + " | ".join(str(a[k]) for k in SCORES) + " |")
+    lines.append("| real (reference) | | | | " + " | ".join(str(r["real"][k]) for k in SCORES) + " |")
     return "\n".join(lines) + "\n"
 
 
