@@ -105,6 +105,18 @@ def arm_scores(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> 
             "silent_fraction": float(np.mean([silent_fraction(s, sr) for s in stems]))}
 
 
+def by_window(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int, seconds: float) -> dict:
+    """The heard agreement and gap on each consecutive ``seconds`` of the basses (the model's
+    window: the first is generated from nothing, the later ones continue the overlap before them)."""
+    n, total = int(seconds * sr), min(len(s) for s in stems)
+    own, gap = [], []
+    for i in range(0, total - n // 2, n):  # a last piece shorter than half a window is left out
+        _, _, heard_own, heard_mismatched = agreement([s[i:i + n] for s in stems], [c[i:i + n] for c in contexts], sr)
+        own.append(round(heard_own, 4))
+        gap.append(round(heard_own - heard_mismatched, 4))
+    return {"chroma_heard_own_by_window": own, "chroma_heard_gap_by_window": gap}
+
+
 def agreement(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> tuple[float, float, float, float]:
     """Chroma agreement with the own and the mismatched (next song's) context, then the same as
     heard (a frame where the stem is silent scores 0)."""
@@ -174,6 +186,7 @@ def main() -> None:
     (result["chroma_real_own"], result["chroma_real_mismatched"], result["chroma_heard_real_own"],
      result["chroma_heard_real_mismatched"]) = (round(x, 4) for x in agreement(reals, contexts, sr))
     result["silent_fraction_real"] = round(float(np.mean([silent_fraction(b, sr) for b in reals])), 4)
+    result["real_by_window"] = by_window(reals, contexts, sr, model.window_frames / model.codec.frame_rate)
     # the real bass through the model's codec: what a bass with the right tokens can score at best
     with torch.no_grad():
         coded = [model.codec.decode(model.codec.encode(torch.from_numpy(b).float()[None]))[0, :n].numpy()
@@ -205,9 +218,13 @@ def main() -> None:
             for seed in args.seeds:
                 stems = model.generate(contexts, "bass", sample_rate=sr, seed=seed, settings=settings,
                                         steps=args.steps or None)
-                per_seed[str(seed)] = {k: round(v, 4) for k, v in arm_scores([s.audio for s in stems], contexts, sr).items()}
+                audio = [s.audio for s in stems]
+                per_seed[str(seed)] = {k: round(v, 4) for k, v in arm_scores(audio, contexts, sr).items()}
+                per_seed[str(seed)]["by_window"] = by_window(audio, contexts, sr, model.window_frames / model.codec.frame_rate)
             mean = {k: round(float(np.mean([r[k] for r in per_seed.values()])), 4) for k in ARM_KEYS}
-            result[name] = {**mean, "settings": {**stems[0].settings, "seed": args.seeds[0]},
+            windows = {k: np.mean([r["by_window"][k] for r in per_seed.values()], axis=0).round(4).tolist()
+                       for k in per_seed[str(args.seeds[0])]["by_window"]}
+            result[name] = {**mean, "by_window": windows, "settings": {**stems[0].settings, "seed": args.seeds[0]},
                             "seconds_to_generate": round(time.perf_counter() - t, 1), "asked": asked}
             if len(args.seeds) > 1:  # how far the mean of this many seeds can move
                 result[name]["per_seed"] = per_seed
@@ -279,6 +296,17 @@ def markdown(r: dict) -> str:
         c = [r[f"chroma_{k}real_codec_{m}"] for k in ("", "heard_") for m in ("own", "mismatched")]
         lines.append(f"| real, through the codec (reference) | {c[0]} | {c[1]} | {round(c[0] - c[1], 4)} | "
                      f"{c[2]} | {c[3]} | {round(c[2] - c[3], 4)} | - |")
+    windows = {name: g["by_window"] for name, g in r.items() if isinstance(g, dict) and "by_window" in g}
+    if windows and "real_by_window" in r:
+        windows["real (reference)"] = r["real_by_window"]
+        lines += ["", "As heard, own context / gap, on each window-long piece (the first generated from nothing, "
+                  "the later ones continuing the overlap before them):", "",
+                  "| bass | " + " | ".join(f"piece {i + 1}" for i in range(len(r["real_by_window"]["chroma_heard_own_by_window"])))
+                  + " |", "|---|" + "---|" * len(r["real_by_window"]["chroma_heard_own_by_window"])]
+        for name, w in windows.items():
+            label = name if name.startswith("real") else f"generated, {name}"
+            lines.append(f"| {label} | " + " | ".join(
+                f"{o} / {g}" for o, g in zip(w["chroma_heard_own_by_window"], w["chroma_heard_gap_by_window"])) + " |")
     return "\n".join(lines) + "\n"
 
 
