@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
@@ -186,11 +185,10 @@ def main() -> None:
     (result["chroma_real_own"], result["chroma_real_mismatched"], result["chroma_heard_real_own"],
      result["chroma_heard_real_mismatched"]) = (round(x, 4) for x in agreement(reals, contexts, sr))
     result["silent_fraction_real"] = round(float(np.mean([silent_fraction(b, sr) for b in reals])), 4)
-    result["real_by_window"] = by_window(reals, contexts, sr, model.window_frames / model.codec.frame_rate)
+    window_seconds = model.window_frames / model.codec.frame_rate
+    result["real_by_window"] = by_window(reals, contexts, sr, window_seconds)
     # the real bass through the model's codec: what a bass with the right tokens can score at best
-    with torch.no_grad():
-        coded = [model.codec.decode(model.codec.encode(torch.from_numpy(b).float()[None]))[0, :n].numpy()
-                 for b in reals]
+    coded = [model.codec.roundtrip(b) for b in reals]
     (result["chroma_real_codec_own"], result["chroma_real_codec_mismatched"], result["chroma_heard_real_codec_own"],
      result["chroma_heard_real_codec_mismatched"]) = (round(x, 4) for x in agreement(coded, contexts, sr))
     write_result(args.out, result, markdown(result), quiet=True)  # a run stopped later keeps part 1
@@ -220,7 +218,7 @@ def main() -> None:
                                         steps=args.steps or None)
                 audio = [s.audio for s in stems]
                 per_seed[str(seed)] = {k: round(v, 4) for k, v in arm_scores(audio, contexts, sr).items()}
-                per_seed[str(seed)]["by_window"] = by_window(audio, contexts, sr, model.window_frames / model.codec.frame_rate)
+                per_seed[str(seed)]["by_window"] = by_window(audio, contexts, sr, window_seconds)
             mean = {k: round(float(np.mean([r[k] for r in per_seed.values()])), 4) for k in ARM_KEYS}
             windows = {k: np.mean([r["by_window"][k] for r in per_seed.values()], axis=0).round(4).tolist()
                        for k in per_seed[str(args.seeds[0])]["by_window"]}
@@ -299,10 +297,10 @@ def markdown(r: dict) -> str:
     windows = {name: g["by_window"] for name, g in r.items() if isinstance(g, dict) and "by_window" in g}
     if windows and "real_by_window" in r:
         windows["real (reference)"] = r["real_by_window"]
+        pieces = len(r["real_by_window"]["chroma_heard_own_by_window"])
         lines += ["", "As heard, own context / gap, on each window-long piece (the first generated from nothing, "
                   "the later ones continuing the overlap before them):", "",
-                  "| bass | " + " | ".join(f"piece {i + 1}" for i in range(len(r["real_by_window"]["chroma_heard_own_by_window"])))
-                  + " |", "|---|" + "---|" * len(r["real_by_window"]["chroma_heard_own_by_window"])]
+                  "| bass | " + " | ".join(f"piece {i + 1}" for i in range(pieces)) + " |", "|---|" + "---|" * pieces]
         for name, w in windows.items():
             label = name if name.startswith("real") else f"generated, {name}"
             lines.append(f"| {label} | " + " | ".join(
