@@ -136,6 +136,8 @@ def main() -> None:
     p.add_argument("--ce-seconds", type=float, default=20.0, help="seconds of each chorale cut into crops for 1.")
     p.add_argument("--seconds", type=float, default=8.0, help="length of the generated bass for 2.")
     p.add_argument("--steps", type=int, nargs="*", default=None, help="decoding steps per level (default: the paper's)")
+    p.add_argument("--overlap", type=float, default=1.0,
+                   help="seconds of overlap between the generation windows (generate's overlap_seconds)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0],
                    help="generation seeds (with seed s, chorale i's bass gets seed s + i): each arm is generated "
                         "once per seed and the agreement averaged; give seeds at least --songs apart")
@@ -163,10 +165,11 @@ def main() -> None:
     if len(songs) < 2:
         raise SystemExit(f"need at least 2 test chorales with a bass under {args.data}, found {len(songs)}")
     start = time.perf_counter()
-    done = previous_result(args.out, repr(model), len(songs), args.seconds, args.steps, args.seeds) if args.resume else {}
+    done = previous_result(args.out, repr(model), len(songs), args.seconds, args.steps, args.seeds,
+                           args.overlap) if args.resume else {}
     if "ce_nats" in done:
         result = done
-        print(f"part 1 from {args.out.with_suffix('.json')}", flush=True)
+        print(f"part 1 from {result_file(args.out, '.json')}", flush=True)
     else:
         ce = cross_entropies(model, songs)
         result = {"benchmark": "listening", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
@@ -182,6 +185,7 @@ def main() -> None:
     contexts = [s["context"][:n] for s in songs]
     reals = [s["bass"][:n] for s in songs]
     result["seconds"], result["steps"], result["seeds"] = args.seconds, args.steps, args.seeds
+    result["overlap_seconds"] = args.overlap
     (result["chroma_real_own"], result["chroma_real_mismatched"], result["chroma_heard_real_own"],
      result["chroma_heard_real_mismatched"]) = (round(x, 4) for x in agreement(reals, contexts, sr))
     result["silent_fraction_real"] = round(float(np.mean([silent_fraction(b, sr) for b in reals])), 4)
@@ -209,13 +213,13 @@ def main() -> None:
             asked = json.loads(json.dumps(dataclasses.asdict(settings)))
             if isinstance(result.get(name), dict) and result[name].get("asked") == asked \
                     and "chroma_heard_own" in result[name]:
-                print(f"{name}: kept from {args.out.with_suffix('.json')}", flush=True)
+                print(f"{name}: kept from {result_file(args.out, '.json')}", flush=True)
                 continue
             t = time.perf_counter()
             per_seed = {}
             for seed in args.seeds:
                 stems = model.generate(contexts, "bass", sample_rate=sr, seed=seed, settings=settings,
-                                        steps=args.steps or None)
+                                        steps=args.steps or None, overlap_seconds=args.overlap)
                 audio = [s.audio for s in stems]
                 per_seed[str(seed)] = {k: round(v, 4) for k, v in arm_scores(audio, contexts, sr).items()}
                 per_seed[str(seed)]["by_window"] = by_window(audio, contexts, sr, window_seconds)
@@ -235,16 +239,27 @@ def main() -> None:
     write_result(args.out, result, markdown(result))
 
 
-def previous_result(out: Path, model: str, songs: int, seconds: float, steps, seeds=(0,)) -> dict:
-    """``OUT.json`` if it holds a run of the same model on the same songs, length, steps and seeds, else {}."""
-    path = out.with_suffix(".json")
+def result_file(out: Path, ext: str) -> Path:
+    """``OUT`` + ``ext``: appended, not substituted, so that ``--out runs/overlap_0.5`` does not
+    write ``runs/overlap_0.json`` (a trailing ``.json`` or ``.md`` in ``OUT`` is dropped first)."""
+    if out.suffix in (".json", ".md"):
+        out = out.with_suffix("")
+    return out.parent / (out.name + ext)
+
+
+def previous_result(out: Path, model: str, songs: int, seconds: float, steps, seeds=(0,), overlap: float = 1.0) -> dict:
+    """``OUT.json`` if it holds a run of the same model on the same songs, length, steps, seeds and
+    window overlap, else {}."""
+    path = result_file(out, ".json")
     if not path.exists():
         return {}
     old = json.loads(path.read_text())
     same = (old.get("model"), old.get("songs"), old.get("seconds", seconds), old.get("steps"),
-            list(old.get("seeds", [0]))) == (model, songs, seconds, steps, list(seeds))
+            list(old.get("seeds", [0])), old.get("overlap_seconds", 1.0)) == (model, songs, seconds, steps, list(seeds),
+                                                                              overlap)
     if not same:
-        print(f"--resume: {path} holds another run (model, songs, seconds, steps or seeds differ): starting over", flush=True)
+        print(f"--resume: {path} holds another run (model, songs, seconds, steps, seeds or overlap differ): "
+              "starting over", flush=True)
     return old if same else {}
 
 
@@ -254,8 +269,8 @@ def write_result(out: Path, result: dict, md: str, quiet: bool = False) -> None:
     from stemgen.paths import atomic_write
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
-    atomic_write(out.with_suffix(".md"), lambda tmp: tmp.write_text(md))
+    atomic_write(result_file(out, ".json"), lambda tmp: tmp.write_text(json.dumps(result, indent=1)))
+    atomic_write(result_file(out, ".md"), lambda tmp: tmp.write_text(md))
     if not quiet:
         print(md)
 
@@ -275,7 +290,8 @@ def markdown(r: dict) -> str:
     lines += ["", f"**Context gain** (another song's context minus the true one, all masked): "
               f"**{r['context_gain_nats']}** nats; at the training masking: {r['context_gain_train_mask_nats']}.", "",
               f"Chroma agreement of the bass with its own / another chorale's context (first {r['seconds']:g} s, "
-              f"seeds {r.get('seeds', [0])}, the mean over them; +- its standard error over the seeds); "
+              f"seeds {r.get('seeds', [0])}, the mean over them; +- its standard error over the seeds; windows "
+              f"overlapping by {r.get('overlap_seconds', 1.0):g} s); "
               "as heard: a frame where the bass is silent scores 0:", "",
               "| bass | own | mismatched | gap | as heard: own | mismatched | gap | silent |",
               "|---|---|---|---|---|---|---|---|"]
