@@ -32,7 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from listening import arm_scores, held_out_chorales  # noqa: E402
+from listening import arm_scores, held_out_chorales, write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
 from unseen_music import unseen_pieces  # noqa: E402
 
@@ -107,10 +107,7 @@ def main() -> None:
                "settings": stems[0].settings, "seconds_to_generate": round(time.perf_counter() - start, 1)}
         result["arms"].append(arm)
         print(json.dumps(arm), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(args.out, result, markdown(result))
 
 
 MUSIC = {"chorales": "held-out chorales", "unseen": "pieces of unseen music (benchmarks/unseen_music.py)"}

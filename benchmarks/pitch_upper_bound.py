@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from listening import held_out_chorales  # noqa: E402
+from listening import write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
 from pitch_probe import bass_and_upper, code_tables, probe, train_tracks  # noqa: E402
 
@@ -126,8 +127,6 @@ def main() -> None:
               "train_seconds": round(train_seconds, 1), "loss_curve": curve,
               "probe": probe(wrapped, songs, table, context_table, [])}
     print(json.dumps(result["probe"]), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     c = result["probe"]["conditions"]
     lines = ["# Pitch upper bound: the all-masked bass task alone", "",
              f"`small`, shared tables, codebook_dim {args.codebook_dim}, codebook_heads {args.codebook_heads}; "
@@ -138,8 +137,7 @@ def main() -> None:
     lines += [f"| {k.replace('|', chr(92) + '|')} | {v['p_true_pc']} | {v['accuracy']} |" for k, v in c.items()]
     lines += ["", f"References: chance {result['probe']['chance_accuracy']}, one context frame through a lookup "
               f"table {result['probe']['context_code_accuracy']}. Final training loss {curve[-1]['loss']} nats."]
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_result(args.out, result, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
