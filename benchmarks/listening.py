@@ -161,6 +161,10 @@ def main() -> None:
     prepare_chorales(args.data)
     model = load_model(args.model, device="cpu")
     sr = model.sample_rate
+    half_window = model.window_frames / model.codec.frame_rate / 2
+    if not 0 <= args.overlap <= half_window:  # generate would clamp it, and the result would misstate it
+        raise SystemExit(f"--overlap must be between 0 and half the model's window ({half_window:g} s), "
+                         f"got {args.overlap:g}")
     songs = held_out_chorales(args.data, args.songs, sr, max(args.ce_seconds, args.seconds), args.seconds)
     if len(songs) < 2:
         raise SystemExit(f"need at least 2 test chorales with a bass under {args.data}, found {len(songs)}")
