@@ -161,9 +161,9 @@ def main() -> None:
     prepare_chorales(args.data)
     model = load_model(args.model, device="cpu")
     sr = model.sample_rate
-    half_window = model.window_frames / model.codec.frame_rate / 2
-    if not 0 <= args.overlap <= half_window:  # generate would clamp it, and the result would misstate it
-        raise SystemExit(f"--overlap must be between 0 and half the model's window ({half_window:g} s), "
+    window_seconds = model.window_frames / model.codec.frame_rate
+    if not 0 <= args.overlap <= window_seconds / 2:  # generate would clamp it, and the result would misstate it
+        raise SystemExit(f"--overlap must be between 0 and half the model's window ({window_seconds / 2:g} s), "
                          f"got {args.overlap:g}")
     songs = held_out_chorales(args.data, args.songs, sr, max(args.ce_seconds, args.seconds), args.seconds)
     if len(songs) < 2:
@@ -193,7 +193,6 @@ def main() -> None:
     (result["chroma_real_own"], result["chroma_real_mismatched"], result["chroma_heard_real_own"],
      result["chroma_heard_real_mismatched"]) = (round(x, 4) for x in agreement(reals, contexts, sr))
     result["silent_fraction_real"] = round(float(np.mean([silent_fraction(b, sr) for b in reals])), 4)
-    window_seconds = model.window_frames / model.codec.frame_rate
     result["real_by_window"] = by_window(reals, contexts, sr, window_seconds)
     # the real bass through the model's codec: what a bass with the right tokens can score at best
     coded = [model.codec.roundtrip(b) for b in reals]
