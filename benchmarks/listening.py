@@ -149,8 +149,9 @@ def main() -> None:
                    help="run only these arms (of guided, naive, default and the --arms): another seed of a few")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "listening")
     p.add_argument("--resume", action="store_true",
-                   help="keep what OUT.json already holds for the same model, songs and length (part 1, "
-                        "finished arms) and run only the rest; results are written after every part")
+                   help="keep what OUT.json already holds for the same model, songs, length, steps and overlap "
+                        "(part 1, and each arm's finished seeds: --seeds 0 100 200 300 over a run of seeds 0 100 "
+                        "generates only 200 and 300) and run only the rest; results are written after every part")
     args = p.parse_args()
 
     from stemgen.api import load_model
@@ -169,8 +170,12 @@ def main() -> None:
     if len(songs) < 2:
         raise SystemExit(f"need at least 2 test chorales with a bass under {args.data}, found {len(songs)}")
     start = time.perf_counter()
-    done = previous_result(args.out, repr(model), len(songs), args.seconds, args.steps, args.seeds,
+    done = previous_result(args.out, repr(model), len(songs), args.seconds, args.steps,
                            args.overlap) if args.resume else {}
+    seeds_before = list(done.get("seeds", [0]))
+    for arm in done.values():  # each arm keeps the seeds it was generated with; the run's may change below
+        if isinstance(arm, dict) and "chroma_generated_own" in arm:
+            arm.setdefault("seeds", seeds_before)
     if "ce_nats" in done:
         result = done
         print(f"part 1 from {result_file(args.out, '.json')}", flush=True)
@@ -214,22 +219,31 @@ def main() -> None:
             arms = {name: settings for name, settings in arms.items() if name in args.only}
         for name, settings in arms.items():
             asked = json.loads(json.dumps(dataclasses.asdict(settings)))
-            if isinstance(result.get(name), dict) and result[name].get("asked") == asked \
-                    and "chroma_heard_own" in result[name]:
+            earlier = seeds_done(result.get(name), asked, seeds_before)
+            per_seed = {str(seed): earlier[str(seed)] for seed in args.seeds if str(seed) in earlier}
+            if len(per_seed) == len(args.seeds) and result[name].get("seeds", seeds_before) == args.seeds:
                 print(f"{name}: kept from {result_file(args.out, '.json')}", flush=True)
                 continue
+            if per_seed:
+                print(f"{name}: seeds {sorted(per_seed, key=int)} kept from {result_file(args.out, '.json')}",
+                      flush=True)
             t = time.perf_counter()
-            per_seed = {}
+            settings_used = result[name]["settings"] if per_seed else None
             for seed in args.seeds:
+                if str(seed) in per_seed:
+                    continue
                 stems = model.generate(contexts, "bass", sample_rate=sr, seed=seed, settings=settings,
                                         steps=args.steps or None, overlap_seconds=args.overlap)
                 audio = [s.audio for s in stems]
+                settings_used = stems[0].settings
                 per_seed[str(seed)] = {k: round(v, 4) for k, v in arm_scores(audio, contexts, sr).items()}
                 per_seed[str(seed)]["by_window"] = by_window(audio, contexts, sr, window_seconds)
+            per_seed = {str(seed): per_seed[str(seed)] for seed in args.seeds}  # in the order asked
             mean = {k: round(float(np.mean([r[k] for r in per_seed.values()])), 4) for k in ARM_KEYS}
             windows = {k: np.mean([r["by_window"][k] for r in per_seed.values()], axis=0).round(4).tolist()
                        for k in per_seed[str(args.seeds[0])]["by_window"]}
-            result[name] = {**mean, "by_window": windows, "settings": {**stems[0].settings, "seed": args.seeds[0]},
+            result[name] = {**mean, "by_window": windows, "seeds": list(args.seeds),
+                            "settings": {**settings_used, "seed": args.seeds[0]},
                             "seconds_to_generate": round(time.perf_counter() - t, 1), "asked": asked}
             if len(args.seeds) > 1:  # how far the mean of this many seeds can move
                 result[name]["per_seed"] = per_seed
@@ -250,20 +264,32 @@ def result_file(out: Path, ext: str) -> Path:
     return out.parent / (out.name + ext)
 
 
-def previous_result(out: Path, model: str, songs: int, seconds: float, steps, seeds=(0,), overlap: float = 1.0) -> dict:
-    """``OUT.json`` if it holds a run of the same model on the same songs, length, steps, seeds and
-    window overlap, else {}."""
+def previous_result(out: Path, model: str, songs: int, seconds: float, steps, overlap: float = 1.0) -> dict:
+    """``OUT.json`` if it holds a run of the same model on the same songs, length, steps and window
+    overlap (its seeds may differ: :func:`seeds_done` picks what it can reuse), else {}."""
     path = result_file(out, ".json")
     if not path.exists():
         return {}
     old = json.loads(path.read_text())
     same = (old.get("model"), old.get("songs"), old.get("seconds", seconds), old.get("steps"),
-            list(old.get("seeds", [0])), old.get("overlap_seconds", 1.0)) == (model, songs, seconds, steps, list(seeds),
-                                                                              overlap)
+            old.get("overlap_seconds", 1.0)) == (model, songs, seconds, steps, overlap)
     if not same:
-        print(f"--resume: {path} holds another run (model, songs, seconds, steps, seeds or overlap differ): "
+        print(f"--resume: {path} holds another run (model, songs, seconds, steps or overlap differ): "
               "starting over", flush=True)
     return old if same else {}
+
+
+def seeds_done(arm, asked: dict, run_seeds: list[int]) -> dict:
+    """``{seed: scores}`` an earlier run holds for an arm sampled with the same settings (``asked``):
+    its ``per_seed``, or, from a run of one seed, the arm itself. With seed s chorale i's bass gets
+    seed s + i, so a seed's scores do not depend on which other seeds ran beside it."""
+    if not isinstance(arm, dict) or arm.get("asked") != asked or "chroma_heard_own" not in arm \
+            or "by_window" not in arm:
+        return {}
+    if "per_seed" in arm:
+        return arm["per_seed"]
+    seeds = arm.get("seeds", run_seeds)
+    return {str(seeds[0]): {**{k: arm[k] for k in ARM_KEYS}, "by_window": arm["by_window"]}} if len(seeds) == 1 else {}
 
 
 def write_result(out: Path, result: dict, md: str, quiet: bool = False) -> None:
@@ -284,6 +310,12 @@ def se(arm: dict, key: str) -> str:
     return f" +- {err}" if err is not None else ""
 
 
+def arm_label(name: str, arm: dict, r: dict) -> str:
+    """The arm's name, with its seeds where they are not the run's (an arm kept by ``--resume``)."""
+    seeds = arm.get("seeds", r.get("seeds", [0]))
+    return name if seeds == r.get("seeds", [0]) else f"{name} (seeds {', '.join(map(str, seeds))})"
+
+
 def markdown(r: dict) -> str:
     lines = ["# Listening", "", f"Model `{r['model']}`; {r['songs']} held-out chorales; machine {r['machine']['cpu']}, "
              f"{r['machine']['cores']} cores.", "",
@@ -300,7 +332,7 @@ def markdown(r: dict) -> str:
               "|---|---|---|---|---|---|---|---|"]
     for name, g in r.items():
         if isinstance(g, dict) and "chroma_generated_own" in g:
-            lines.append(f"| generated, {name} | {g['chroma_generated_own']} | {g['chroma_generated_mismatched']} | "
+            lines.append(f"| generated, {arm_label(name, g, r)} | {g['chroma_generated_own']} | {g['chroma_generated_mismatched']} | "
                          f"{g['chroma_gap']} | {g.get('chroma_heard_own', '-')}{se(g, 'chroma_heard_own')} | "
                          f"{g.get('chroma_heard_mismatched', '-')} | "
                          f"{g.get('chroma_heard_gap', '-')}{se(g, 'chroma_heard_gap')} | {g.get('silent_fraction', '-')} |")
@@ -321,7 +353,7 @@ def markdown(r: dict) -> str:
                   "the later ones continuing the overlap before them):", "",
                   "| bass | " + " | ".join(f"piece {i + 1}" for i in range(pieces)) + " |", "|---|" + "---|" * pieces]
         for name, w in windows.items():
-            label = name if name.startswith("real") else f"generated, {name}"
+            label = name if name.startswith("real") else f"generated, {arm_label(name, r[name], r)}"
             lines.append(f"| {label} | " + " | ".join(
                 f"{o} / {g}" for o, g in zip(w["chroma_heard_own_by_window"], w["chroma_heard_gap_by_window"])) + " |")
     return "\n".join(lines) + "\n"
