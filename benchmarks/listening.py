@@ -145,6 +145,9 @@ def main() -> None:
     p.add_argument("--arms", type=json.loads, default={},
                    help='more sampling arms, JSON {name: {SamplingSettings field: value}} over the paper\'s '
                         'best, e.g. \'{"nested": {"guidance_form": "nested", "lambda_context": 2.0}}\'')
+    p.add_argument("--real-level0", action="store_true",
+                   help="add the arm real_level0: the real bass's level-0 tokens given, levels 1-3 decoded with "
+                        "the model's default settings (what its fine levels make of the right coarse ones)")
     p.add_argument("--only", nargs="*", default=None,
                    help="run only these arms (of guided, naive, default and the --arms): another seed of a few")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "listening")
@@ -212,6 +215,8 @@ def main() -> None:
         if default != best:
             arms["default"] = default
         arms.update({name: best.updated(fields, q, f"--arms {name}") for name, fields in args.arms.items()})
+        if args.real_level0:
+            arms[REAL_LEVEL0] = default
         if args.only is not None:
             unknown = sorted(set(args.only) - set(arms))
             if unknown:
@@ -232,8 +237,11 @@ def main() -> None:
             for seed in args.seeds:
                 if str(seed) in per_seed:
                     continue
-                stems = model.generate(contexts, "bass", sample_rate=sr, seed=seed, settings=settings,
-                                        steps=args.steps or None, overlap_seconds=args.overlap)
+                if name == REAL_LEVEL0:
+                    stems = given_level0(model, contexts, reals, sr, seed, settings, args.steps, args.overlap)
+                else:
+                    stems = model.generate(contexts, "bass", sample_rate=sr, seed=seed, settings=settings,
+                                            steps=args.steps or None, overlap_seconds=args.overlap)
                 audio = [s.audio for s in stems]
                 settings_used = stems[0].settings
                 per_seed[str(seed)] = {k: round(v, 4) for k, v in arm_scores(audio, contexts, sr).items()}
@@ -254,6 +262,29 @@ def main() -> None:
             write_result(args.out, result, markdown(result), quiet=True)
     result["seconds_total"] = round(time.perf_counter() - start, 1)
     write_result(args.out, result, markdown(result))
+
+
+#: the arm whose level 0 is the real bass's (``--real-level0``)
+REAL_LEVEL0 = "real_level0"
+
+
+def given_level0(model, contexts: list[np.ndarray], reals: list[np.ndarray], sr: int, seed: int, settings,
+                 steps, overlap: float) -> list:
+    """Basses whose level-0 tokens are the real bass's (encoded by the model's codec) and whose
+    levels 1-3 the model decodes: a kept stem whose other levels hold the mask id, which
+    ``generate`` treats as free. One call per chorale (a kept stem is one per call), chorale i
+    with seed ``seed + i`` as in a batched call."""
+    import torch
+    from stemgen.api import Stem
+
+    stems = []
+    for i, (context, real) in enumerate(zip(contexts, reals)):
+        tokens = model.codec.encode(torch.from_numpy(real)[None].to(model.device))[0].clone()  # (Q, T)
+        tokens[1:] = model.model.cfg.mask_id
+        keep = Stem(real, sr, tokens.cpu(), "bass", context)
+        stems.append(model.generate(context, "bass", sample_rate=sr, seed=seed + i, settings=settings,
+                                    steps=steps or None, overlap_seconds=overlap, keep=keep))
+    return stems
 
 
 def result_file(out: Path, ext: str) -> Path:
@@ -353,7 +384,7 @@ def markdown(r: dict) -> str:
                   "the later ones continuing the overlap before them):", "",
                   "| bass | " + " | ".join(f"piece {i + 1}" for i in range(pieces)) + " |", "|---|" + "---|" * pieces]
         for name, w in windows.items():
-            label = name if name.startswith("real") else f"generated, {arm_label(name, r[name], r)}"
+            label = name if name == "real (reference)" else f"generated, {arm_label(name, r[name], r)}"
             lines.append(f"| {label} | " + " | ".join(
                 f"{o} / {g}" for o, g in zip(w["chroma_heard_own_by_window"], w["chroma_heard_gap_by_window"])) + " |")
     return "\n".join(lines) + "\n"

@@ -13,6 +13,9 @@ MIDI, frame by frame (50 Hz) where the bass sounds:
 * ``p_true_pc``: mean probability of the sounding pitch class (codes without a table entry count
   as wrong);
 * ``accuracy``: how often the most probable pitch class is the sounding one;
+* ``code_argmax_accuracy``: how often the most probable *code* names the sounding pitch class
+  (what a bass of the argmax codes plays: mass spread over many codes of one pitch class can win
+  ``accuracy`` and lose here);
 * ``p_known``: the probability mass on codes the table knows (the rest: codes no train bass
   played, counted as wrong by ``p_true_pc``);
 * ``p_silence``, ``argmax_silence``: the mass on the codes of silence (the level-0 codes of a
@@ -124,6 +127,7 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
     dev = model.device
     onehot = torch.zeros(len(table), 12, device=dev)  # (V, 12) code -> its pitch class
     known = torch.from_numpy(table >= 0).to(dev)
+    code_pc = torch.from_numpy(table).to(dev)  # (V,) -1 where unknown
     onehot[known, torch.from_numpy(table.clip(0)).to(dev)[known]] = 1.0
     bass = resolve("bass").id
     silence = torch.zeros(len(table), dtype=torch.bool, device=dev)  # (V,) the level-0 codes of silence
@@ -159,13 +163,14 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
                 p_pc = lp.exp() @ onehot  # (b, w, 12)
                 p_true = p_pc.gather(-1, pcs.clamp_min(0)[..., None])[..., 0]
                 hit = (p_pc.argmax(-1) == pcs).float()
-                acc = sums.setdefault(name, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+                acc = sums.setdefault(name, [0.0] * 7)
                 acc[0] += float(p_true[sounding].sum())
                 acc[1] += float(hit[sounding].sum())
                 acc[2] += float(p_pc.sum(-1)[sounding].sum())
                 acc[3] += float(sounding.sum())
                 acc[4] += float(lp.exp()[..., silence].sum(-1)[sounding].sum())
                 acc[5] += float(silence[lp.argmax(-1)][sounding].sum())
+                acc[6] += float((code_pc[lp.argmax(-1)] == pcs)[sounding].sum())
             ctx_pc = torch.from_numpy(context_table).to(dev)[ctx[:, 0]]  # (b, w) the context code's guess
             context_code_hits.append((float((ctx_pc == pcs)[sounding].sum()), float(sounding.sum())))
     all_pcs = np.concatenate([p for _, p, _ in crops])
@@ -177,7 +182,8 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
             "silence_codes": int(silence.sum()),
             "conditions": {k: {"p_true_pc": round(v[0] / v[3], 4), "accuracy": round(v[1] / v[3], 4),
                                "p_known": round(v[2] / v[3], 4), "p_silence": round(v[4] / v[3], 4),
-                               "argmax_silence": round(v[5] / v[3], 4)} for k, v in sums.items()}}
+                               "argmax_silence": round(v[5] / v[3], 4),
+                               "code_argmax_accuracy": round(v[6] / v[3], 4)} for k, v in sums.items()}}
 
 
 def main() -> None:
@@ -228,12 +234,13 @@ def markdown(r: dict) -> str:
              f"Silence: {first.get('silence_codes', '-')} level-0 code(s) of a silent signal; the mass on them and how "
              "often the most probable code is one, where the bass sounds.", "",
              "| model | distribution | p(sounding pitch class) | argmax accuracy | mass on known codes | "
-             "p(silence) | argmax silent |", "|---|---|---|---|---|---|---|"]
+             "p(silence) | argmax silent | argmax code's accuracy |", "|---|---|---|---|---|---|---|---|"]
     for name, m in r["models"].items():
         for cond, v in m["conditions"].items():
             cond = cond.replace("|", "\\|")
             lines.append(f"| {name} | {cond} | {v['p_true_pc']} | {v['accuracy']} | {v['p_known']} | "
-                         f"{v.get('p_silence', '-')} | {v.get('argmax_silence', '-')} |")
+                         f"{v.get('p_silence', '-')} | {v.get('argmax_silence', '-')} | "
+                         f"{v.get('code_argmax_accuracy', '-')} |")
     return "\n".join(lines) + "\n"
 
 
