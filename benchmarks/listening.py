@@ -224,9 +224,9 @@ def main() -> None:
             arms = {name: settings for name, settings in arms.items() if name in args.only}
         for name, settings in arms.items():
             asked = json.loads(json.dumps(dataclasses.asdict(settings)))
-            earlier = seeds_done(result.get(name), asked, seeds_before)
+            earlier = seeds_done(result.get(name), asked)
             per_seed = {str(seed): earlier[str(seed)] for seed in args.seeds if str(seed) in earlier}
-            if len(per_seed) == len(args.seeds) and result[name].get("seeds", seeds_before) == args.seeds:
+            if len(per_seed) == len(args.seeds) and result[name]["seeds"] == args.seeds:
                 print(f"{name}: kept from {result_file(args.out, '.json')}", flush=True)
                 continue
             if per_seed:
@@ -274,12 +274,11 @@ def given_level0(model, contexts: list[np.ndarray], reals: list[np.ndarray], sr:
     levels 1-3 the model decodes: a kept stem whose other levels hold the mask id, which
     ``generate`` treats as free. One call per chorale (a kept stem is one per call), chorale i
     with seed ``seed + i`` as in a batched call."""
-    import torch
     from stemgen.api import Stem
 
     stems = []
     for i, (context, real) in enumerate(zip(contexts, reals)):
-        tokens = model.codec.encode(torch.from_numpy(real)[None].to(model.device))[0].clone()  # (Q, T)
+        tokens = model._encode(real).clone()  # (Q, T), as generate encodes a kept stem's audio
         tokens[1:] = model.model.cfg.mask_id
         keep = Stem(real, sr, tokens.cpu(), "bass", context)
         stems.append(model.generate(context, "bass", sample_rate=sr, seed=seed + i, settings=settings,
@@ -310,16 +309,17 @@ def previous_result(out: Path, model: str, songs: int, seconds: float, steps, ov
     return old if same else {}
 
 
-def seeds_done(arm, asked: dict, run_seeds: list[int]) -> dict:
+def seeds_done(arm, asked: dict) -> dict:
     """``{seed: scores}`` an earlier run holds for an arm sampled with the same settings (``asked``):
-    its ``per_seed``, or, from a run of one seed, the arm itself. With seed s chorale i's bass gets
-    seed s + i, so a seed's scores do not depend on which other seeds ran beside it."""
+    its ``per_seed``, or, from a run of one seed, the arm itself (its ``seeds`` stamped on loading).
+    With seed s chorale i's bass gets seed s + i, so a seed's scores do not depend on which other
+    seeds ran beside it."""
     if not isinstance(arm, dict) or arm.get("asked") != asked or "chroma_heard_own" not in arm \
             or "by_window" not in arm:
         return {}
     if "per_seed" in arm:
         return arm["per_seed"]
-    seeds = arm.get("seeds", run_seeds)
+    seeds = arm["seeds"]
     return {str(seeds[0]): {**{k: arm[k] for k in ARM_KEYS}, "by_window": arm["by_window"]}} if len(seeds) == 1 else {}
 
 

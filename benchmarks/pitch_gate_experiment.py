@@ -56,5 +56,4 @@ def gated(model_, context, target, instrument, level, guidance, form):
 
 
 decode.level_logits = gated
-sys.argv = [sys.argv[0]] + [a for a in sys.argv[1:]]
 listening.main()

@@ -169,8 +169,9 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
                 acc[2] += float(p_pc.sum(-1)[sounding].sum())
                 acc[3] += float(sounding.sum())
                 acc[4] += float(lp.exp()[..., silence].sum(-1)[sounding].sum())
-                acc[5] += float(silence[lp.argmax(-1)][sounding].sum())
-                acc[6] += float((code_pc[lp.argmax(-1)] == pcs)[sounding].sum())
+                top = lp.argmax(-1)  # (b, w) the most probable code
+                acc[5] += float(silence[top][sounding].sum())
+                acc[6] += float((code_pc[top] == pcs)[sounding].sum())
             ctx_pc = torch.from_numpy(context_table).to(dev)[ctx[:, 0]]  # (b, w) the context code's guess
             context_code_hits.append((float((ctx_pc == pcs)[sounding].sum()), float(sounding.sum())))
     all_pcs = np.concatenate([p for _, p, _ in crops])
