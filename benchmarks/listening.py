@@ -150,6 +150,9 @@ def main() -> None:
                         "the model's default settings (what its fine levels make of the right coarse ones)")
     p.add_argument("--only", nargs="*", default=None,
                    help="run only these arms (of guided, naive, default and the --arms): another seed of a few")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="the model's precision (load_model's): auto is bf16 where the CPU has native bf16 "
+                        "(AVX512-BF16/AMX), else fp32; compare models at the same precision on the same machine")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "listening")
     p.add_argument("--resume", action="store_true",
                    help="keep what OUT.json already holds for the same model, songs, length, steps and overlap "
@@ -163,7 +166,7 @@ def main() -> None:
     from stemgen.sampling.settings import SamplingSettings
 
     prepare_chorales(args.data)
-    model = load_model(args.model, device="cpu")
+    model = load_model(args.model, device="cpu", precision=args.precision)
     sr = model.sample_rate
     window_seconds = model.window_frames / model.codec.frame_rate
     if not 0 <= args.overlap <= window_seconds / 2:  # generate would clamp it, and the result would misstate it
