@@ -7,8 +7,11 @@ import platform
 
 
 def machine_info() -> dict:
-    """CPU model, core count, torch version/threads and GPU name (if any)."""
+    """CPU model, core count, whether the CPU runs bf16 natively (AVX512-BF16/AMX: what ``precision
+    "auto"`` picks and ``stemgen-train`` trains in), torch version/threads and GPU name (if any)."""
     import torch
+
+    from stemgen.model import native_bf16
 
     cpu = platform.processor() or "unknown"
     try:
@@ -22,6 +25,7 @@ def machine_info() -> dict:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
+        "cpu_native_bf16": native_bf16("cpu"),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
