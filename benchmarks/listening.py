@@ -93,15 +93,44 @@ ARM_KEYS = ("chroma_generated_own", "chroma_generated_mismatched", "chroma_gap",
             "chroma_heard_mismatched", "chroma_heard_gap", "silent_fraction")
 
 
-def arm_scores(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> dict:
-    """:data:`ARM_KEYS` for one seed's generated basses."""
+#: reported where every seed has it (runs written before it was added lack it)
+OPTIONAL_KEYS = ("pitch_match", "chroma_focus")
+
+
+def arm_scores(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int, reals: list[np.ndarray]) -> dict:
+    """:data:`ARM_KEYS` and ``pitch_match`` for one seed's generated basses."""
     from stemgen.audio import silent_fraction
 
     own, mismatched, heard_own, heard_mismatched = agreement(stems, contexts, sr)
     return {"chroma_generated_own": own, "chroma_generated_mismatched": mismatched, "chroma_gap": own - mismatched,
             "chroma_heard_own": heard_own, "chroma_heard_mismatched": heard_mismatched,
             "chroma_heard_gap": heard_own - heard_mismatched,
-            "silent_fraction": float(np.mean([silent_fraction(s, sr) for s in stems]))}
+            "silent_fraction": float(np.mean([silent_fraction(s, sr) for s in stems])),
+            "pitch_match": pitch_match(stems, reals, sr), "chroma_focus": chroma_focus(stems, sr)}
+
+
+def chroma_focus(stems: list[np.ndarray], sr: int) -> float:
+    """Mean over the pieces of the share of each sounding frame's chroma power in its strongest
+    pitch class (1: one pitch class; 1/12: all alike): how clearly a bass names one note. A
+    cosine with a chord rises for a bass whose power is spread over several classes, right
+    or not, so this is what the chroma agreement also depends on besides the notes."""
+    from stemgen.spectra import SILENT_FRAME_DB, chroma_frames, frame_levels_db
+
+    shares = []
+    for s in stems:
+        chroma, _ = chroma_frames(s, sr)
+        on = frame_levels_db(s)[: chroma.shape[1]] >= SILENT_FRAME_DB
+        share = chroma.max(0) / np.maximum(chroma.sum(0), 1e-20)
+        shares.append(float(share[on].mean()) if on.any() else 0.0)
+    return float(np.mean(shares))
+
+
+def pitch_match(stems: list[np.ndarray], reals: list[np.ndarray], sr: int) -> float:
+    """Mean over the pieces of how often each bass plays its real bass's pitch class where the real
+    bass sounds (:func:`stemgen.spectra.pitch_class_match`): the notes, not only their fit."""
+    from stemgen.spectra import pitch_class_match
+
+    return float(np.mean([pitch_class_match(s, r, sr) for s, r in zip(stems, reals)]))
 
 
 def by_window(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int, seconds: float) -> dict:
@@ -209,6 +238,11 @@ def main() -> None:
     coded = [model.codec.roundtrip(b) for b in reals]
     (result["chroma_real_codec_own"], result["chroma_real_codec_mismatched"], result["chroma_heard_real_codec_own"],
      result["chroma_heard_real_codec_mismatched"]) = (round(x, 4) for x in agreement(coded, contexts, sr))
+    # how often a bass plays the real bass's pitch class: through the codec (the best a generated bass
+    # can do) and another chorale's real bass (a bass that fits chorales, not this one)
+    result["pitch_match_real_codec"] = round(pitch_match(coded, reals, sr), 4)
+    result["pitch_match_real_mismatched"] = round(pitch_match(reals[1:] + reals[:1], reals, sr), 4)
+    result["chroma_focus_real"] = round(chroma_focus(reals, sr), 4)
     write_result(args.out, result, markdown(result), quiet=True)  # a run stopped later keeps part 1
     if not args.skip_generation:
         q = model.model.cfg.num_levels
@@ -247,10 +281,11 @@ def main() -> None:
                                             steps=args.steps or None, overlap_seconds=args.overlap)
                 audio = [s.audio for s in stems]
                 settings_used = stems[0].settings
-                per_seed[str(seed)] = {k: round(v, 4) for k, v in arm_scores(audio, contexts, sr).items()}
+                per_seed[str(seed)] = {k: round(v, 4) for k, v in arm_scores(audio, contexts, sr, reals).items()}
                 per_seed[str(seed)]["by_window"] = by_window(audio, contexts, sr, window_seconds)
             per_seed = {str(seed): per_seed[str(seed)] for seed in args.seeds}  # in the order asked
-            mean = {k: round(float(np.mean([r[k] for r in per_seed.values()])), 4) for k in ARM_KEYS}
+            mean = {k: round(float(np.mean([r[k] for r in per_seed.values()])), 4) for k in ARM_KEYS
+                    + tuple(k for k in OPTIONAL_KEYS if all(k in r for r in per_seed.values()))}
             windows = {k: np.mean([r["by_window"][k] for r in per_seed.values()], axis=0).round(4).tolist()
                        for k in per_seed[str(args.seeds[0])]["by_window"]}
             result[name] = {**mean, "by_window": windows, "seeds": list(args.seeds),
@@ -379,6 +414,17 @@ def markdown(r: dict) -> str:
         c = [r[f"chroma_{k}real_codec_{m}"] for k in ("", "heard_") for m in ("own", "mismatched")]
         lines.append(f"| real, through the codec (reference) | {c[0]} | {c[1]} | {round(c[0] - c[1], 4)} | "
                      f"{c[2]} | {c[3]} | {round(c[2] - c[3], 4)} | - |")
+    matches = {name: g["pitch_match"] for name, g in r.items() if isinstance(g, dict) and "pitch_match" in g}
+    if matches and "pitch_match_real_codec" in r:
+        lines += ["", "Pitch match: how often the bass plays the real bass's pitch class (strongest chroma bin, any "
+                  "octave) over the frames where the real bass sounds; a silent frame is a miss. Chroma focus: the "
+                  "share of a sounding frame's chroma power in its strongest pitch class:", "",
+                  "| bass | pitch match | chroma focus |", "|---|---|---|"]
+        lines += [f"| generated, {arm_label(name, r[name], r)} | {m} | {r[name].get('chroma_focus', '-')} |"
+                  for name, m in matches.items()]
+        lines += [f"| real (reference) | 1 | {r.get('chroma_focus_real', '-')} |",
+                  f"| real, through the codec (reference) | {r['pitch_match_real_codec']} | - |",
+                  f"| another chorale's real bass (reference) | {r['pitch_match_real_mismatched']} | - |"]
     windows = {name: g["by_window"] for name, g in r.items() if isinstance(g, dict) and "by_window" in g}
     if windows and "real_by_window" in r:
         windows["real (reference)"] = r["real_by_window"]

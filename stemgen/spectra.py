@@ -99,3 +99,19 @@ def chroma_agreement(stem: np.ndarray, context: np.ndarray, sample_rate: int, he
     ctx_chroma, ctx_energy = chroma_frames(context, sample_rate)
     sounding = frame_levels_db(stem) >= SILENT_FRAME_DB if heard else None
     return frame_cosine(ctx_chroma, chroma_frames(stem, sample_rate)[0], ctx_energy, est_sounding=sounding)
+
+
+def pitch_class_match(stem: np.ndarray, reference: np.ndarray, sample_rate: int) -> float:
+    """The fraction of ``reference``'s sounding frames (at or above :data:`SILENT_FRAME_DB`) in
+    which ``stem`` sounds too and its strongest pitch class is the reference's (both mono ``(N,)``).
+    For monophonic parts such as a bass line: how often a generated part plays the real part's
+    note, in any octave; a silent frame of ``stem`` is a miss. 0.0 when the reference never sounds."""
+    ref_chroma, _ = chroma_frames(reference, sample_rate)
+    est_chroma, _ = chroma_frames(stem, sample_rate)
+    ref_on, est_on = frame_levels_db(reference) >= SILENT_FRAME_DB, frame_levels_db(stem) >= SILENT_FRAME_DB
+    t = min(ref_chroma.shape[1], est_chroma.shape[1], len(ref_on), len(est_on))
+    ref_on, est_on = ref_on[:t], est_on[:t]
+    if not ref_on.any():
+        return 0.0
+    same = ref_chroma[:, :t].argmax(0) == est_chroma[:, :t].argmax(0)
+    return float((same & est_on)[ref_on].mean())

@@ -4,7 +4,8 @@ scores a silent stem as silent."""
 import numpy as np
 import pytest
 
-from stemgen.spectra import SILENT_FRAME_DB, chroma_agreement, chroma_frames, frame_cosine, frame_levels_db
+from stemgen.spectra import (SILENT_FRAME_DB, chroma_agreement, chroma_frames, frame_cosine, frame_levels_db,
+                             pitch_class_match)
 
 SR = 16000
 
@@ -46,3 +47,18 @@ def test_frame_cosine_sounding_mask():
     # a short mask leaves the frames it does not cover silent
     assert frame_cosine(ref, est, np.ones(4), est_sounding=np.array([True])) == 0.25
     assert SILENT_FRAME_DB == -50.0
+
+
+def test_pitch_class_match_counts_the_reference_note_in_any_octave():
+    real = np.concatenate([tone(45, 1.0), tone(52, 1.0)])  # A2 then E3
+    assert pitch_class_match(real, real, SR) == pytest.approx(1.0)
+    assert pitch_class_match(np.concatenate([tone(57, 1.0), tone(40, 1.0)]), real, SR) > 0.95  # octaves
+    # the right note for the first second only; the last frames of a note smear into the next
+    half = pitch_class_match(np.concatenate([tone(45, 1.0), tone(46, 1.0)]), real, SR)
+    assert half == pytest.approx(0.5, abs=0.05)
+    assert pitch_class_match(real * 1e-4, real, SR) == 0.0  # a silent stem plays no note
+    # frames where the reference rests are not scored (but for the window-long fade of its note)
+    rest = real.copy()
+    rest[SR:] = 0.0
+    assert pitch_class_match(np.concatenate([tone(45, 1.0), tone(46, 1.0)]), rest, SR) > 0.9 > half + 0.3
+    assert pitch_class_match(real, np.zeros(2 * SR, dtype=np.float32), SR) == 0.0
