@@ -28,27 +28,36 @@ Silence = Optional[Sequence[int]]
 
 
 def level_logits(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
-                 level: "int | torch.Tensor", guidance: bool, form: str = "paper") -> torch.Tensor:
+                 level: "int | torch.Tensor", guidance: bool, form: str = "paper",
+                 unconditional: bool = True) -> torch.Tensor:
     """Logits of level ``level``: ``(B, T, V)`` for p(t|a,i), or with guidance the three branches
     stacked as ``(3B, T, V)`` and run as one batch: p(t|a), p(t|i), p(t) for the paper's eq. 3
-    (``form="paper"``), p(t|a,i), p(t|i), p(t) for nested guidance (``form="nested"``)."""
+    (``form="paper"``), p(t|a,i), p(t|i), p(t) for nested guidance (``form="nested"``).
+
+    ``unconditional=False``: the p(t) branch is not run (a third less work) and its logits are
+    zeros, for when the step ops weight it 0 (``SamplingSettings.unconditional_weight()``: nested
+    guidance with lambda_i = 1); zeros keep its log-probabilities finite, so 0 times them is 0."""
     if not guidance:
         return model(context, target, instrument, level=level)
-    b = context.shape[0]
+    b, n = context.shape[0], 3 if unconditional else 2
     null_inst = torch.full_like(instrument, NULL_ID)
-    ctx3, tgt3 = context.repeat(3, 1, 1), target.repeat(3, 1, 1)
+    ctx_n, tgt_n = context.repeat(n, 1, 1), target.repeat(n, 1, 1)
     first = instrument if form == "nested" else null_inst
-    inst3 = torch.cat([first, instrument, null_inst])
-    drop3 = torch.cat([torch.zeros(b, dtype=torch.bool, device=context.device),
-                       torch.ones(2 * b, dtype=torch.bool, device=context.device)])
-    return model(ctx3, tgt3, inst3, drop_context=drop3, level=level)  # (3B, T, V)
+    inst_n = torch.cat([first, instrument, null_inst][:n])
+    drop_n = torch.cat([torch.zeros(b, dtype=torch.bool, device=context.device),
+                        torch.ones((n - 1) * b, dtype=torch.bool, device=context.device)])
+    logits = model(ctx_n, tgt_n, inst_n, drop_context=drop_n, level=level)  # (nB, T, V)
+    if not unconditional:
+        logits = torch.cat([logits, torch.zeros_like(logits[:b])])
+    return logits  # (3B, T, V)
 
 
 @torch.no_grad()
 def level_log_probs(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, level: int,
                     settings: SamplingSettings) -> torch.Tensor:
     """Log-probabilities ``(B, T, V)`` of level ``level`` given the current target tokens."""
-    logits = level_logits(model, context, target, instrument, level, settings.guidance, settings.guidance_form)
+    logits = level_logits(model, context, target, instrument, level, settings.guidance, settings.guidance_form,
+                          settings.unconditional_weight() != 0.0)
     return branch_log_probs(logits, context.shape[0], *settings.branch_weights())
 
 
@@ -65,7 +74,8 @@ def decode_step(model, context: torch.Tensor, target: torch.Tensor, instrument: 
     level's tokens ``(B, T)``. Shapes are static and
     nothing waits on the device, so the step can be compiled and captured.
     """
-    logits = level_logits(model, context, target, instrument, level, settings.guidance, settings.guidance_form)
+    logits = level_logits(model, context, target, instrument, level, settings.guidance, settings.guidance_form,
+                          settings.unconditional_weight() != 0.0)
     t, v = logits.shape[1], logits.shape[2]
     if settings.sampler == "fused":
         step, noise = fused.sample_step, torch.ops.stemgen.hashed_uniform(seeds, t, v)

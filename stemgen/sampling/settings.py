@@ -104,6 +104,13 @@ class SamplingSettings:
             return self.lambda_context, self.lambda_instrument - self.lambda_context
         return self.lambda_context, self.lambda_instrument
 
+    def unconditional_weight(self) -> float:
+        """The weight of the p(t) branch, ``1 - w0 - w1`` of :meth:`branch_weights`: ``1 - lambda_i``
+        for "nested", ``1 - lambda_a - lambda_i`` for "paper". Where it is 0 the branch need not be run."""
+        if self.guidance_form == "nested":
+            return 1.0 - self.lambda_instrument
+        return 1.0 - self.lambda_context - self.lambda_instrument
+
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 

@@ -1,5 +1,6 @@
 """The reference decoder's invariants on a tiny random model."""
 
+import dataclasses
 import math
 
 import pytest
@@ -135,6 +136,37 @@ def test_nested_guidance_combines_the_conditioned_branches_by_hand():
     assert (paper - ai).abs().max() > 1e-2
     with pytest.raises(ValueError, match="guidance_form must be"):
         SamplingSettings(guidance_form="cfg").check(4)
+
+
+def test_a_branch_weighted_zero_is_not_run():
+    """Nested guidance with lambda_i = 1 weights p(t) by 0: it is not run (two branches a step,
+    not three), and the log-probabilities and the tokens are those of the three-branch step."""
+    model, ctx, inst = setup()
+    tgt = torch.full_like(ctx, model.cfg.mask_id)
+    drop = torch.ones(ctx.shape[0], dtype=torch.bool)
+    with torch.no_grad():
+        ai = model(ctx, tgt, inst, level=0).log_softmax(-1)
+        i = model(ctx, tgt, inst, drop_context=drop, level=0).log_softmax(-1)
+    b = ctx.shape[0]
+    for la, li, runs in [(3.0, 1.0, 2 * b), (3.0, 0.5, 3 * b)]:
+        s = SamplingSettings(guidance_form="nested", lambda_context=la, lambda_instrument=li)
+        assert s.unconditional_weight() == pytest.approx(1.0 - li)
+        rec = Recorder(model)
+        level_log_probs(rec, ctx, tgt, inst, 0, s)
+        assert [n for _, _, n in rec.calls] == [runs]
+    assert SamplingSettings().unconditional_weight() == -5.0  # the paper's eq. 3 at lambda 3, 3 runs all three
+    # lambda_i = 1: log p(t|i) + lambda_a (log p(t|a,i) - log p(t|i)), from the two branches run
+    two = SamplingSettings(guidance_form="nested", lambda_context=3.0, lambda_instrument=1.0, steps=(4, 2, 2, 2))
+    torch.testing.assert_close(level_log_probs(model, ctx, tgt, inst, 0, two), (i + 3.0 * (ai - i)).log_softmax(-1),
+                               atol=1e-4, rtol=0)
+    # whole decodes, fused and eager: the tokens of a step that runs the third branch at a weight of 1e-9
+    for sampler in ("fused", "eager"):
+        fast = dataclasses.replace(two, sampler=sampler)
+        full = dataclasses.replace(fast, lambda_instrument=1.0 + 1e-9)
+        assert full.unconditional_weight() != 0.0
+        a = decode_tokens(model, ctx, inst, fast, torch.Generator().manual_seed(5))
+        c = decode_tokens(model, ctx, inst, full, torch.Generator().manual_seed(5))
+        assert (a != model.cfg.mask_id).all() and (a == c).float().mean() > 0.95
 
 
 def test_naive_preset_and_settings_errors():
