@@ -112,16 +112,22 @@ def test_unit_guidance_scales_reproduce_the_naive_distribution():
     assert torch.equal(a, b)
 
 
-def test_nested_guidance_combines_the_conditioned_branches_by_hand():
-    """Nested guidance is log p(t) + li (log p(t|i) - log p(t)) + la (log p(t|a,i) - log p(t|i)),
-    from the model's own branches (the tiny transformer: no product-of-experts shortcut)."""
-    model, ctx, inst = setup()
+def all_masked_branches(model, ctx, inst):
+    """An all-masked target and level 0's log-probabilities ``(B, T, V)`` under p(t|a,i), p(t|i), p(t)."""
     tgt = torch.full_like(ctx, model.cfg.mask_id)
     drop = torch.ones(ctx.shape[0], dtype=torch.bool)
     with torch.no_grad():
         ai = model(ctx, tgt, inst, level=0).log_softmax(-1)
         i = model(ctx, tgt, inst, drop_context=drop, level=0).log_softmax(-1)
         none = model(ctx, tgt, torch.full_like(inst, NULL_ID), drop_context=drop, level=0).log_softmax(-1)
+    return tgt, ai, i, none
+
+
+def test_nested_guidance_combines_the_conditioned_branches_by_hand():
+    """Nested guidance is log p(t) + li (log p(t|i) - log p(t)) + la (log p(t|a,i) - log p(t|i)),
+    from the model's own branches (the tiny transformer: no product-of-experts shortcut)."""
+    model, ctx, inst = setup()
+    tgt, ai, i, none = all_masked_branches(model, ctx, inst)
     for la, li in [(3.0, 1.0), (2.0, 0.5), (1.0, 1.0)]:
         s = SamplingSettings(guidance_form="nested", lambda_context=la, lambda_instrument=li)
         got = level_log_probs(model, ctx, tgt, inst, 0, s)
@@ -142,11 +148,7 @@ def test_a_branch_weighted_zero_is_not_run():
     """Nested guidance with lambda_i = 1 weights p(t) by 0: it is not run (two branches a step,
     not three), and the log-probabilities and the tokens are those of the three-branch step."""
     model, ctx, inst = setup()
-    tgt = torch.full_like(ctx, model.cfg.mask_id)
-    drop = torch.ones(ctx.shape[0], dtype=torch.bool)
-    with torch.no_grad():
-        ai = model(ctx, tgt, inst, level=0).log_softmax(-1)
-        i = model(ctx, tgt, inst, drop_context=drop, level=0).log_softmax(-1)
+    tgt, ai, i, _ = all_masked_branches(model, ctx, inst)
     b = ctx.shape[0]
     for la, li, runs in [(3.0, 1.0, 2 * b), (3.0, 0.5, 3 * b)]:
         s = SamplingSettings(guidance_form="nested", lambda_context=la, lambda_instrument=li)
