@@ -94,7 +94,7 @@ ARM_KEYS = ("chroma_generated_own", "chroma_generated_mismatched", "chroma_gap",
 
 
 #: reported where every seed has it (runs written before it was added lack it)
-OPTIONAL_KEYS = ("pitch_match", "chroma_focus")
+OPTIONAL_KEYS = ("pitch_match", "pitch_chord_tone", "pitch_clash", "chroma_focus")
 
 
 def arm_scores(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int, reals: list[np.ndarray]) -> dict:
@@ -106,7 +106,7 @@ def arm_scores(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int, rea
             "chroma_heard_own": heard_own, "chroma_heard_mismatched": heard_mismatched,
             "chroma_heard_gap": heard_own - heard_mismatched,
             "silent_fraction": float(np.mean([silent_fraction(s, sr) for s in stems])),
-            "pitch_match": pitch_match(stems, reals, sr), "chroma_focus": chroma_focus(stems, sr)}
+            **pitch_scores(stems, reals, contexts, sr), "chroma_focus": chroma_focus(stems, sr)}
 
 
 def chroma_focus(stems: list[np.ndarray], sr: int) -> float:
@@ -125,12 +125,15 @@ def chroma_focus(stems: list[np.ndarray], sr: int) -> float:
     return float(np.mean(shares))
 
 
-def pitch_match(stems: list[np.ndarray], reals: list[np.ndarray], sr: int) -> float:
-    """Mean over the pieces of how often each bass plays its real bass's pitch class where the real
-    bass sounds (:func:`stemgen.spectra.pitch_class_match`): the notes, not only their fit."""
-    from stemgen.spectra import pitch_class_match
+def pitch_scores(stems: list[np.ndarray], reals: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> dict:
+    """Means over the pieces of what each bass plays where its real bass sounds
+    (:func:`stemgen.spectra.pitch_class_breakdown`): ``pitch_match`` (the real bass's pitch class),
+    ``pitch_chord_tone`` (another of the upper voices' three strongest classes), ``pitch_clash``
+    (any other class): the notes, not only their fit."""
+    from stemgen.spectra import pitch_class_breakdown
 
-    return float(np.mean([pitch_class_match(s, r, sr) for s, r in zip(stems, reals)]))
+    parts = [pitch_class_breakdown(s, r, c, sr) for s, r, c in zip(stems, reals, contexts)]
+    return {f"pitch_{k}": float(np.mean([p[k] for p in parts])) for k in ("match", "chord_tone", "clash")}
 
 
 def by_window(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int, seconds: float) -> dict:
@@ -240,8 +243,9 @@ def main() -> None:
      result["chroma_heard_real_codec_mismatched"]) = (round(x, 4) for x in agreement(coded, contexts, sr))
     # how often a bass plays the real bass's pitch class: through the codec (the best a generated bass
     # can do) and another chorale's real bass (a bass that fits chorales, not this one)
-    result["pitch_match_real_codec"] = round(pitch_match(coded, reals, sr), 4)
-    result["pitch_match_real_mismatched"] = round(pitch_match(reals[1:] + reals[:1], reals, sr), 4)
+    for name, basses in (("real_codec", coded), ("real_mismatched", reals[1:] + reals[:1])):
+        for k, v in pitch_scores(basses, reals, contexts, sr).items():
+            result[f"{k}_{name}"] = round(v, 4)
     result["chroma_focus_real"] = round(chroma_focus(reals, sr), 4)
     write_result(args.out, result, markdown(result), quiet=True)  # a run stopped later keeps part 1
     if not args.skip_generation:
@@ -417,14 +421,17 @@ def markdown(r: dict) -> str:
     matches = {name: g["pitch_match"] for name, g in r.items() if isinstance(g, dict) and "pitch_match" in g}
     if matches and "pitch_match_real_codec" in r:
         lines += ["", "Pitch match: how often the bass plays the real bass's pitch class (strongest chroma bin, any "
-                  "octave) over the frames where the real bass sounds; a silent frame is a miss. Chroma focus: the "
+                  "octave) over the frames where the real bass sounds; a silent frame is a miss; a wrong class is another "
+                  "chord tone (one of the upper voices' three strongest classes in the frame) or a clash. Chroma focus: the "
                   "share of a sounding frame's chroma power in its strongest pitch class:", "",
-                  "| bass | pitch match | chroma focus |", "|---|---|---|"]
-        lines += [f"| generated, {arm_label(name, r[name], r)} | {m} | {r[name].get('chroma_focus', '-')} |"
-                  for name, m in matches.items()]
-        lines += [f"| real (reference) | 1 | {r.get('chroma_focus_real', '-')} |",
-                  f"| real, through the codec (reference) | {r['pitch_match_real_codec']} | - |",
-                  f"| another chorale's real bass (reference) | {r['pitch_match_real_mismatched']} | - |"]
+                  "| bass | pitch match | another chord tone | clash | chroma focus |", "|---|---|---|---|---|"]
+        lines += [f"| generated, {arm_label(name, r[name], r)} | {m} | {r[name].get('pitch_chord_tone', '-')} | "
+                  f"{r[name].get('pitch_clash', '-')} | {r[name].get('chroma_focus', '-')} |" for name, m in matches.items()]
+        lines += [f"| real (reference) | 1 | 0 | 0 | {r.get('chroma_focus_real', '-')} |"]
+        lines += [f"| {label} (reference) | {r[f'pitch_match_{key}']} | {r.get(f'pitch_chord_tone_{key}', '-')} | "
+                  f"{r.get(f'pitch_clash_{key}', '-')} | - |"
+                  for key, label in (("real_codec", "real, through the codec"),
+                                     ("real_mismatched", "another chorale's real bass"))]
     windows = {name: g["by_window"] for name, g in r.items() if isinstance(g, dict) and "by_window" in g}
     if windows and "real_by_window" in r:
         windows["real (reference)"] = r["real_by_window"]

@@ -106,12 +106,31 @@ def pitch_class_match(stem: np.ndarray, reference: np.ndarray, sample_rate: int)
     which ``stem`` sounds too and its strongest pitch class is the reference's (both mono ``(N,)``).
     For monophonic parts such as a bass line: how often a generated part plays the real part's
     note, in any octave; a silent frame of ``stem`` is a miss. 0.0 when the reference never sounds."""
+    return pitch_class_breakdown(stem, reference, None, sample_rate)["match"]
+
+
+def pitch_class_breakdown(stem: np.ndarray, reference: np.ndarray, context: np.ndarray | None,
+                          sample_rate: int, chord_size: int = 3) -> dict[str, float]:
+    """What ``stem`` plays over ``reference``'s sounding frames, as fractions summing to 1:
+    ``match`` (its strongest pitch class is the reference's, see :func:`pitch_class_match`),
+    ``chord_tone`` (another class, one of the ``chord_size`` strongest of ``context`` in that frame),
+    ``clash`` (any other class), ``silent`` (below :data:`SILENT_FRAME_DB`). Without ``context``
+    every wrong class counts as a clash. All zeros when the reference never sounds."""
     ref_chroma, _ = chroma_frames(reference, sample_rate)
     est_chroma, _ = chroma_frames(stem, sample_rate)
     ref_on, est_on = frame_levels_db(reference) >= SILENT_FRAME_DB, frame_levels_db(stem) >= SILENT_FRAME_DB
     t = min(ref_chroma.shape[1], est_chroma.shape[1], len(ref_on), len(est_on))
     ref_on, est_on = ref_on[:t], est_on[:t]
+    est_pc = est_chroma[:, :t].argmax(0)
+    same = ref_chroma[:, :t].argmax(0) == est_pc
+    chord = np.zeros(t, dtype=bool)
+    if context is not None:
+        ctx_chroma, _ = chroma_frames(context, sample_rate)
+        n = min(t, ctx_chroma.shape[1])
+        top = np.argsort(-ctx_chroma[:, :n], axis=0)[:chord_size]  # (chord_size, n)
+        chord[:n] = (top == est_pc[:n]).any(0)
+    parts = {"match": same & est_on, "chord_tone": ~same & chord & est_on, "clash": ~same & ~chord & est_on,
+             "silent": ~est_on}
     if not ref_on.any():
-        return 0.0
-    same = ref_chroma[:, :t].argmax(0) == est_chroma[:, :t].argmax(0)
-    return float((same & est_on)[ref_on].mean())
+        return {k: 0.0 for k in parts}
+    return {k: float(v[ref_on].mean()) for k, v in parts.items()}

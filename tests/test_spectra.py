@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from stemgen.spectra import (SILENT_FRAME_DB, chroma_agreement, chroma_frames, frame_cosine, frame_levels_db,
-                             pitch_class_match)
+                             pitch_class_breakdown, pitch_class_match)
 
 SR = 16000
 
@@ -62,3 +62,19 @@ def test_pitch_class_match_counts_the_reference_note_in_any_octave():
     rest[SR:] = 0.0
     assert pitch_class_match(np.concatenate([tone(45, 1.0), tone(46, 1.0)]), rest, SR) > 0.9 > half + 0.3
     assert pitch_class_match(real, np.zeros(2 * SR, dtype=np.float32), SR) == 0.0
+
+
+def test_pitch_class_breakdown_tells_chord_tones_from_clashes():
+    voices = tone(64, 3.0) + tone(67, 3.0) + tone(72, 3.0)  # E G C over a C bass: C major
+    real = tone(48, 3.0)
+    # one second each: the right note (C), another chord tone (G), a clash (F#)
+    bass = np.concatenate([tone(36, 1.0), tone(43, 1.0), tone(42, 1.0)])
+    parts = pitch_class_breakdown(bass, real, voices, SR)
+    assert sum(parts.values()) == pytest.approx(1.0)
+    for name in ("match", "chord_tone", "clash"):
+        assert parts[name] == pytest.approx(1 / 3, abs=0.05), parts
+    assert parts["silent"] == 0.0
+    assert parts["match"] == pitch_class_match(bass, real, SR)
+    without = pitch_class_breakdown(bass, real, None, SR)  # no context: every wrong note a clash
+    assert without["chord_tone"] == 0.0 and without["clash"] == pytest.approx(2 / 3, abs=0.05)
+    assert pitch_class_breakdown(bass * 1e-4, real, voices, SR)["silent"] == 1.0
