@@ -362,7 +362,8 @@ def seeds_done(arm, asked: dict) -> dict:
     if "per_seed" in arm:
         return arm["per_seed"]
     seeds = arm["seeds"]
-    return {str(seeds[0]): {**{k: arm[k] for k in ARM_KEYS}, "by_window": arm["by_window"]}} if len(seeds) == 1 else {}
+    kept = ARM_KEYS + tuple(k for k in OPTIONAL_KEYS if k in arm)
+    return {str(seeds[0]): {**{k: arm[k] for k in kept}, "by_window": arm["by_window"]}} if len(seeds) == 1 else {}
 
 
 def write_result(out: Path, result: dict, md: str, quiet: bool = False) -> None:
