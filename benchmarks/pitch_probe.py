@@ -46,6 +46,8 @@ from listening import held_out_chorales, write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+#: frames (50 Hz) by which the real bass is shifted against the first guess in ``accuracy_by_lag``
+LAGS = (-50, -25, -10, -5, 0, 5, 10, 25, 50)
 
 
 def bass_pitch_classes(track: Path, frames: int, frame_rate: float) -> np.ndarray:
@@ -65,6 +67,26 @@ def bass_pitch_classes(track: Path, frames: int, frame_rate: float) -> np.ndarra
             a, b = int(round(note.start * frame_rate)), int(round(note.end * frame_rate))
             low[a:b] = np.minimum(low[a:b], note.pitch)
     return np.where(low < 128, low % 12, -1)
+
+
+def upper_pitch_classes(track: Path, frames: int, frame_rate: float) -> np.ndarray:
+    """``(frames, 12)`` bool: the pitch classes the upper voices (every pitched stem but the bass)
+    sound in each codec frame, from their MIDI: the chord a bass note can sit on."""
+    import pretty_midi
+
+    from stemgen.data.songs import ScanReport, read_slakh_track
+    from stemgen.instruments import DRUMS_ID, resolve
+
+    song = read_slakh_track(track, ScanReport())
+    on = np.zeros((frames, 12), dtype=bool)
+    for stem in song.stems:
+        if stem.instrument in (resolve("bass").id, DRUMS_ID):
+            continue
+        for inst in pretty_midi.PrettyMIDI(str(track / "MIDI" / f"{stem.name}.mid")).instruments:
+            for note in inst.notes:
+                a, b = int(round(note.start * frame_rate)), int(round(note.end * frame_rate))
+                on[a:b, note.pitch % 12] = True
+    return on
 
 
 def bass_and_upper(track: Path, sample_rate: int, seconds: float):
@@ -119,11 +141,17 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
 
     w = model.window_frames
     crops = []  # (context (Q, w), pitch classes (w,), song index)
+    chords, lagged = [], []  # (w, 12) the upper voices' classes; (L, w) the bass's class LAGS[l] frames later
     for k, s in enumerate(songs):
         ctx = model._encode(s["context"])
-        pcs = bass_pitch_classes(s["track"], ctx.shape[-1], model.codec.frame_rate)
-        for start in range(0, ctx.shape[-1] - w + 1, w):
+        n = ctx.shape[-1]
+        pcs = bass_pitch_classes(s["track"], n, model.codec.frame_rate)
+        upper = upper_pitch_classes(s["track"], n, model.codec.frame_rate)
+        padded = np.pad(pcs, max(map(abs, LAGS)), constant_values=-1)
+        for start in range(0, n - w + 1, w):
             crops.append((ctx[:, start:start + w], pcs[start:start + w], k))
+            chords.append(upper[start:start + w])
+            lagged.append(np.stack([padded[start + max(map(abs, LAGS)) + d:][:w] for d in LAGS]))
     dev = model.device
     onehot = torch.zeros(len(table), 12, device=dev)  # (V, 12) code -> its pitch class
     known = torch.from_numpy(table >= 0).to(dev)
@@ -144,6 +172,8 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
                          for n in range(b)]
             other = torch.stack([crops[(i + n + j) % len(crops)][0] for n, j in enumerate(other_idx)])
             pcs = torch.from_numpy(np.stack([p for _, p, _ in part])).to(dev)  # (b, w)
+            chord = torch.from_numpy(np.stack(chords[i:i + batch_size])).to(dev)  # (b, w, 12)
+            lag = torch.from_numpy(np.stack(lagged[i:i + batch_size])).to(dev)  # (b, L, w)
             tgt = torch.full_like(ctx, model.model.cfg.mask_id)
             inst = torch.full((b,), bass, device=dev)
             null = torch.full_like(inst, NULL_ID)
@@ -163,7 +193,18 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
                 p_pc = lp.exp() @ onehot  # (b, w, 12)
                 p_true = p_pc.gather(-1, pcs.clamp_min(0)[..., None])[..., 0]
                 hit = (p_pc.argmax(-1) == pcs).float()
-                acc = sums.setdefault(name, [0.0] * 7)
+                acc = sums.setdefault(name, [0.0] * (10 + 2 * len(LAGS)))
+                top_pc = p_pc.argmax(-1)  # (b, w)
+                in_chord = chord.gather(-1, top_pc[..., None])[..., 0] & (top_pc != pcs)
+                acc[7] += float(in_chord[sounding].sum())
+                acc[8] += float((~in_chord & (top_pc != pcs))[sounding].sum())
+                other_chord = chord.clone()
+                other_chord.scatter_(-1, pcs.clamp_min(0)[..., None], False)
+                acc[9] += float((p_pc * other_chord).sum(-1)[sounding].sum())
+                for j in range(len(LAGS)):  # the argmax class against the bass LAGS[j] frames later
+                    ok = lag[:, j] >= 0
+                    acc[10 + 2 * j] += float((top_pc == lag[:, j])[ok].sum())
+                    acc[11 + 2 * j] += float(ok.sum())
                 acc[0] += float(p_true[sounding].sum())
                 acc[1] += float(hit[sounding].sum())
                 acc[2] += float(p_pc.sum(-1)[sounding].sum())
@@ -175,16 +216,26 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
             ctx_pc = torch.from_numpy(context_table).to(dev)[ctx[:, 0]]  # (b, w) the context code's guess
             context_code_hits.append((float((ctx_pc == pcs)[sounding].sum()), float(sounding.sum())))
     all_pcs = np.concatenate([p for _, p, _ in crops])
+    all_chords = np.concatenate(chords)[all_pcs >= 0]  # (frames, 12)
     all_pcs = all_pcs[all_pcs >= 0]
     hits, n = map(sum, zip(*context_code_hits))
     return {"crops": len(crops), "frames": int(len(all_pcs)),
             "chance_accuracy": round(float(np.bincount(all_pcs, minlength=12).max() / len(all_pcs)), 4),
             "context_code_accuracy": round(hits / n, 4),
+            # how often the real bass's class is one the upper voices sound, and how many they sound
+            "real_in_chord": round(float(all_chords[np.arange(len(all_pcs)), all_pcs].mean()), 4),
+            "chord_classes": round(float(all_chords.sum(1).mean()), 3),
             "silence_codes": int(silence.sum()),
             "conditions": {k: {"p_true_pc": round(v[0] / v[3], 4), "accuracy": round(v[1] / v[3], 4),
                                "p_known": round(v[2] / v[3], 4), "p_silence": round(v[4] / v[3], 4),
                                "argmax_silence": round(v[5] / v[3], 4),
-                               "code_argmax_accuracy": round(v[6] / v[3], 4)} for k, v in sums.items()}}
+                               "code_argmax_accuracy": round(v[6] / v[3], 4),
+                               "argmax_chord_tone": round(v[7] / v[3], 4), "argmax_clash": round(v[8] / v[3], 4),
+                               "p_chord_tone": round(v[9] / v[3], 4),
+                               "p_clash": round((v[2] - v[0] - v[9]) / v[3], 4),
+                               "accuracy_by_lag": {str(d): round(v[10 + 2 * j] / max(v[11 + 2 * j], 1), 4)
+                                                   for j, d in enumerate(LAGS)}}
+                           for k, v in sums.items()}}
 
 
 def main() -> None:
@@ -242,6 +293,26 @@ def markdown(r: dict) -> str:
             lines.append(f"| {name} | {cond} | {v['p_true_pc']} | {v['accuracy']} | {v['p_known']} | "
                          f"{v.get('p_silence', '-')} | {v.get('argmax_silence', '-')} | "
                          f"{v.get('code_argmax_accuracy', '-')} |")
+    if "argmax_clash" in next(iter(first["conditions"].values())):
+        lines += ["", f"Wrong notes: the most probable pitch class against the chord the upper voices sound in the "
+                  f"frame (from their MIDI; {first['chord_classes']} classes on average; the real bass's class is "
+                  f"among them {first['real_in_chord']} of the time), and the mass on each kind:", "",
+                  "| model | distribution | argmax: right | another chord tone | clash | "
+                  "mass: right | another chord tone | clash |", "|---|---|---|---|---|---|---|---|"]
+        for name, m in r["models"].items():
+            for cond, v in m["conditions"].items():
+                lines.append(f"| {name} | {cond.replace('|', chr(92) + '|')} | {v['accuracy']} | "
+                             f"{v['argmax_chord_tone']} | {v['argmax_clash']} | {v['p_true_pc']} | "
+                             f"{v['p_chord_tone']} | {v['p_clash']} |")
+        lags = list(next(iter(first["conditions"].values()))["accuracy_by_lag"])
+        lines += ["", "The most probable pitch class against the real bass shifted by d frames (50 Hz; d > 0: "
+                  "the bass d frames later), over the frames where the shifted bass sounds:", "",
+                  "| model | distribution | " + " | ".join(f"d = {d}" for d in lags) + " |",
+                  "|---|---|" + "---|" * len(lags)]
+        for name, m in r["models"].items():
+            for cond, v in m["conditions"].items():
+                lines.append(f"| {name} | {cond.replace('|', chr(92) + '|')} | "
+                             + " | ".join(str(x) for x in v["accuracy_by_lag"].values()) + " |")
     return "\n".join(lines) + "\n"
 
 
