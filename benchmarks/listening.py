@@ -39,10 +39,12 @@ ROOT = Path(__file__).resolve().parent.parent
 BRANCHES = {"p(t|a,i)": "true", "p(t|a)": "null_instrument", "p(t|i)": "null_context", "p(t)": "null_both"}
 
 
-def held_out_chorales(root: Path, n: int, sr: int, seconds: float, sounding_seconds: float) -> list[dict]:
+def held_out_chorales(root: Path, n: int, sr: int, seconds: float, sounding_seconds: float,
+                      drums: bool = False) -> list[dict]:
     """The first ``n`` test chorales whose bass and upper voices both sound in their first
     ``sounding_seconds``: ``{"name", "context" (upper voices), "bass"}``, the first ``seconds``,
-    mono at ``sr``."""
+    mono at ``sr``. ``drums``: the context is the whole mix but the bass (upper voices and drums:
+    what a user gives), chosen by the same rule."""
     from stemgen.audio import dbfs, load_mono, mix_down
     from stemgen.data.songs import ScanReport, read_slakh_track, song_folders
     from stemgen.instruments import DRUMS_ID, resolve
@@ -55,6 +57,8 @@ def held_out_chorales(root: Path, n: int, sr: int, seconds: float, sounding_seco
         upper = [wav for inst, wav in stems.values() if inst not in (bass_id, DRUMS_ID)]
         head = int(sounding_seconds * sr)
         if len(bass) == 1 and upper and min(dbfs(bass[0][:head]), dbfs(mix_down(upper)[:head])) > -50.0:
+            if drums:
+                upper += [wav for inst, wav in stems.values() if inst == DRUMS_ID]
             out.append({"name": track.name, "track": track, "context": mix_down(upper), "bass": bass[0]})
         if len(out) == n:
             break
@@ -165,6 +169,8 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=Path.home() / ".cache" / "stemgen" / "data" / "chorales_all",
                    help="rendered chorales (all 353 are rendered there if missing)")
     p.add_argument("--songs", type=int, default=16, help="held-out chorales")
+    p.add_argument("--context-drums", action="store_true",
+                   help="the context is the whole mix but the bass (drums too), not the upper voices alone")
     p.add_argument("--ce-seconds", type=float, default=20.0, help="seconds of each chorale cut into crops for 1.")
     p.add_argument("--seconds", type=float, default=8.0, help="length of the generated bass for 2.")
     p.add_argument("--steps", type=int, nargs="*", default=None, help="decoding steps per level (default: the paper's)")
@@ -204,12 +210,13 @@ def main() -> None:
     if not 0 <= args.overlap <= window_seconds / 2:  # generate would clamp it, and the result would misstate it
         raise SystemExit(f"--overlap must be between 0 and half the model's window ({window_seconds / 2:g} s), "
                          f"got {args.overlap:g}")
-    songs = held_out_chorales(args.data, args.songs, sr, max(args.ce_seconds, args.seconds), args.seconds)
+    songs = held_out_chorales(args.data, args.songs, sr, max(args.ce_seconds, args.seconds), args.seconds,
+                              args.context_drums)
     if len(songs) < 2:
         raise SystemExit(f"need at least 2 test chorales with a bass under {args.data}, found {len(songs)}")
     start = time.perf_counter()
     done = previous_result(args.out, repr(model), len(songs), args.seconds, args.steps,
-                           args.overlap) if args.resume else {}
+                           args.overlap, args.context_drums) if args.resume else {}
     seeds_before = list(done.get("seeds", [0]))
     for arm in done.values():  # each arm keeps the seeds it was generated with; the run's may change below
         if isinstance(arm, dict) and "chroma_generated_own" in arm:
@@ -220,7 +227,8 @@ def main() -> None:
     else:
         ce = cross_entropies(model, songs)
         result = {"benchmark": "listening", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
-                  "model": repr(model), "songs": len(songs), "ce_crops": ce["crops"],
+                  "model": repr(model), "songs": len(songs), "context_drums": args.context_drums,
+                  "ce_crops": ce["crops"],
                   "uniform_nats": round(math.log(model.model.cfg.cardinality), 4),
                   "context_gain_nats": round(ce["context_gain"], 4),
                   "context_gain_train_mask_nats": round(ce["context_gain_train_mask"], 4),
@@ -336,17 +344,19 @@ def result_file(out: Path, ext: str) -> Path:
     return out.parent / (out.name + ext)
 
 
-def previous_result(out: Path, model: str, songs: int, seconds: float, steps, overlap: float = 1.0) -> dict:
-    """``OUT.json`` if it holds a run of the same model on the same songs, length, steps and window
-    overlap (its seeds may differ: :func:`seeds_done` picks what it can reuse), else {}."""
+def previous_result(out: Path, model: str, songs: int, seconds: float, steps, overlap: float = 1.0,
+                    context_drums: bool = False) -> dict:
+    """``OUT.json`` if it holds a run of the same model on the same songs and contexts, length, steps
+    and window overlap (its seeds may differ: :func:`seeds_done` picks what it can reuse), else {}."""
     path = result_file(out, ".json")
     if not path.exists():
         return {}
     old = json.loads(path.read_text())
     same = (old.get("model"), old.get("songs"), old.get("seconds", seconds), old.get("steps"),
-            old.get("overlap_seconds", 1.0)) == (model, songs, seconds, steps, overlap)
+            old.get("overlap_seconds", 1.0), old.get("context_drums", False)) == (model, songs, seconds, steps,
+                                                                                 overlap, context_drums)
     if not same:
-        print(f"--resume: {path} holds another run (model, songs, seconds, steps or overlap differ): "
+        print(f"--resume: {path} holds another run (model, songs, contexts, seconds, steps or overlap differ): "
               "starting over", flush=True)
     return old if same else {}
 
@@ -391,8 +401,9 @@ def arm_label(name: str, arm: dict, r: dict) -> str:
 
 
 def markdown(r: dict) -> str:
-    lines = ["# Listening", "", f"Model `{r['model']}`; {r['songs']} held-out chorales; machine {r['machine']['cpu']}, "
-             f"{r['machine']['cores']} cores.", "",
+    contexts = "the whole mix but the bass (drums too)" if r.get("context_drums") else "the upper voices"
+    lines = ["# Listening", "", f"Model `{r['model']}`; {r['songs']} held-out chorales, {contexts} as the context; "
+             f"machine {r['machine']['cpu']}, {r['machine']['cores']} cores.", "",
              f"Level-0 cross-entropy, every target token masked, {r['ce_crops']} crops (nats per token; uniform "
              f"{r['uniform_nats']}):", "", "| condition | nats |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in r["ce_nats"].items()]

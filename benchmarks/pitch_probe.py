@@ -244,6 +244,8 @@ def main() -> None:
     p.add_argument("--names", nargs="*", default=None, help="labels of the models in the tables (default: --model)")
     p.add_argument("--data", type=Path, default=Path.home() / ".cache" / "stemgen" / "data" / "chorales_all")
     p.add_argument("--songs", type=int, default=16, help="held-out chorales")
+    p.add_argument("--context-drums", action="store_true",
+                   help="the context is the whole mix but the bass (drums too), not the upper voices alone")
     p.add_argument("--seconds", type=float, default=20.0, help="seconds of each held-out chorale cut into crops")
     p.add_argument("--table-songs", type=int, default=64, help="train chorales for the code -> pitch class table")
     p.add_argument("--nested", type=float, nargs="*", default=[2.0, 3.0, 5.0])
@@ -257,11 +259,11 @@ def main() -> None:
     models = [load_model(m, device="cpu") for m in args.model]
     sr = models[0].sample_rate
     start = time.perf_counter()
-    songs = held_out_chorales(args.data, args.songs, sr, args.seconds, 8.0)
+    songs = held_out_chorales(args.data, args.songs, sr, args.seconds, 8.0, args.context_drums)
     # one table for every model: the codec is the embedded one for all of them
     table, context_table, purity = code_tables(models[0], train_tracks(args.data, args.table_songs), args.seconds)
     result = {"benchmark": "pitch_probe", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
-              "songs": len(songs), "table_songs": args.table_songs, "table_codes": int((table >= 0).sum()),
+              "songs": len(songs), "context_drums": args.context_drums, "table_songs": args.table_songs, "table_codes": int((table >= 0).sum()),
               "table_purity": round(purity, 4), "sources": dict(zip(args.names or args.model, args.model)),
               "models": {}}
     names = args.names or args.model
@@ -280,7 +282,8 @@ def markdown(r: dict) -> str:
              f"{r['songs']} held-out chorales, {first['crops']} crops, {first['frames']} sounding bass frames per "
              f"condition; code -> pitch class table from {r['table_songs']} train chorales ({r['table_codes']} "
              f"codes, purity {r['table_purity']}); machine {r['machine']['cpu']}, {r['machine']['cores']} cores; "
-             f"{r['date']}.", "",
+             f"{r['date']}; context: "
+             f"{'the whole mix but the bass (drums too)' if r.get('context_drums') else 'the upper voices'}.", "",
              f"References: most frequent pitch class {first['chance_accuracy']}; the context's own level-0 code "
              f"in the same frame, through the table: {first['context_code_accuracy']}.", "",
              f"Silence: {first.get('silence_codes', '-')} level-0 code(s) of a silent signal; the mass on them and how "
