@@ -27,11 +27,18 @@ def test_the_demo_model_loads_and_generates_two_seconds():
     stem = stemgen.generate(context, "bass", model=model, sample_rate=SR, seed=0, steps=1)
     assert stem.tokens.shape == (4, 100) and 0 <= int(stem.tokens.min()) and int(stem.tokens.max()) < 2048
     assert stem.audio.shape == (2 * SR,) and np.isfinite(stem.audio).all() and np.abs(stem.audio).max() > 1e-3
-    # its own default (ModelRecord.sampling): naive, level 0 at 0.5 behind the silence gate
-    assert stem.settings["steps"] == [1, 1, 1, 1] and stem.settings["guidance"] is False
+    # its own default (ModelRecord.sampling): nested guidance toward the context (lambda_a 3,
+    # lambda_i 1: its p(t|a) branch is not a distribution, docs/listening.md), level 0 at 0.5
+    # behind the silence gate
+    assert stem.settings["steps"] == [1, 1, 1, 1] and stem.settings["guidance"] is True
+    assert (stem.settings["guidance_form"], stem.settings["lambda_context"], stem.settings["lambda_instrument"]) \
+        == ("nested", 3.0, 1.0)
     assert stem.settings["temperature"] == [0.5, 1.0, 1.0, 1.0] and stem.settings["silence_gate"] is True
-    # drums with their own (ModelRecord.instrument_sampling): the paper's best, which a cool level 0 would silence
-    assert model.default_settings_for("drums") == SamplingSettings.paper(4)
+    # drums with their own (ModelRecord.instrument_sampling): the paper's best but nested, at temperature 1
+    # (a cool level 0 would silence them); no default of this model runs the p(t|a) branch
+    drums = model.default_settings_for("drums")
+    assert drums == SamplingSettings.paper(4).updated({"guidance_form": "nested", "lambda_instrument": 1.0}, 4)
+    assert drums.unconditional_weight() == 0.0 and stem.settings["lambda_instrument"] == 1.0
     silence = torch.tensor(model.codec.silence_codes()).view(1, 4, 1).expand(1, 4, 50)
     assert stemgen.audio.dbfs(model.codec.decode(silence)[0].numpy()) < -50  # the gate's codes are silence
     again = stemgen.generate(context, "bass", model=model, sample_rate=SR, seed=0, steps=1)
