@@ -20,6 +20,10 @@
 #     OUT=/path/for/results [EXTRA_TRAIN=benchmarks/gpu_tokens_aug] bash benchmarks/gpu_train.sh
 #     OUT=... CONFIG=configs/gpu_full_context.yaml TOKENS=benchmarks/gpu_tokens_full \
 #         EXTRA_TRAIN=benchmarks/gpu_tokens bash benchmarks/gpu_train.sh
+#   the shipped demo model's recipe (the full-context run, then the fine-tune of
+#   configs/demo_finetune_candidate.yaml; docs/listening.md, sixteenth session):
+#     OUT=... CONFIG=configs/gpu_full_context.yaml TOKENS=benchmarks/gpu_tokens_full \
+#         EXTRA_TRAIN=benchmarks/gpu_tokens FINETUNE=configs/demo_finetune_candidate.yaml bash benchmarks/gpu_train.sh
 #   or both arms side by side and the performance run after them: benchmarks/gpu_all.sh.
 #   Size: the checkout's tracked files are 34 MB (16 MB of them the demo model, which training
 #   does not read); with both token folders (41 MB) that is over a 64 MiB transfer: export the
@@ -37,6 +41,12 @@ TOKENS=${TOKENS:-benchmarks/gpu_tokens}
 CONFIG=${CONFIG:-configs/gpu_listening.yaml}  # configs/gpu_full_context.yaml: the full-context recipe
 EXTRA_TRAIN=${EXTRA_TRAIN:-}  # more token folders whose training examples are added (space-separated)
 MINUTES=${MINUTES:-5}
+# the shipped demo model's second stage: after the run, fine-tune its export with this config
+# (configs/demo_finetune_candidate.yaml: the full-context pairs of $FINETUNE_TOKENS, 1200 steps) for at
+# most FINETUNE_MINUTES; $OUT/model is then the fine-tuned model and metrics_finetune.csv its curve
+FINETUNE=${FINETUNE:-}
+FINETUNE_TOKENS=${FINETUNE_TOKENS:-benchmarks/gpu_tokens_full}
+FINETUNE_MINUTES=${FINETUNE_MINUTES:-2}
 ACCELERATOR=${ACCELERATOR:-gpu}  # cpu: a dry run of the whole pipeline on a CPU machine (MINUTES=1)
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
@@ -65,8 +75,21 @@ timeout $((MINUTES * 60 + 120)) $PY -c "from stemgen.train.cli import main; main
   --trainer.max_time "00:00:$(printf %02d "$MINUTES"):00" >"$OUT/train.log" 2>&1
 echo "exit $? after $((SECONDS - START)) s" >>"$OUT/train.log"
 cp "$RUN"/csv/version_*/metrics.csv "$OUT/metrics.csv" 2>/dev/null
+LAST="$RUN/checkpoints/last.ckpt"
+if [ -n "$FINETUNE" ]; then
+  $PY -c "import sys; from stemgen.cli import main; sys.exit(main(sys.argv[1:]))" \
+    export "$LAST" "$RUN/stage1" --half true >>"$OUT/train.log" 2>&1
+  START=$SECONDS
+  timeout $((FINETUNE_MINUTES * 60 + 120)) $PY -c "from stemgen.train.cli import main; main()" \
+    --config "$FINETUNE" --data.init_args.root "$FINETUNE_TOKENS" --model.init_from "$RUN/stage1" \
+    --trainer.default_root_dir "$RUN/finetune" --trainer.accelerator "$ACCELERATOR" \
+    --trainer.max_time "00:00:$(printf %02d "$FINETUNE_MINUTES"):00" >"$OUT/train_finetune.log" 2>&1
+  echo "exit $? after $((SECONDS - START)) s" >>"$OUT/train_finetune.log"
+  cp "$RUN"/finetune/csv/version_*/metrics.csv "$OUT/metrics_finetune.csv" 2>/dev/null
+  LAST="$RUN/finetune/checkpoints/last.ckpt"
+fi
 $PY -c "import sys; from stemgen.cli import main; sys.exit(main(sys.argv[1:]))" \
-  export "$RUN/checkpoints/last.ckpt" "$OUT/model" --half true --max_shard_mib 15 >>"$OUT/train.log" 2>&1
+  export "$LAST" "$OUT/model" --half true --max_shard_mib 15 >>"$OUT/train.log" 2>&1
 # the bundled codec is the checkout's own (stemgen/assets/demo_chorales/codec, 16.0 MiB): leave the
 # copy out; config.json keeps its fingerprint, checked when the model is loaded beside that codec
 rm -rf "$OUT/model/codec"
@@ -79,6 +102,7 @@ val = [{k: float(v) for k, v in r.items() if v and (k.startswith("val/") or k ==
        if r.get("val/context_gain")]
 summary = {"steps": max((int(r["step"]) for r in rows if r.get("step")), default=0),
            "validations": len(val), "last_validation": val[-1] if val else None,
+           "finetuned": (out / "metrics_finetune.csv").exists(),
            "exported": (out / "model" / "config.json").exists()
                        and any((out / "model").glob("model*.safetensors"))}
 (out / "summary.json").write_text(json.dumps(summary, indent=1))
