@@ -258,7 +258,8 @@ def export(checkpoint: Path, out_dir: Path, half: bool = False, max_shard_mib: O
 
 def bench_mirdd(grid: Path, out: Path = Path("bench_out"), model: Optional[str] = None,
                 data: Optional[Path] = None, n: int = 40, seconds: float = 8.0, split: str = "test",
-                batch_size: int = 8, seed: int = 0, rounds: int = 200, vggish: Optional[str] = None) -> None:
+                batch_size: int = 8, seed: int = 0, rounds: int = 200, vggish: Optional[str] = None,
+                precision: str = "auto") -> None:
     """Run a benchmark grid (the paper's protocol): generate one stem per held-out triple per
     configuration, score MIRDD, Fréchet distances and context agreement.
 
@@ -277,11 +278,14 @@ def bench_mirdd(grid: Path, out: Path = Path("bench_out"), model: Optional[str] 
         seed: generation seed.
         rounds: bootstrap rounds for the MIRDD intervals.
         vggish: VGGish weights file (FAD is reported only with real VGGish weights).
+        precision: the model's precision: "auto" (bf16 where the CPU or GPU has it natively, else
+            fp32), "bf16" or "fp32"; grids run at different precisions are different runs, so
+            compare models at one (the generated-stem cache keeps them apart).
     """
     from .eval.suite import run_suite
 
     run_suite(grid, out, model=model, data=data, n=n, seconds=seconds, split=split, batch_size=batch_size,
-              seed=seed, rounds=rounds, vggish_weights=vggish)
+              seed=seed, rounds=rounds, vggish_weights=vggish, precision=precision)
     print((Path(out) / "results.md").read_text())
 
 

@@ -233,15 +233,17 @@ def score_population(scorer: Scorer, real_desc: list, real: list, generated: lis
 
 def run_suite(grid_path: str | Path, out: str | Path, model=None, data: str | Path | None = None, n: int = 40,
               seconds: float = 8.0, split: str = "test", batch_size: int = 8, seed: int = 0,
-              rounds: int = 200, vggish_weights: str | None = None, beats: bool = True) -> dict:
-    """Run a grid end to end; writes ``OUT/results.{json,csv,md}`` and plots; returns the results."""
+              rounds: int = 200, vggish_weights: str | None = None, beats: bool = True,
+              precision: str = "auto") -> dict:
+    """Run a grid end to end; writes ``OUT/results.{json,csv,md}`` and plots; returns the results.
+    ``precision`` is :func:`~stemgen.api.load_model`'s (ignored for a model given loaded)."""
     from ..api import load_model
     from ..data.chorales import default_chorales_dir
     from ..prepare import prepare_chorales
 
     grid = load_grid(grid_path)
     out = Path(out)
-    sm = load_model(model)
+    sm = load_model(model, precision=precision)
     sr = sm.sample_rate
     root = Path(data) if data else prepare_chorales(default_chorales_dir(), limit=None)
     triples = draw_triples(root, n, sr, seconds, split)

@@ -58,10 +58,11 @@ def test_tiny_suite_run_resumes_and_scores(tmp_path, chorales_dir, tiny_export):
     grid = Path(__file__).resolve().parents[2] / "configs" / "eval" / "tiny.yaml"
     out = tmp_path / "bench"
     args = ["bench", "mirdd", str(grid), "--out", str(out), "--model", str(tiny_export), "--data",
-            str(chorales_dir), "--n", "4", "--seconds", "2", "--batch_size", "2", "--rounds", "20"]
+            str(chorales_dir), "--n", "4", "--seconds", "2", "--batch_size", "2", "--rounds", "20",
+            "--precision", "fp32"]
     assert main(args) == 0
     r = json.loads((out / "results.json").read_text())
-    assert set(r["configs"]) == {"naive", "best"} and r["n"] == 4
+    assert set(r["configs"]) == {"naive", "best"} and r["n"] == 4 and r["model"].endswith("fp32)")
     assert r["configs"]["naive"]["settings"]["guidance"] is False and r["configs"]["naive"]["settings"]["w_position"] == 0
     assert r["configs"]["best"]["settings"]["steps"] == [2, 2, 1, 1]
     for name, c in r["configs"].items():
