@@ -34,25 +34,21 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from listening import agreement, held_out_chorales, pitch_scores, write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
+from pitch_probe import stem_notes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def voice_notes(track: Path) -> tuple[dict[str, list], int]:
     """``{voice: [NoteEvent]}`` from the track's MIDI and metadata, and the bass's GM program."""
-    import pretty_midi
     import yaml
-
-    from stemgen.data.chorales import NoteEvent
 
     meta = yaml.safe_load((track / "metadata.yaml").read_text())
     voices, program = {}, 0
     for name, stem in meta["stems"].items():
         if stem.get("is_drum"):
             continue
-        midi = pretty_midi.PrettyMIDI(str(track / "MIDI" / f"{name}.mid"))
-        voices[stem["voice"]] = sorted((NoteEvent(n.start, n.end, n.pitch, n.velocity)
-                                        for inst in midi.instruments for n in inst.notes), key=lambda n: n.start)
+        voices[stem["voice"]] = stem_notes(track, name)
         if stem["voice"] == "bass":
             program = int(stem["program_num"])
     return voices, program

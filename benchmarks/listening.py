@@ -36,6 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+#: ``--context-drums`` of this script and of pitch_probe.py
+CONTEXT_DRUMS_HELP = "the context is the whole mix but the bass (drums too), not the upper voices alone"
+
+
+def context_label(drums: bool) -> str:
+    """What the held-out chorales' context is, for the Markdown (``--context-drums``)."""
+    return "the whole mix but the bass (drums too)" if drums else "the upper voices"
+
+
 BRANCHES = {"p(t|a,i)": "true", "p(t|a)": "null_instrument", "p(t|i)": "null_context", "p(t)": "null_both"}
 
 
@@ -169,8 +178,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=Path.home() / ".cache" / "stemgen" / "data" / "chorales_all",
                    help="rendered chorales (all 353 are rendered there if missing)")
     p.add_argument("--songs", type=int, default=16, help="held-out chorales")
-    p.add_argument("--context-drums", action="store_true",
-                   help="the context is the whole mix but the bass (drums too), not the upper voices alone")
+    p.add_argument("--context-drums", action="store_true", help=CONTEXT_DRUMS_HELP)
     p.add_argument("--ce-seconds", type=float, default=20.0, help="seconds of each chorale cut into crops for 1.")
     p.add_argument("--seconds", type=float, default=8.0, help="length of the generated bass for 2.")
     p.add_argument("--steps", type=int, nargs="*", default=None, help="decoding steps per level (default: the paper's)")
@@ -401,8 +409,8 @@ def arm_label(name: str, arm: dict, r: dict) -> str:
 
 
 def markdown(r: dict) -> str:
-    contexts = "the whole mix but the bass (drums too)" if r.get("context_drums") else "the upper voices"
-    lines = ["# Listening", "", f"Model `{r['model']}`; {r['songs']} held-out chorales, {contexts} as the context; "
+    lines = ["# Listening", "", f"Model `{r['model']}`; {r['songs']} held-out chorales, "
+             f"{context_label(r.get('context_drums', False))} as the context; "
              f"machine {r['machine']['cpu']}, {r['machine']['cores']} cores.", "",
              f"Level-0 cross-entropy, every target token masked, {r['ce_crops']} crops (nats per token; uniform "
              f"{r['uniform_nats']}):", "", "| condition | nats |", "|---|---|"]

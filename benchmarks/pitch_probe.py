@@ -42,50 +42,59 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from listening import held_out_chorales, write_result  # noqa: E402
+from listening import CONTEXT_DRUMS_HELP, context_label, held_out_chorales, write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 #: frames (50 Hz) by which the real bass is shifted against the first guess in ``accuracy_by_lag``
 LAGS = (-50, -25, -10, -5, 0, 5, 10, 25, 50)
+LAG_PAD = max(map(abs, LAGS))
+
+
+def stem_notes(track: Path, stem: str) -> list:
+    """The notes of one stem of a track (``MIDI/STEM.mid``), as :class:`stemgen.data.chorales.NoteEvent`
+    sorted by onset."""
+    import pretty_midi
+
+    from stemgen.data.chorales import NoteEvent
+
+    midi = pretty_midi.PrettyMIDI(str(track / "MIDI" / f"{stem}.mid"))
+    return sorted((NoteEvent(n.start, n.end, n.pitch, n.velocity) for inst in midi.instruments for n in inst.notes),
+                  key=lambda n: n.start)
+
+
+def note_frames(note, frame_rate: float) -> slice:
+    """The codec frames a note sounds in."""
+    return slice(int(round(note.start * frame_rate)), int(round(note.end * frame_rate)))
 
 
 def bass_pitch_classes(track: Path, frames: int, frame_rate: float) -> np.ndarray:
     """``(frames,)`` int: the bass's sounding pitch class in each codec frame, -1 where silent
     (the lowest sounding note wins), from the track's bass MIDI."""
-    import pretty_midi
-
     from stemgen.data.songs import ScanReport, read_slakh_track
     from stemgen.instruments import resolve
 
     song = read_slakh_track(track, ScanReport())
     bass = [s for s in song.stems if s.instrument == resolve("bass").id]
-    midi = pretty_midi.PrettyMIDI(str(track / "MIDI" / f"{bass[0].name}.mid"))
     low = np.full(frames, 128)
-    for inst in midi.instruments:
-        for note in inst.notes:
-            a, b = int(round(note.start * frame_rate)), int(round(note.end * frame_rate))
-            low[a:b] = np.minimum(low[a:b], note.pitch)
+    for note in stem_notes(track, bass[0].name):
+        span = note_frames(note, frame_rate)
+        low[span] = np.minimum(low[span], note.pitch)
     return np.where(low < 128, low % 12, -1)
 
 
 def upper_pitch_classes(track: Path, frames: int, frame_rate: float) -> np.ndarray:
     """``(frames, 12)`` bool: the pitch classes the upper voices (every pitched stem but the bass)
     sound in each codec frame, from their MIDI: the chord a bass note can sit on."""
-    import pretty_midi
-
     from stemgen.data.songs import ScanReport, read_slakh_track
     from stemgen.instruments import DRUMS_ID, resolve
 
     song = read_slakh_track(track, ScanReport())
     on = np.zeros((frames, 12), dtype=bool)
     for stem in song.stems:
-        if stem.instrument in (resolve("bass").id, DRUMS_ID):
-            continue
-        for inst in pretty_midi.PrettyMIDI(str(track / "MIDI" / f"{stem.name}.mid")).instruments:
-            for note in inst.notes:
-                a, b = int(round(note.start * frame_rate)), int(round(note.end * frame_rate))
-                on[a:b, note.pitch % 12] = True
+        if stem.instrument not in (resolve("bass").id, DRUMS_ID):
+            for note in stem_notes(track, stem.name):
+                on[note_frames(note, frame_rate), note.pitch % 12] = True
     return on
 
 
@@ -147,11 +156,11 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
         n = ctx.shape[-1]
         pcs = bass_pitch_classes(s["track"], n, model.codec.frame_rate)
         upper = upper_pitch_classes(s["track"], n, model.codec.frame_rate)
-        padded = np.pad(pcs, max(map(abs, LAGS)), constant_values=-1)
+        padded = np.pad(pcs, LAG_PAD, constant_values=-1)
         for start in range(0, n - w + 1, w):
             crops.append((ctx[:, start:start + w], pcs[start:start + w], k))
             chords.append(upper[start:start + w])
-            lagged.append(np.stack([padded[start + max(map(abs, LAGS)) + d:][:w] for d in LAGS]))
+            lagged.append(np.stack([padded[start + LAG_PAD + d:][:w] for d in LAGS]))
     dev = model.device
     onehot = torch.zeros(len(table), 12, device=dev)  # (V, 12) code -> its pitch class
     known = torch.from_numpy(table >= 0).to(dev)
@@ -192,9 +201,9 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
             for name, lp in conds.items():
                 p_pc = lp.exp() @ onehot  # (b, w, 12)
                 p_true = p_pc.gather(-1, pcs.clamp_min(0)[..., None])[..., 0]
-                hit = (p_pc.argmax(-1) == pcs).float()
+                top_pc = p_pc.argmax(-1)  # (b, w) the most probable pitch class
+                hit = (top_pc == pcs).float()
                 acc = sums.setdefault(name, [0.0] * (10 + 2 * len(LAGS)))
-                top_pc = p_pc.argmax(-1)  # (b, w)
                 in_chord = chord.gather(-1, top_pc[..., None])[..., 0] & (top_pc != pcs)
                 acc[7] += float(in_chord[sounding].sum())
                 acc[8] += float((~in_chord & (top_pc != pcs))[sounding].sum())
@@ -244,8 +253,7 @@ def main() -> None:
     p.add_argument("--names", nargs="*", default=None, help="labels of the models in the tables (default: --model)")
     p.add_argument("--data", type=Path, default=Path.home() / ".cache" / "stemgen" / "data" / "chorales_all")
     p.add_argument("--songs", type=int, default=16, help="held-out chorales")
-    p.add_argument("--context-drums", action="store_true",
-                   help="the context is the whole mix but the bass (drums too), not the upper voices alone")
+    p.add_argument("--context-drums", action="store_true", help=CONTEXT_DRUMS_HELP)
     p.add_argument("--seconds", type=float, default=20.0, help="seconds of each held-out chorale cut into crops")
     p.add_argument("--table-songs", type=int, default=64, help="train chorales for the code -> pitch class table")
     p.add_argument("--nested", type=float, nargs="*", default=[2.0, 3.0, 5.0])
@@ -282,8 +290,7 @@ def markdown(r: dict) -> str:
              f"{r['songs']} held-out chorales, {first['crops']} crops, {first['frames']} sounding bass frames per "
              f"condition; code -> pitch class table from {r['table_songs']} train chorales ({r['table_codes']} "
              f"codes, purity {r['table_purity']}); machine {r['machine']['cpu']}, {r['machine']['cores']} cores; "
-             f"{r['date']}; context: "
-             f"{'the whole mix but the bass (drums too)' if r.get('context_drums') else 'the upper voices'}.", "",
+             f"{r['date']}; context: {context_label(r.get('context_drums', False))}.", "",
              f"References: most frequent pitch class {first['chance_accuracy']}; the context's own level-0 code "
              f"in the same frame, through the table: {first['context_code_accuracy']}.", "",
              f"Silence: {first.get('silence_codes', '-')} level-0 code(s) of a silent signal; the mass on them and how "
