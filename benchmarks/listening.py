@@ -37,7 +37,9 @@ from machine import machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 #: ``--context-drums`` of this script and of pitch_probe.py
-CONTEXT_DRUMS_HELP = "the context is the whole mix but the bass (drums too), not the upper voices alone"
+CONTEXT_DRUMS_HELP = ("the model hears the whole mix but the bass (drums too: what a user gives) instead of the upper "
+                      "voices alone; the generated bass is still scored against the upper voices (the harmony), so "
+                      "the agreements compare with a run without it")
 
 
 def context_label(drums: bool) -> str:
@@ -51,9 +53,10 @@ BRANCHES = {"p(t|a,i)": "true", "p(t|a)": "null_instrument", "p(t|i)": "null_con
 def held_out_chorales(root: Path, n: int, sr: int, seconds: float, sounding_seconds: float,
                       drums: bool = False) -> list[dict]:
     """The first ``n`` test chorales whose bass and upper voices both sound in their first
-    ``sounding_seconds``: ``{"name", "context" (upper voices), "bass"}``, the first ``seconds``,
-    mono at ``sr``. ``drums``: the context is the whole mix but the bass (upper voices and drums:
-    what a user gives), chosen by the same rule."""
+    ``sounding_seconds``: ``{"name", "context" (what the model hears: the upper voices),
+    "harmony" (the upper voices: what a bass is scored against), "bass"}``, the first
+    ``seconds``, mono at ``sr``. ``drums``: the context is the whole mix but the bass (upper
+    voices and drums: what a user gives), chosen by the same rule; the harmony stays the upper voices."""
     from stemgen.audio import dbfs, load_mono, mix_down
     from stemgen.data.songs import ScanReport, read_slakh_track, song_folders
     from stemgen.instruments import DRUMS_ID, resolve
@@ -66,9 +69,9 @@ def held_out_chorales(root: Path, n: int, sr: int, seconds: float, sounding_seco
         upper = [wav for inst, wav in stems.values() if inst not in (bass_id, DRUMS_ID)]
         head = int(sounding_seconds * sr)
         if len(bass) == 1 and upper and min(dbfs(bass[0][:head]), dbfs(mix_down(upper)[:head])) > -50.0:
-            if drums:
-                upper += [wav for inst, wav in stems.values() if inst == DRUMS_ID]
-            out.append({"name": track.name, "track": track, "context": mix_down(upper), "bass": bass[0]})
+            heard = upper + ([wav for inst, wav in stems.values() if inst == DRUMS_ID] if drums else [])
+            out.append({"name": track.name, "track": track, "context": mix_down(heard), "harmony": mix_down(upper),
+                        "bass": bass[0]})
         if len(out) == n:
             break
     return out
@@ -245,22 +248,23 @@ def main() -> None:
         print(json.dumps(result, indent=1), flush=True)
 
     n = int(args.seconds * sr)
-    contexts = [s["context"][:n] for s in songs]
+    contexts = [s["context"][:n] for s in songs]  # what the model hears
+    harmonies = [s["harmony"][:n] for s in songs]  # what every bass is scored against
     reals = [s["bass"][:n] for s in songs]
     result["seconds"], result["steps"], result["seeds"] = args.seconds, args.steps, args.seeds
     result["overlap_seconds"] = args.overlap
     (result["chroma_real_own"], result["chroma_real_mismatched"], result["chroma_heard_real_own"],
-     result["chroma_heard_real_mismatched"]) = (round(x, 4) for x in agreement(reals, contexts, sr))
+     result["chroma_heard_real_mismatched"]) = (round(x, 4) for x in agreement(reals, harmonies, sr))
     result["silent_fraction_real"] = round(float(np.mean([silent_fraction(b, sr) for b in reals])), 4)
-    result["real_by_window"] = by_window(reals, contexts, sr, window_seconds)
+    result["real_by_window"] = by_window(reals, harmonies, sr, window_seconds)
     # the real bass through the model's codec: what a bass with the right tokens can score at best
     coded = [model.codec.roundtrip(b) for b in reals]
     (result["chroma_real_codec_own"], result["chroma_real_codec_mismatched"], result["chroma_heard_real_codec_own"],
-     result["chroma_heard_real_codec_mismatched"]) = (round(x, 4) for x in agreement(coded, contexts, sr))
+     result["chroma_heard_real_codec_mismatched"]) = (round(x, 4) for x in agreement(coded, harmonies, sr))
     # how often a bass plays the real bass's pitch class: through the codec (the best a generated bass
     # can do) and another chorale's real bass (a bass that fits chorales, not this one)
     for name, basses in (("real_codec", coded), ("real_mismatched", reals[1:] + reals[:1])):
-        for k, v in pitch_scores(basses, reals, contexts, sr).items():
+        for k, v in pitch_scores(basses, reals, harmonies, sr).items():
             result[f"{k}_{name}"] = round(v, 4)
     result["chroma_focus_real"] = round(chroma_focus(reals, sr), 4)
     write_result(args.out, result, markdown(result), quiet=True)  # a run stopped later keeps part 1
@@ -301,8 +305,8 @@ def main() -> None:
                                             steps=args.steps or None, overlap_seconds=args.overlap)
                 audio = [s.audio for s in stems]
                 settings_used = stems[0].settings
-                per_seed[str(seed)] = {k: round(v, 4) for k, v in arm_scores(audio, contexts, sr, reals).items()}
-                per_seed[str(seed)]["by_window"] = by_window(audio, contexts, sr, window_seconds)
+                per_seed[str(seed)] = {k: round(v, 4) for k, v in arm_scores(audio, harmonies, sr, reals).items()}
+                per_seed[str(seed)]["by_window"] = by_window(audio, harmonies, sr, window_seconds)
             per_seed = {str(seed): per_seed[str(seed)] for seed in args.seeds}  # in the order asked
             mean = {k: round(float(np.mean([r[k] for r in per_seed.values()])), 4) for k in ARM_KEYS
                     + tuple(k for k in OPTIONAL_KEYS if all(k in r for r in per_seed.values()))}
@@ -410,7 +414,7 @@ def arm_label(name: str, arm: dict, r: dict) -> str:
 
 def markdown(r: dict) -> str:
     lines = ["# Listening", "", f"Model `{r['model']}`; {r['songs']} held-out chorales, "
-             f"{context_label(r.get('context_drums', False))} as the context; "
+             f"{context_label(r.get('context_drums', False))} as the context (basses scored against the upper voices); "
              f"machine {r['machine']['cpu']}, {r['machine']['cores']} cores.", "",
              f"Level-0 cross-entropy, every target token masked, {r['ce_crops']} crops (nats per token; uniform "
              f"{r['uniform_nats']}):", "", "| condition | nats |", "|---|---|"]

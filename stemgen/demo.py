@@ -1,8 +1,10 @@
 """``make demo``: generate a bass and a drums stem for a held-out chorale with the demo model.
 
-Renders a few embedded chorales (one is held out from the demo model's training), takes the
-upper voices of a held-out one as the context, generates a bass line for it, then drums for the
-voices plus the new bass, and writes the WAVs, the mix and a PNG a person can look at.
+Renders a few embedded chorales (one is held out from the demo model's training), takes a held-out
+one without its bass as the context (its upper voices and its drums: the whole mix but the part
+asked for, what the model is trained on and what a user gives), generates a bass line for it,
+then new drums for the voices plus the new bass, and writes the WAVs, the mix and a PNG a person
+can look at. The bass's chroma agreement is scored against the upper voices (the harmony).
 """
 
 from __future__ import annotations
@@ -39,9 +41,14 @@ def run_demo(out: Path = Path("demo_out"), songs: int = 10, seconds: float = 20.
     bass_id = resolve("bass").id
     voices = mix_down([audio[s.name] for s in song.stems if s.instrument not in (bass_id, DRUMS_ID)])
     reference = {s.instrument: audio[s.name] for s in song.stems if s.instrument in (bass_id, DRUMS_ID)}
+    # the whole mix but the bass: a context without the drums also lacks a part, which the demo
+    # model (trained on whole mixes but the target) reads as a sign that the drums are asked for:
+    # on this chorale the bass falls silent 9-21% of the time from the voices alone, 5-8% with the drums
+    context = mix_down([voices] + ([reference[DRUMS_ID]] if DRUMS_ID in reference else []))
+    context_stems = sorted({resolve(s.instrument).name for s in song.stems if s.instrument != bass_id})
 
     t0 = time.perf_counter()
-    bass = sm.generate(voices, "bass", sample_rate=sr, seed=seed, steps=steps, progress=progress)
+    bass = sm.generate(context, "bass", sample_rate=sr, seed=seed, steps=steps, progress=progress)
     t_bass = time.perf_counter() - t0
     # each with the model's own default for that instrument (the demo model: nested guidance with
     # level 0 at 0.5 for the bass; for drums the paper's best made nested, at temperature 1, since
@@ -61,14 +68,14 @@ def run_demo(out: Path = Path("demo_out"), songs: int = 10, seconds: float = 20.
               "generated_drums": round(silent_fraction(drums.audio, sr), 3)}
 
     files = {
-        "context": write_audio(out / "context_upper_voices.wav", voices, sr),
+        "context": write_audio(out / "context.wav", context, sr),
         "bass": bass.save(out / "generated_bass.wav"),
         "drums": drums.save(out / "generated_drums.wav"),
         "mix": write_audio(out / "mix.wav", mix, sr),
         "original_bass": write_audio(out / "original_bass.wav", reference[bass_id], sr),
     }
     files["plot"] = spectrogram_figure(
-        {f"context: upper voices of held-out chorale {track.name} (what the model hears)": voices,
+        {f"context: held-out chorale {track.name} without its bass (what the model hears)": context,
          f"generated bass (chroma agreement with the voices as heard {heard['generated_bass']:.2f}, "
          f"silent {silent['generated_bass']:.0%} of the time)": bass.audio,
          f"original bass of the chorale, never shown to the model (chroma agreement "
@@ -76,7 +83,7 @@ def run_demo(out: Path = Path("demo_out"), songs: int = 10, seconds: float = 20.
          "generated drums (for the voices + generated bass)": drums.audio,
          "mix: voices + generated bass + generated drums": mix},
         sr, out / "demo.png", title=f"stemgen demo: {sm.name} model, seeds {seed} and {seed + 1}")
-    summary = {"track": str(track), "seconds": len(voices) / sr, "model": repr(sm),
+    summary = {"track": str(track), "seconds": len(voices) / sr, "model": repr(sm), "context_stems": context_stems,
                "generation_seconds": {"bass": round(t_bass, 1), "drums": round(t_drums, 1)},
                "settings": {"bass": bass.settings, "drums": drums.settings},
                "chroma_agreement_with_voices": agreement,

@@ -17,7 +17,10 @@ def test_demo_generates_bass_and_drums_for_a_held_out_chorale(tmp_path, chorales
     summary = json.loads((out / "demo.json").read_text())
     assert "/test/" in summary["track"]  # a held-out song
     lengths = set()
-    for name in ["context_upper_voices", "generated_bass", "generated_drums", "mix", "original_bass"]:
+    # the context is the whole chorale but its bass: the upper voices and the drums
+    assert "Bass" not in summary["context_stems"] and "Drums" in summary["context_stems"]
+    assert len(summary["context_stems"]) >= 2
+    for name in ["context", "generated_bass", "generated_drums", "mix", "original_bass"]:
         wav, sr = read_audio(out / f"{name}.wav")
         assert sr == 32000 and np.abs(wav).max() > 0.001
         lengths.add(wav.shape)
