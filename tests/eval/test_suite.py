@@ -18,10 +18,11 @@ def test_grids_load_and_map_to_generate_arguments(tmp_path, tiny_model):
     assert [e.causal_bias for e in t2.entries] == [0.0, 0.1, 0.2, 0.5] and t2.paper["MIRDD"] == [0.32, 0.14, 0.18, 0.20]
     t1 = load_grid(root / "table1_guidance.yaml")
     assert t1.entries[1].generate_kwargs()["guidance"] == (1.0, 3.0)
-    t3 = load_grid(root / "table3_naive_best.yaml")
+    t3 = {e.name: e for e in load_grid(root / "table3_naive_best.yaml").entries}
+    assert set(t3) == {"naive", "best", "default"}
     # what each entry runs, every setting: naive is the paper's naive setting, best its best
-    assert tiny_model.settings(**t3.entries[0].generate_kwargs()) == SamplingSettings.naive()
-    assert tiny_model.settings(**t3.entries[1].generate_kwargs()) == SamplingSettings.paper()
+    assert tiny_model.settings(**t3["naive"].generate_kwargs()) == SamplingSettings.naive()
+    assert tiny_model.settings(**t3["best"].generate_kwargs()) == SamplingSettings.paper()
     assert tiny_model.settings(**t2.entries[0].generate_kwargs()) == SamplingSettings(w_position=0.0)
     hot = GridEntry("hot", naive=True, temperature=0.5).generate_kwargs()
     assert tiny_model.settings(**hot) == SamplingSettings.naive(temperature=(0.5,) * 4)
@@ -30,8 +31,8 @@ def test_grids_load_and_map_to_generate_arguments(tmp_path, tiny_model):
 
     own = copy.copy(tiny_model)
     own.default_settings = SamplingSettings.naive(temperature=(0.5, 1.0, 1.0, 1.0))
-    assert own.settings(**t3.entries[1].generate_kwargs()) == SamplingSettings.paper()
-    assert own.settings(**GridEntry("own", base="model").generate_kwargs()) == own.default_settings
+    assert own.settings(**t3["best"].generate_kwargs()) == SamplingSettings.paper()
+    assert own.settings(**t3["default"].generate_kwargs()) == own.default_settings
     per_level = GridEntry("cool", naive=True, temperature=[0.5, 1, 1, 1]).generate_kwargs()
     assert own.settings(**per_level) == own.default_settings
     with pytest.raises(ValueError, match="base must be one of"):
