@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from listening import BRANCHES, CONTEXT_DRUMS_HELP, context_label, held_out_chorales, write_result  # noqa: E402
+from listening import BRANCHES, context_label, held_out_arguments, held_out_chorales, write_result  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,12 +98,8 @@ def markdown(r: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="demo")
-    p.add_argument("--data", type=Path, default=Path.home() / ".cache" / "stemgen" / "data" / "chorales_all",
-                   help="rendered chorales (all 353 are rendered there if missing)")
-    p.add_argument("--songs", type=int, default=16, help="held-out chorales")
+    held_out_arguments(p)
     p.add_argument("--seconds", type=float, default=20.0, help="seconds of each chorale cut into crops")
-    p.add_argument("--context-drums", action="store_true", help=CONTEXT_DRUMS_HELP)
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="the model's precision (load_model's)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "branch_targets")

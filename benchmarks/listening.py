@@ -50,6 +50,16 @@ def context_label(drums: bool) -> str:
 BRANCHES = {"p(t|a,i)": "true", "p(t|a)": "null_instrument", "p(t|i)": "null_context", "p(t)": "null_both"}
 
 
+def held_out_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that choose the model and the held-out chorales (``--model``, ``--data``,
+    ``--songs``, ``--context-drums``), shared by the scripts that score on them."""
+    p.add_argument("--model", default="demo")
+    p.add_argument("--data", type=Path, default=Path.home() / ".cache" / "stemgen" / "data" / "chorales_all",
+                   help="rendered chorales (all 353 are rendered there if missing)")
+    p.add_argument("--songs", type=int, default=16, help="held-out chorales")
+    p.add_argument("--context-drums", action="store_true", help=CONTEXT_DRUMS_HELP)
+
+
 def held_out_chorales(root: Path, n: int, sr: int, seconds: float, sounding_seconds: float,
                       drums: bool = False) -> list[dict]:
     """The first ``n`` test chorales whose bass and upper voices both sound in their first
@@ -177,11 +187,7 @@ def agreement(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> t
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="demo")
-    p.add_argument("--data", type=Path, default=Path.home() / ".cache" / "stemgen" / "data" / "chorales_all",
-                   help="rendered chorales (all 353 are rendered there if missing)")
-    p.add_argument("--songs", type=int, default=16, help="held-out chorales")
-    p.add_argument("--context-drums", action="store_true", help=CONTEXT_DRUMS_HELP)
+    held_out_arguments(p)
     p.add_argument("--ce-seconds", type=float, default=20.0, help="seconds of each chorale cut into crops for 1.")
     p.add_argument("--seconds", type=float, default=8.0, help="length of the generated bass for 2.")
     p.add_argument("--steps", type=int, nargs="*", default=None, help="decoding steps per level (default: the paper's)")
