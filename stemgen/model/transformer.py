@@ -166,8 +166,9 @@ class StemGenModel(nn.Module):
         super().__init__()
         if cfg.codebook_heads and cfg.codebook_dim <= 0:
             raise ValueError("codebook_heads reads the codec features: set codebook_dim > 0 too.")
-        if cfg.dim % 2 or (cfg.dim // cfg.n_heads) % 2:
-            raise ValueError(f"dim {cfg.dim} must be even and give an even head size with {cfg.n_heads} heads.")
+        if cfg.dim % cfg.n_heads or (cfg.dim // cfg.n_heads) % 2 or cfg.n_layers < 1:
+            raise ValueError(f"dim {cfg.dim} must be {cfg.n_heads} heads times an even head size, and n_layers "
+                             f"({cfg.n_layers}) at least 1.")
         self.cfg = cfg
         half = cfg.dim // 2
         self.context_embed = nn.ModuleList(nn.Embedding(cfg.cardinality, half) for _ in range(cfg.num_levels))

@@ -26,6 +26,9 @@ class StemGenLightning(LightningModule):
 
     Args:
         preset: model shape (``tiny``, ``small``, ``paper``; see stemgen.model.PRESETS).
+        dim: width (model dimension) instead of the preset's; a multiple of the number of heads.
+        n_layers: depth (transformer blocks) instead of the preset's.
+        n_heads: attention heads instead of the preset's.
         num_levels: Q, must equal the codec's.
         cardinality: V, must equal the codec's.
         lr: peak learning rate (the paper: 5e-4).
@@ -71,15 +74,18 @@ class StemGenLightning(LightningModule):
                  shared_embeddings: bool = False, seed: int = 0, compile: bool | None = None,
                  level_weights: Optional[list[float]] = None, codec_embeddings: bool = False,
                  codec_heads: bool = False, codebook_dim: int = 0, codebook_heads: bool = False,
-                 init_from: Optional[str] = None):
+                 init_from: Optional[str] = None, dim: Optional[int] = None, n_layers: Optional[int] = None,
+                 n_heads: Optional[int] = None):
         super().__init__()
         if level_weights is not None:
             level_weight_tensor(level_weights, num_levels)  # a wrong value fails here, not at the first step
         full_mask_probability(p_full_mask, num_levels)  # a wrong value fails here, not at the first step
+        shape = {k: v for k, v in dict(dim=dim, n_layers=n_layers, n_heads=n_heads).items() if v is not None}
+        cfg = ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality,
+                                    shared_embeddings=shared_embeddings, codebook_dim=codebook_dim,
+                                    codebook_heads=codebook_heads, **shape)
         self.save_hyperparameters()
-        self.model = StemGenModel(ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality,
-                                                        shared_embeddings=shared_embeddings,
-                                                        codebook_dim=codebook_dim, codebook_heads=codebook_heads))
+        self.model = StemGenModel(cfg)
         self.val_accuracy = MaskedTokenAccuracy(num_levels)
         self.val_listening = Listening()
         #: the LR phases (warm-up, hold, decay) in use, fitted to max_steps (see fit_schedule)

@@ -13,6 +13,7 @@ from stemgen.api import load_model
 from stemgen.model.io import load_exported
 from stemgen.sampling.settings import SamplingSettings
 from stemgen.train.export import export_checkpoint
+from stemgen.train.module import StemGenLightning
 
 from ..data.fixtures import make_slakh
 from .test_module import _weights_after
@@ -58,6 +59,25 @@ def test_export_roundtrip(tmp_path, tiny_codec):
     refit.save(codec)
     with pytest.raises(CheckpointError, match="refitted"):
         export_checkpoint(ckpt, tmp_path / "bad")
+
+
+def test_a_shape_other_than_the_presets_trains_exports_and_loads(tmp_path, tiny_codec):
+    codec = tiny_codec.save(tmp_path / "codec")
+    root = make_slakh(tmp_path / "slakh")
+
+    def dm():
+        return SlakhData(root, codec=str(codec), crop_seconds=1.0, segment_seconds=1.5, batch_size=2, num_workers=0)
+
+    weights, _ = _weights_after(tmp_path / "run", dm, 2, every=2, dim=48, n_layers=3, n_heads=2)
+    ckpt = next((tmp_path / "run" / "ckpt").glob("*.ckpt"))
+    assert main(["export", str(ckpt), str(tmp_path / "export")]) == 0
+    model, record, _ = load_exported(tmp_path / "export")
+    assert (model.cfg.dim, model.cfg.n_layers, model.cfg.n_heads) == (48, 3, 2) and len(model.blocks) == 3
+    assert all(torch.equal(weights["model." + k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="heads times an even head size"):
+        StemGenLightning("tiny", cardinality=64, dim=50, n_heads=4)  # 12.5 per head
+    with pytest.raises(ValueError, match="n_layers"):
+        StemGenLightning("tiny", cardinality=64, n_layers=0)
 
 
 def test_codec_features_travel_with_the_export(tmp_path, tiny_codec):
