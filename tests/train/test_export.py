@@ -19,12 +19,17 @@ from ..data.fixtures import make_slakh
 from .test_module import _weights_after
 
 
-def test_export_roundtrip(tmp_path, tiny_codec):
+def _data_factory(tmp_path, tiny_codec):
+    """A function giving a fresh datamodule over one fabricated Slakh folder and the tiny codec."""
     codec = tiny_codec.save(tmp_path / "codec")
     root = make_slakh(tmp_path / "slakh")
+    return lambda: SlakhData(root, codec=str(codec), crop_seconds=1.0, segment_seconds=1.5, batch_size=2,
+                             num_workers=0)
 
-    def dm():
-        return SlakhData(root, codec=str(codec), crop_seconds=1.0, segment_seconds=1.5, batch_size=2, num_workers=0)
+
+def test_export_roundtrip(tmp_path, tiny_codec):
+    dm = _data_factory(tmp_path, tiny_codec)
+    codec = tmp_path / "codec"
 
     weights, _ = _weights_after(tmp_path / "run", dm, 2, every=2)
     ckpt = next((tmp_path / "run" / "ckpt").glob("*.ckpt"))
@@ -62,11 +67,7 @@ def test_export_roundtrip(tmp_path, tiny_codec):
 
 
 def test_a_shape_other_than_the_presets_trains_exports_and_loads(tmp_path, tiny_codec):
-    codec = tiny_codec.save(tmp_path / "codec")
-    root = make_slakh(tmp_path / "slakh")
-
-    def dm():
-        return SlakhData(root, codec=str(codec), crop_seconds=1.0, segment_seconds=1.5, batch_size=2, num_workers=0)
+    dm = _data_factory(tmp_path, tiny_codec)
 
     weights, _ = _weights_after(tmp_path / "run", dm, 2, every=2, dim=48, n_layers=3, n_heads=2)
     ckpt = next((tmp_path / "run" / "ckpt").glob("*.ckpt"))
@@ -81,11 +82,7 @@ def test_a_shape_other_than_the_presets_trains_exports_and_loads(tmp_path, tiny_
 
 
 def test_codec_features_travel_with_the_export(tmp_path, tiny_codec):
-    codec = tiny_codec.save(tmp_path / "codec")
-    root = make_slakh(tmp_path / "slakh")
-
-    def dm():
-        return SlakhData(root, codec=str(codec), crop_seconds=1.0, segment_seconds=1.5, batch_size=2, num_workers=0)
+    dm = _data_factory(tmp_path, tiny_codec)
 
     weights, _ = _weights_after(tmp_path / "run", dm, 2, every=2, codebook_dim=8)
     ckpt = next((tmp_path / "run" / "ckpt").glob("*.ckpt"))
@@ -104,11 +101,7 @@ def test_codec_features_travel_with_the_export(tmp_path, tiny_codec):
 
 def _two_step_checkpoint(tmp_path, tiny_codec):
     """A checkpoint of the tiny model after 2 training steps on a fabricated Slakh folder."""
-    codec = tiny_codec.save(tmp_path / "codec")
-    root = make_slakh(tmp_path / "slakh")
-
-    def dm():
-        return SlakhData(root, codec=str(codec), crop_seconds=1.0, segment_seconds=1.5, batch_size=2, num_workers=0)
+    dm = _data_factory(tmp_path, tiny_codec)
 
     _weights_after(tmp_path / "run", dm, 2, every=2)
     return next((tmp_path / "run" / "ckpt").glob("*.ckpt"))
