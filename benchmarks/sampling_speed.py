@@ -10,12 +10,17 @@
     kernels), the same inputs, median of repeats, ratio eager / fused.
 (b) One 20 s stem at the paper's settings (steps 128/64/32/32, guidance, causal bias) from random
     weights of a preset (speed does not depend on the weights): eager sampler, fused ops, and fused
-    ops with each step compiled (on CUDA captured as a CUDA graph). On CPU the transformer runs
+    ops with each step compiled (on CUDA captured as a CUDA graph). On CPU each is timed twice, in
+    the order eager, fused, compiled, compiled, fused, eager, and the two runs averaged. On CPU the transformer runs
     under bf16 autocast where the CPU has native bf16, its matmul weights held in bf16 (as
     ``stemgen.generate`` does).
 (c) Stems per second at batch 4 (CPU, `tiny`, fused) or 16 (CUDA, `paper`, compiled).
-(d) Where one decoding step's time goes (forward pass, noise, step ops), and how many steps of a
-    20 s stem commit tokens: a step that commits none skips its forward pass (every variant).
+(d) Where one decoding step's time goes (forward pass with the reference and the fused
+    attention, noise, step ops), and how many steps of a 20 s stem commit tokens: a step that
+    commits none skips its forward pass (every variant).
+(e) CPU: one attention layer (rotary + softmax attention) of a 4 s window, the reference
+    (``stemgen.model.attention.reference_attention``: what the eager sampler runs) against the fused
+    op ``torch.ops.stemgen.rotary_attention`` (what the fused and compiled samplers run), bf16.
 
 Writes benchmarks/results/sampling_speed_<device>.json and .md.
 """
@@ -88,6 +93,29 @@ def step_work(device, repeats: int) -> list[dict]:
     return rows
 
 
+def attention_work(device, repeats: int) -> list[dict]:
+    """(e) one attention layer, reference vs the fused op, bf16, at the presets' head sizes."""
+    from stemgen.model import attention
+    from stemgen.model.transformer import rotary_tables
+
+    rows = []
+    for preset, dim, heads in (("small", 256, 8), ("paper", 1024, 16)):
+        for batch in (1, 3):  # naive, and guidance's three branches
+            g = torch.Generator(device=device).manual_seed(0)
+            frames = 200
+            qkv = torch.randn(batch, frames, 3 * dim, generator=g, device=device).bfloat16()
+            cos, sin = rotary_tables(frames, dim // heads, 10000.0, device)
+            with torch.no_grad():
+                ref, fast = median_seconds([lambda: attention.reference_attention(qkv, cos, sin, heads),
+                                            lambda: torch.ops.stemgen.rotary_attention(qkv, cos, sin, heads)],
+                                           device, repeats)
+            rows.append({"preset": preset, "batch": batch, "frames": frames, "head_size": dim // heads,
+                         "kernel": attention.cpu_extension() is not None,
+                         "reference_ms": 1e3 * ref, "fused_ms": 1e3 * fast, "ratio": ref / fast})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def inference_model(preset: str, device):
     """A preset's model with random weights (seed 0) for timing, and whether it runs under bf16
     autocast: on CUDA, and on CPUs with native bf16. Then its matmul weights are held in bf16, as
@@ -130,8 +158,9 @@ def step_profile(device, preset: str, frames: int, repeats: int, seconds: float 
         noise, uniform = draw()
         remain = torch.full((1,), frames // 4, device=device)
         args = (logits, target[:, 0], noise, uniform, remain, 3.0, 3.0, 1.0, 0.1, 0.1, 1.0, model.cfg.mask_id)
-        forward, draw, fused_ops, eager_ops = median_seconds([
+        forward, forward_fused, draw, fused_ops, eager_ops = median_seconds([
             lambda: level_logits(model, context, target, instrument, 0, True),
+            lambda: level_logits(model, context, target, instrument, 0, True, fused=True),
             draw,
             lambda: fused.sample_step(*args), lambda: fused.reference_step(*args)], device, repeats)
     # forward passes of one stem: every window decodes what the previous ones left masked
@@ -145,7 +174,7 @@ def step_profile(device, preset: str, frames: int, repeats: int, seconds: float 
             all_steps += own_steps[0]
             committing += sum(commits)
     row = {"preset": preset, "frames": frames, "batch": 1, "guidance": True, "bf16_autocast": bf16,
-           "forward_ms": 1e3 * forward, "noise_ms": 1e3 * draw, "fused_step_ops_ms": 1e3 * fused_ops,
+           "forward_ms": 1e3 * forward, "forward_fused_attention_ms": 1e3 * forward_fused, "noise_ms": 1e3 * draw, "fused_step_ops_ms": 1e3 * fused_ops,
            "eager_step_ops_ms": 1e3 * eager_ops, "forward_share": forward / (forward + draw + fused_ops),
            "stem_seconds": seconds, "windows": len(starts), "forward_passes_all_steps": all_steps,
            "forward_passes_committing": committing,
@@ -209,6 +238,26 @@ def end_to_end(device, preset: str, batch: int, variant: str, seconds: float = 2
     return row
 
 
+def alternating(device, preset: str, variants, profile: Path | None = None) -> list[dict]:
+    """(b) each variant's 20 s stem timed twice, in the order given and then reversed (a machine
+    whose speed drifts over the minutes of a run then weighs on every variant alike); a row's
+    ``seconds`` is the mean of its two runs (``seconds_runs``), its tokens the first run's."""
+    runs = {}
+    for variant in (*variants, *reversed(variants)):
+        runs.setdefault(variant, []).append(
+            end_to_end(device, preset, 1, variant, profile=profile if variant == "compiled" and variant in runs else None))
+    rows = []
+    for variant in variants:
+        first, second = runs[variant]
+        row = dict(first)
+        row["seconds_runs"] = [first["seconds"], second["seconds"]]
+        row["seconds"] = row["seconds_per_stem"] = statistics.mean(row["seconds_runs"])
+        row["stems_per_second"] = 1.0 / row["seconds"]
+        row["realtime_factor"] = row["audio_seconds"] / row["seconds"]
+        rows.append(row)
+    return rows
+
+
 def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [f"# Sampling speed ({result['device']})", "",
@@ -220,20 +269,29 @@ def markdown(result: dict) -> str:
         lines.append(f"| {r['frames']} | {r['batch']} | {r['guidance']} | {r['logits_dtype']} | {r['eager_ms']:.2f} | "
                      f"{r['fused_ms']:.2f} | {r['ratio']:.2f}x |")
     lines += ["", "## (b, c) 20 s stems at paper settings", "",
-              "| preset | batch | variant | window s | s per stem | stems/s | x real time | warm-up s | same tokens as eager |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| preset | batch | variant | window s | s per stem | (runs) | stems/s | x real time | warm-up s | same tokens as eager |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["end_to_end"]:
+        runs = ", ".join(f"{x:.1f}" for x in r.get("seconds_runs", []))
         lines.append(f"| {r['preset']} | {r['batch']} | {r['variant']} | {r['window_seconds']:g} | "
-                     f"{r['seconds_per_stem']:.2f} | {r['stems_per_second']:.3f} | {r['realtime_factor']:.2f} | "
+                     f"{r['seconds_per_stem']:.2f} | {runs} | {r['stems_per_second']:.3f} | {r['realtime_factor']:.2f} | "
                      f"{r['warmup_seconds']:.1f} | {r.get('same_tokens_as_eager')} |")
     for r in result.get("step_profile", []):
         lines += ["", f"## (d) One step of the `{r['preset']}` preset, batch 1, guidance, {r['frames']} frames", "",
-                  f"forward {r['forward_ms']:.2f} ms ({100 * r['forward_share']:.0f}% of a step), noise "
+                  f"forward {r['forward_ms']:.2f} ms ({100 * r['forward_share']:.0f}% of a step; with the fused "
+                  f"attention {r.get('forward_fused_attention_ms', float('nan')):.2f} ms), noise "
                   f"{r['noise_ms']:.2f} ms, step ops fused {r['fused_step_ops_ms']:.2f} / eager "
                   f"{r['eager_step_ops_ms']:.2f} ms. A {r['stem_seconds']:g} s stem: {r['windows']} windows, "
                   f"{r['forward_passes_all_steps']} steps of which {r['forward_passes_committing']} commit tokens "
                   f"(the others skip the forward pass); estimated {r['estimated_stem_seconds'][0]:.1f} s every "
                   f"step eager vs {r['estimated_stem_seconds'][1]:.1f} s committing steps fused."]
+    if result.get("attention"):
+        lines += ["", "## (e) One attention layer (rotary + softmax attention), 200 frames, bf16", "",
+                  "| preset | batch | head size | kernel built | reference ms | fused ms | reference / fused |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in result["attention"]:
+            lines.append(f"| {r['preset']} | {r['batch']} | {r['head_size']} | {r['kernel']} | {r['reference_ms']:.3f} | "
+                         f"{r['fused_ms']:.3f} | {r['ratio']:.2f}x |")
     if result.get("ratios"):
         lines += ["", "Ratios (same run): " + ", ".join(f"{k} {v:.2f}x" for k, v in result["ratios"].items())]
     return "\n".join(lines) + "\n"
@@ -257,12 +315,12 @@ def main() -> None:
               "step_work": step_work(device, repeats), "end_to_end": []}
     e2e = result["end_to_end"]
     if device.type == "cpu":
+        result["attention"] = attention_work(device, repeats)
         result["step_profile"] = [step_profile(device, "small", 200, repeats)]
         presets = ["tiny"] if args.quick else ["tiny", "small"]
         for preset in presets:
-            for variant in ("eager", "fused", "compiled"):
-                e2e.append(end_to_end(device, preset, 1, variant,
-                                      profile=args.profile if (preset, variant) == ("small", "compiled") else None))
+            e2e += alternating(device, preset, ("eager", "fused", "compiled"),
+                               profile=args.profile if preset == "small" else None)
         e2e.append(end_to_end(device, "tiny", 4, "fused"))  # batch 16: no faster per stem on 2 cores
     else:  # the paper preset, one 20 s window as the paper trains
         result["step_profile"] = [step_profile(device, "paper", 1000, repeats, window_seconds=20.0, overlap_seconds=0.0)]

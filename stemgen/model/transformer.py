@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..instruments import NULL_ID, NUM_INSTRUMENTS
+from .attention import fused_applies, reference_attention
 
 
 @dataclass(frozen=True)
@@ -116,13 +117,6 @@ def rotary_tables(t: int, head_dim: int, base: float, device) -> tuple[torch.Ten
     return angles.cos(), angles.sin()
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs of features of ``x (B, H, T, hd)`` by position-dependent angles."""
-    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # (B, H, T, hd/2) each
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).flatten(-2)
-    return out.type_as(x)
-
-
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -130,11 +124,13 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim, bias=False)
         self.out = nn.Linear(cfg.dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.qkv(x).unflatten(-1, (3, self.n_heads, -1)).permute(2, 0, 3, 1, 4)  # (B, H, T, hd) each
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v)  # bidirectional: no causal mask
-        return self.out(y.transpose(1, 2).flatten(2))
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        qkv = self.qkv(x)  # (B, T, 3D)
+        if fused and fused_applies(qkv, self.n_heads):
+            y = torch.ops.stemgen.rotary_attention(qkv, cos, sin, self.n_heads)
+        else:
+            y = reference_attention(qkv, cos, sin, self.n_heads)
+        return self.out(y)  # (B, T, D)
 
 
 class SwiGLU(nn.Module):
@@ -154,8 +150,8 @@ class Block(nn.Module):
         self.attn_norm, self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps), RMSNorm(cfg.dim, cfg.norm_eps)
         self.attn, self.ffn = Attention(cfg), SwiGLU(cfg)
 
-    def forward(self, x, cos, sin):
-        x = x + self.attn(self.attn_norm(x), cos, sin)
+    def forward(self, x, cos, sin, fused: bool = False):
+        x = x + self.attn(self.attn_norm(x), cos, sin, fused)
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -321,12 +317,14 @@ class StemGenModel(nn.Module):
         codes = self.context_embed[q](tokens.clamp_max(self.cfg.cardinality - 1))
         return torch.where(masked, self.mask_embed[q].to(codes.dtype), codes)
 
-    def hidden(self, context, target, instrument, drop_context=None) -> torch.Tensor:
-        """Final normalised hidden states ``(B, T, D)``."""
+    def hidden(self, context, target, instrument, drop_context=None, fused: bool = False) -> torch.Tensor:
+        """Final normalised hidden states ``(B, T, D)``. ``fused``: attention through the fused
+        inference op where it applies (:mod:`stemgen.model.attention`; same values to bf16
+        rounding), else the reference."""
         x = self.embed(context, target, instrument, drop_context)
         cos, sin = self.rotary(x.shape[1])
         for block in self.blocks:
-            x = block(x, cos, sin)
+            x = block(x, cos, sin, fused)
         return self.norm(x)
 
     def rotary(self, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -338,9 +336,11 @@ class StemGenModel(nn.Module):
         return rotary_tables(frames, self.cfg.dim // self.cfg.n_heads, self.cfg.rope_base, self.rope_cos.device)
 
     def forward(self, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
-                drop_context: torch.Tensor | None = None, level: int | torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``(B, Q, T, V)``, or ``(B, T, V)`` for one ``level`` (an int or a 0-dim tensor)."""
-        h = self.hidden(context, target, instrument, drop_context)  # (B, T, D)
+                drop_context: torch.Tensor | None = None, level: int | torch.Tensor | None = None,
+                fused: bool = False) -> torch.Tensor:
+        """Logits ``(B, Q, T, V)``, or ``(B, T, V)`` for one ``level`` (an int or a 0-dim tensor).
+        ``fused``: the fused attention op for inference (see :meth:`hidden`)."""
+        h = self.hidden(context, target, instrument, drop_context, fused)  # (B, T, D)
         if isinstance(level, torch.Tensor):  # 0-dim: a compiled caller's graph then serves every level
             logits = h @ self.heads.index_select(0, level.reshape(1))[0].T
             if self.cfg.codebook_heads:

@@ -29,16 +29,17 @@ Silence = Optional[Sequence[int]]
 
 def level_logits(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
                  level: "int | torch.Tensor", guidance: bool, form: str = "paper",
-                 unconditional: bool = True) -> torch.Tensor:
+                 unconditional: bool = True, fused: bool = False) -> torch.Tensor:
     """Logits of level ``level``: ``(B, T, V)`` for p(t|a,i), or with guidance the three branches
     stacked as ``(3B, T, V)`` and run as one batch: p(t|a), p(t|i), p(t) for the paper's eq. 3
     (``form="paper"``), p(t|a,i), p(t|i), p(t) for nested guidance (``form="nested"``).
 
     ``unconditional=False``: the p(t) branch is not run (a third less work) and its logits are
     zeros, for when the step ops weight it 0 (``SamplingSettings.unconditional_weight()``: nested
-    guidance with lambda_i = 1); zeros keep its log-probabilities finite, so 0 times them is 0."""
+    guidance with lambda_i = 1); zeros keep its log-probabilities finite, so 0 times them is 0.
+    ``fused``: the model's fused inference attention (the "fused" sampler)."""
     if not guidance:
-        return model(context, target, instrument, level=level)
+        return model(context, target, instrument, level=level, fused=fused)
     b, n = context.shape[0], 3 if unconditional else 2
     null_inst = torch.full_like(instrument, NULL_ID)
     ctx_n, tgt_n = context.repeat(n, 1, 1), target.repeat(n, 1, 1)
@@ -46,7 +47,7 @@ def level_logits(model, context: torch.Tensor, target: torch.Tensor, instrument:
     inst_n = torch.cat([first, instrument, null_inst][:n])
     drop_n = torch.cat([torch.zeros(b, dtype=torch.bool, device=context.device),
                         torch.ones((n - 1) * b, dtype=torch.bool, device=context.device)])
-    logits = model(ctx_n, tgt_n, inst_n, drop_context=drop_n, level=level)  # (nB, T, V)
+    logits = model(ctx_n, tgt_n, inst_n, drop_context=drop_n, level=level, fused=fused)  # (nB, T, V)
     if not unconditional:
         logits = torch.cat([logits, torch.zeros_like(logits[:b])])
     return logits  # (3B, T, V)
@@ -57,7 +58,7 @@ def level_log_probs(model, context: torch.Tensor, target: torch.Tensor, instrume
                     settings: SamplingSettings) -> torch.Tensor:
     """Log-probabilities ``(B, T, V)`` of level ``level`` given the current target tokens."""
     logits = level_logits(model, context, target, instrument, level, settings.guidance, settings.guidance_form,
-                          settings.unconditional_weight() != 0.0)
+                          settings.unconditional_weight() != 0.0, settings.sampler == "fused")
     return branch_log_probs(logits, context.shape[0], *settings.branch_weights())
 
 
@@ -75,7 +76,7 @@ def decode_step(model, context: torch.Tensor, target: torch.Tensor, instrument: 
     nothing waits on the device, so the step can be compiled and captured.
     """
     logits = level_logits(model, context, target, instrument, level, settings.guidance, settings.guidance_form,
-                          settings.unconditional_weight() != 0.0)
+                          settings.unconditional_weight() != 0.0, settings.sampler == "fused")
     t, v = logits.shape[1], logits.shape[2]
     if settings.sampler == "fused":
         step, noise = fused.sample_step, torch.ops.stemgen.hashed_uniform(seeds, t, v)

@@ -27,14 +27,12 @@ inside CUDA graphs. ``STEMGEN_FUSED=0`` turns the compiled kernels off.
 from __future__ import annotations
 
 import logging
-import os
-import sys
-import time
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
+from ..cpu_kernels import enabled, load_extension
 from .steps import (branch_log_probs, causal_bias_scores, commit, gumbel_from_uniform, hashed_uniform,
                     sample_candidates)
 
@@ -77,76 +75,11 @@ def reference_step(logits, current, noise, uniform, remain, lambda_context, lamb
 # ---------------------------------------------------------------------------------------------
 # kernels
 
-def enabled() -> bool:
-    """False when ``STEMGEN_FUSED=0`` asks for the eager reference everywhere."""
-    return os.environ.get("STEMGEN_FUSED", "1") not in ("0", "false", "no")
-
-
-def _capability_flags() -> tuple[str, list[str]]:
-    cap = torch.backends.cpu.get_cpu_capability()  # what ATen itself dispatches to on this CPU
-    if cap.startswith("AVX512"):
-        return "avx512", ["-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512", "-mavx512f", "-mavx512bw",
-                          "-mavx512vl", "-mavx512dq", "-mfma"]
-    if cap.startswith("AVX2"):
-        return "avx2", ["-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma", "-mf16c"]
-    return "default", ["-DCPU_CAPABILITY=DEFAULT"]
-
-
-#: a build lock older than this (seconds) is left by a build that was killed (a build takes under
-#: a minute, a few on a busy 2-core machine): torch would wait for it forever
-STALE_LOCK_SECONDS = 600.0
-
-
-def wait_for_build_lock(build_dir: str | Path, stale_after: float = STALE_LOCK_SECONDS, poll: float = 1.0) -> bool:
-    """Wait while another process builds the extension in ``build_dir`` (its ``lock`` file
-    exists); a lock older than ``stale_after`` seconds was left by a killed build (Ctrl-C during
-    the first generation) and is removed with a warning. True if a stale lock was removed."""
-    lock = Path(build_dir) / "lock"
-    while True:
-        try:
-            age = time.time() - lock.stat().st_mtime
-        except FileNotFoundError:
-            return False
-        if age > stale_after:
-            log.warning("stemgen: removing the stale build lock %s (%.0f s old, left by an interrupted build of "
-                        "the fused sampling kernels); building them again.", lock, age)
-            lock.unlink(missing_ok=True)
-            return True
-        time.sleep(poll)
-
-
-def build_directory(name: str) -> Path:
-    """Where the CPU kernels named ``name`` are built and cached: ``$TORCH_EXTENSIONS_DIR`` if set,
-    else torch's own default, ``$XDG_CACHE_HOME/torch_extensions`` (``~/.cache/torch_extensions``;
-    shared by every stemgen home, so the kernels are built once per machine), one folder per Python
-    and torch version (a build is only valid for the torch it was compiled against)."""
-    env = os.environ.get("TORCH_EXTENSIONS_DIR")
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(env or Path(xdg or Path.home() / ".cache") / "torch_extensions").expanduser()
-    version = torch.__version__.replace("+", "_").replace(".", "")
-    return base / f"py{sys.version_info.major}{sys.version_info.minor}_torch{version}" / name
-
-
 @lru_cache(maxsize=None)
 def cpu_extension():
     """The compiled CPU kernels (built once per machine and torch version, then cached in
-    :func:`build_directory`), or None with a warning when they cannot be built."""
-    if not enabled():
-        return None
-    try:
-        from torch.utils.cpp_extension import load
-
-        name, flags = _capability_flags()
-        build_dir = build_directory(f"stemgen_fused_{name}")
-        build_dir.mkdir(parents=True, exist_ok=True)
-        wait_for_build_lock(build_dir)
-        return load(name=f"stemgen_fused_{name}", sources=[str(CSRC)],
-                    extra_cflags=["-O3", "-ffp-contract=off", "-fopenmp", *flags], extra_ldflags=["-fopenmp"],
-                    build_directory=str(build_dir), verbose=False)
-    except Exception as err:  # no compiler, no headers: the eager reference still works
-        log.warning("stemgen: the fused CPU sampling kernels could not be built (%s: %s); using the eager "
-                    "reference sampler.", type(err).__name__, str(err).strip().splitlines()[-1:] or "")
-        return None
+    :func:`stemgen.cpu_kernels.build_directory`), or None with a warning when they cannot be built."""
+    return load_extension("stemgen_fused", CSRC, "fused CPU sampling kernels")
 
 
 @lru_cache(maxsize=None)

@@ -21,7 +21,7 @@ class Recorder(torch.nn.Module):
         super().__init__()
         self.model, self.cfg, self.calls = model, model.cfg, []
 
-    def forward(self, context, target, instrument, drop_context=None, level=None):
+    def forward(self, context, target, instrument, drop_context=None, level=None, fused=False):
         self.calls.append((level, target.clone(), context.shape[0]))
         return self.model(context, target, instrument, drop_context=drop_context, level=level)
 
@@ -86,7 +86,7 @@ class Additive(torch.nn.Module):
     def terms(self, context, instrument):
         return self.h, self.f[context[:, 0]], self.g[instrument][:, None]  # (T,V), (B,T,V), (B,1,V)
 
-    def forward(self, context, target, instrument, drop_context=None, level=None):
+    def forward(self, context, target, instrument, drop_context=None, level=None, fused=False):
         h, f, g = self.terms(context, instrument)
         if drop_context is not None:
             f = f * (~drop_context)[:, None, None]
@@ -231,7 +231,7 @@ class SilenceProne(torch.nn.Module):
         super().__init__()
         self.cfg = ModelConfig.from_name("tiny", num_levels=2, cardinality=v)
 
-    def forward(self, context, target, instrument, drop_context=None, level=None):
+    def forward(self, context, target, instrument, drop_context=None, level=None, fused=False):
         b, _, t = target.shape
         v = self.cfg.cardinality
         logits = torch.full((b, t, v), math.log(0.9 / (v - 1)))  # sound: 0.9 over v - 1 codes

@@ -30,17 +30,6 @@ def test_the_cpu_kernels_are_built_here():
     assert fused.cpu_extension().vector_width() >= 1
 
 
-def test_build_directory_follows_torch_extensions_dir_and_versions(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "ext"))
-    a = fused.build_directory("stemgen_fused_x")
-    assert a.name == "stemgen_fused_x" and a.parent.parent == tmp_path / "ext"
-    assert "torch" + torch.__version__.replace("+", "_").replace(".", "") in a.parent.name
-    monkeypatch.delenv("TORCH_EXTENSIONS_DIR")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    # not in the stemgen home (every test has its own): built once per machine
-    assert fused.build_directory("stemgen_fused_x").parent.parent == tmp_path / "cache" / "torch_extensions"
-
-
 @needs_compiler
 @pytest.mark.parametrize("branches", [1, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -266,23 +255,3 @@ def test_compiled_decoding_steps_on_cpu():
     # the compiled forward pass rounds differently from the eager one, so a near-tie can go the
     # other way; the tokens must still agree almost everywhere
     assert (a == b).float().mean() > 0.9
-
-
-def test_a_stale_build_lock_is_removed_and_a_live_one_waited_for(tmp_path, caplog):
-    import os
-    import threading
-    import time
-
-    lock = tmp_path / "lock"
-    assert fused.wait_for_build_lock(tmp_path) is False  # no build in progress
-    # a build killed 20 minutes ago left its lock: removed, with a warning, instead of a hang
-    lock.touch()
-    os.utime(lock, (time.time() - 1200, time.time() - 1200))
-    assert fused.wait_for_build_lock(tmp_path) is True and not lock.exists()
-    assert "stale build lock" in caplog.text
-    # another process building now: wait until it removes its lock, leave nothing behind
-    lock.touch()
-    threading.Timer(0.3, lock.unlink).start()
-    start = time.perf_counter()
-    assert fused.wait_for_build_lock(tmp_path, poll=0.05) is False
-    assert time.perf_counter() - start >= 0.25 and not lock.exists()

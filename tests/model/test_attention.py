@@ -1,0 +1,133 @@
+"""The fused CPU attention op (stemgen::rotary_attention) against the reference attention."""
+
+import pytest
+import torch
+
+from stemgen.model import ModelConfig, StemGenModel
+from stemgen.model import attention
+from stemgen.model.transformer import rotary_tables
+
+kernel = pytest.mark.skipif(attention.cpu_extension() is None,
+                            reason="the fused attention kernel needs a C++ compiler and a CPU with AVX512-BF16")
+
+
+def qkv_and_tables(b, t, d, h, seed=0, scale=2.0):
+    g = torch.Generator().manual_seed(seed)
+    qkv = (scale * torch.randn(b, t, 3 * d, generator=g)).bfloat16()
+    cos, sin = rotary_tables(t + 5, d // h, 10000.0, "cpu")  # longer tables than T, as the model's
+    return qkv, cos, sin
+
+
+@kernel
+@pytest.mark.parametrize("b,t,d,h", [(3, 200, 256, 8), (1, 37, 64, 2), (2, 50, 64, 4), (1, 33, 192, 4),
+                                     (2, 17, 128, 2), (1, 1, 32, 1), (2, 64, 96, 3)])
+def test_the_kernel_matches_the_reference_to_bf16_rounding(b, t, d, h):
+    qkv, cos, sin = qkv_and_tables(b, t, d, h)
+    with torch.no_grad():
+        out = torch.ops.stemgen.rotary_attention(qkv, cos, sin, h)
+        ref = attention.reference_attention(qkv, cos, sin, h)
+        exact = attention.reference_attention(qkv.float(), cos, sin, h)  # float32 throughout
+    assert out.dtype == torch.bfloat16 and out.shape == (b, t, d)
+    # the bf16 reference's own rounding error, and the kernel's: alike, never more than a few ulps
+    err_ref, err_out = (ref.float() - exact).abs(), (out.float() - exact).abs()
+    assert err_out.mean() <= 1.5 * err_ref.mean() + 1e-4
+    assert err_out.max() <= 2 * err_ref.max() + 1e-3
+    torch.testing.assert_close(out.float(), ref.float(), atol=0.04, rtol=0.02)
+
+
+@kernel
+def test_the_kernel_softmax_is_over_every_frame_and_only_real_ones():
+    # v = one-hot frame index: the output is the attention weights of each query, which must be
+    # a distribution over the T real frames (T = 21: padded keys and odd frame pairs must not leak)
+    b, t, h = 1, 21, 1
+    d = 32
+    qkv, cos, sin = qkv_and_tables(b, t, d, h, scale=0.5)
+    v = torch.zeros(b, t, d)
+    v[0, torch.arange(t), torch.arange(t)] = 1.0
+    qkv[..., 2 * d:] = v.bfloat16()
+    with torch.no_grad():
+        weights = torch.ops.stemgen.rotary_attention(qkv, cos, sin, h).float()[0, :, :t]  # (T queries, T keys)
+    assert (weights >= 0).all() and (weights[:, t:] == 0).all()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(t), atol=0.02, rtol=0)
+
+
+def test_the_op_runs_the_reference_where_the_kernel_does_not_apply(monkeypatch):
+    qkv, cos, sin = qkv_and_tables(2, 30, 64, 4)
+    with torch.no_grad():
+        f32 = torch.ops.stemgen.rotary_attention(qkv.float(), cos, sin, 4)  # float32: not the kernel's
+        assert torch.equal(f32, attention.reference_attention(qkv.float(), cos, sin, 4))
+        odd = qkv_and_tables(1, 9, 24, 2)  # head size 12: not a multiple of 16
+        assert torch.equal(torch.ops.stemgen.rotary_attention(*odd, 2), attention.reference_attention(*odd, 2))
+    assert not attention.fused_applies(qkv.float(), 4) and attention.fused_applies(qkv, 4)
+    grad = qkv.float().requires_grad_()
+    assert not attention.fused_applies(grad.bfloat16(), 4)  # training: the reference, with its gradient
+    monkeypatch.setattr(attention, "cpu_extension", lambda: None)  # no compiler, or no AVX512-BF16
+    with torch.no_grad():
+        assert torch.equal(torch.ops.stemgen.rotary_attention(qkv, cos, sin, 4),
+                           attention.reference_attention(qkv, cos, sin, 4))
+
+
+@kernel
+def test_the_kernel_rejects_what_it_cannot_compute():
+    ext = attention.cpu_extension()
+    qkv, cos, sin = qkv_and_tables(1, 8, 64, 4)
+    with pytest.raises(RuntimeError, match="bfloat16"):
+        ext.rotary_attention(qkv.float(), cos, sin, 4)
+    with pytest.raises(RuntimeError, match="multiple of 16"):
+        ext.rotary_attention(qkv, cos, sin, 8)  # head size 8
+    with pytest.raises(RuntimeError, match="cos and sin"):
+        ext.rotary_attention(qkv, cos[:4], sin[:4], 4)  # tables shorter than T
+
+
+def bf16_model(seed=0):
+    torch.manual_seed(seed)
+    cfg = ModelConfig.from_name("tiny", num_levels=2, cardinality=32)  # head size 16
+    return StemGenModel(cfg).eval().cast_matmul_weights(torch.bfloat16), cfg
+
+
+def model_inputs(cfg, b=2, t=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ctx = torch.randint(cfg.cardinality, (b, cfg.num_levels, t), generator=g)
+    tgt = torch.randint(cfg.cardinality, (b, cfg.num_levels, t), generator=g)
+    tgt[:, 1] = cfg.mask_id
+    return ctx, tgt, torch.randint(1, cfg.num_instruments, (b,), generator=g)
+
+
+@kernel
+def test_the_model_with_fused_attention_gives_the_reference_logits():
+    model, cfg = bf16_model()
+    ctx, tgt, inst = model_inputs(cfg)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = model(ctx, tgt, inst, level=1).float()
+        out = model(ctx, tgt, inst, level=1, fused=True).float()
+    assert not torch.equal(out, ref)  # the kernel ran (it rounds differently)
+    torch.testing.assert_close(out, ref, atol=0.05, rtol=0.05)
+    assert (out.argmax(-1) == ref.argmax(-1)).float().mean() > 0.95
+
+
+@kernel
+def test_the_fused_attention_compiles_into_one_graph():
+    from torch._dynamo.utils import counters
+
+    model, cfg = bf16_model()
+    ctx, tgt, inst = model_inputs(cfg)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(lambda c, t, i: model(c, t, i, level=1, fused=True), fullgraph=True)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        a = compiled(ctx, tgt, inst).float()
+        b = model(ctx, tgt, inst, level=1, fused=True).float()
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    torch.testing.assert_close(a, b, atol=0.05, rtol=0.05)
+
+
+def test_training_keeps_the_reference_attention_and_its_gradients():
+    model, cfg = bf16_model()
+    model.train()
+    ctx, tgt, inst = model_inputs(cfg)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a = model(ctx, tgt, inst, level=1, fused=True).float()
+        b = model(ctx, tgt, inst, level=1).float()
+    assert torch.equal(a, b)  # with gradients, fused=True is the reference
+    a.sum().backward()
+    assert model.blocks[0].attn.qkv.weight.grad is not None
