@@ -31,17 +31,19 @@ test: install
 demo: install
 	$(BIN)/python -m stemgen demo --out $(DEMO_OUT)
 
-# Rebuilds the shipped demo model from scratch (about 3 h on a 2-core CPU with native bf16; a CPU
+# Rebuilds the shipped demo model from scratch (about 2 h 50 min on a 2-core CPU with native bf16; a CPU
 # without it trains in float32, about twice as long): the embedded codec fitted on 40 training
 # chorales (float16), all 353 chorales rendered and tokenized (the paper's random-subset pairs and
 # as many again at half their number whose context is the whole mix but the target), the `small`
 # preset trained with the full-context recipe for 7500 steps (configs/demo_full_context.yaml +
-# configs/demo_full_context_7500.yaml), then fine-tuned for 1200 steps toward a whole level 0 from
-# the whole mix (configs/demo_finetune_candidate.yaml), exported in float16 with its codec. It
+# configs/demo_full_context_7500.yaml), then fine-tuned for 600 steps at the peak rate toward a whole
+# level 0 from the whole mix (configs/demo_finetune_candidate.yaml + configs/demo_finetune_600.yaml),
+# exported in float16 with its codec. It
 # generates by default with nested guidance toward the context (lambda_a 3, lambda_i 1), level 0 at
 # temperature 0.5 behind the silence gate; drums with the paper's best made nested (docs/listening.md,
-# sixteenth session). The previous demo model (configs/demo_chorales.yaml, 13000 steps) is kept as
-# benchmarks/candidates/demo_chorales_13000.
+# sixteenth session). The earlier demo models are kept: benchmarks/candidates/finetune_1200 (the same
+# fine-tune's step 1200, shipped until the nineteenth session) and benchmarks/candidates/demo_chorales_13000
+# (configs/demo_chorales.yaml, 13000 steps).
 demo-model: install
 	$(BIN)/stemgen data chorales --limit 60
 	$(BIN)/stemgen codec fit --out $(DEMO_MODEL)/codec --half true
@@ -54,7 +56,7 @@ demo-model: install
 	$(BIN)/stemgen-train --config configs/demo_full_context.yaml --config configs/demo_full_context_7500.yaml \
 		--trainer.default_root_dir runs/full_context_7500
 	$(BIN)/stemgen export runs/full_context_7500/checkpoints/last.ckpt runs/full_context_7500/export --half true
-	$(BIN)/stemgen-train --config configs/demo_finetune_candidate.yaml \
+	$(BIN)/stemgen-train --config configs/demo_finetune_candidate.yaml --config configs/demo_finetune_600.yaml \
 		--model.init_from runs/full_context_7500/export
 	$(BIN)/stemgen export runs/finetune_candidate/checkpoints/last.ckpt $(DEMO_MODEL) --half true \
 		--sampling '{"guidance": true, "guidance_form": "nested", "lambda_context": 3.0, "lambda_instrument": 1.0, "w_position": 0.0, "temperature": [0.5, 1.0, 1.0, 1.0]}' \
