@@ -21,9 +21,10 @@
 #     OUT=... CONFIG=configs/gpu_full_context.yaml TOKENS=benchmarks/gpu_tokens_full \
 #         EXTRA_TRAIN=benchmarks/gpu_tokens bash benchmarks/gpu_train.sh
 #   the shipped demo model's recipe (the full-context run, then the fine-tune of
-#   configs/demo_finetune_candidate.yaml; docs/listening.md, sixteenth session):
-#     OUT=... CONFIG=configs/gpu_full_context.yaml TOKENS=benchmarks/gpu_tokens_full \
-#         EXTRA_TRAIN=benchmarks/gpu_tokens FINETUNE=configs/demo_finetune_candidate.yaml bash benchmarks/gpu_train.sh
+#   configs/demo_finetune_candidate.yaml stopped at step 600 by configs/demo_finetune_600.yaml;
+#   docs/listening.md, sixteenth and nineteenth sessions):
+#     OUT=... CONFIG=configs/gpu_full_context.yaml TOKENS=benchmarks/gpu_tokens_full EXTRA_TRAIN=benchmarks/gpu_tokens \
+#         FINETUNE="configs/demo_finetune_candidate.yaml configs/demo_finetune_600.yaml" bash benchmarks/gpu_train.sh
 #   or both arms side by side and the performance run after them: benchmarks/gpu_all.sh.
 #   Size: the checkout's tracked files are 34 MB (16 MB of them the demo model, which training
 #   does not read); with both token folders (41 MB) that is over a 64 MiB transfer: export the
@@ -41,9 +42,9 @@ TOKENS=${TOKENS:-benchmarks/gpu_tokens}
 CONFIG=${CONFIG:-configs/gpu_listening.yaml}  # configs/gpu_full_context.yaml: the full-context recipe
 EXTRA_TRAIN=${EXTRA_TRAIN:-}  # more token folders whose training examples are added (space-separated)
 MINUTES=${MINUTES:-5}
-# the shipped demo model's second stage: after the run, fine-tune its export with this config
-# (configs/demo_finetune_candidate.yaml: the full-context pairs of $FINETUNE_TOKENS, 1200 steps) for at
-# most FINETUNE_MINUTES; $OUT/model is then the fine-tuned model and metrics_finetune.csv its curve
+# the shipped demo model's second stage: after the run, fine-tune its export with these configs
+# (space-separated, applied in order; configs/demo_finetune_candidate.yaml: the full-context pairs of
+# $FINETUNE_TOKENS, 1200 steps; + configs/demo_finetune_600.yaml: stopped at 600) for at most FINETUNE_MINUTES; $OUT/model is then the fine-tuned model and metrics_finetune.csv its curve
 FINETUNE=${FINETUNE:-}
 FINETUNE_TOKENS=${FINETUNE_TOKENS:-benchmarks/gpu_tokens_full}
 FINETUNE_MINUTES=${FINETUNE_MINUTES:-2}
@@ -80,8 +81,10 @@ if [ -n "$FINETUNE" ]; then
   $PY -c "import sys; from stemgen.cli import main; sys.exit(main(sys.argv[1:]))" \
     export "$LAST" "$RUN/stage1" --half true >>"$OUT/train.log" 2>&1
   START=$SECONDS
+  FT_CONFIGS=()
+  for c in $FINETUNE; do FT_CONFIGS+=(--config "$c"); done
   timeout $((FINETUNE_MINUTES * 60 + 120)) $PY -c "from stemgen.train.cli import main; main()" \
-    --config "$FINETUNE" --data.init_args.root "$FINETUNE_TOKENS" --model.init_from "$RUN/stage1" \
+    "${FT_CONFIGS[@]}" --data.init_args.root "$FINETUNE_TOKENS" --model.init_from "$RUN/stage1" \
     --trainer.default_root_dir "$RUN/finetune" --trainer.accelerator "$ACCELERATOR" \
     --trainer.max_time "00:00:$(printf %02d "$FINETUNE_MINUTES"):00" >"$OUT/train_finetune.log" 2>&1
   echo "exit $? after $((SECONDS - START)) s" >>"$OUT/train_finetune.log"
