@@ -28,9 +28,10 @@ def enabled() -> bool:
     return os.environ.get("STEMGEN_FUSED", "1") not in ("0", "false", "no")
 
 
-def capability_flags() -> tuple[str, list[str]]:
-    """(name, compiler flags) of the vector instructions ATen dispatches to on this CPU."""
-    cap = torch.backends.cpu.get_cpu_capability()
+def capability_flags(capability: str | None = None) -> tuple[str, list[str]]:
+    """(name, compiler flags) of the vector instructions ATen dispatches to on this CPU, or of
+    ``capability`` ("AVX512", "AVX2", "DEFAULT": to build for another CPU)."""
+    cap = capability or torch.backends.cpu.get_cpu_capability()
     if cap.startswith("AVX512"):
         return "avx512", ["-DCPU_CAPABILITY=AVX512", "-DCPU_CAPABILITY_AVX512", "-mavx512f", "-mavx512bw",
                           "-mavx512vl", "-mavx512dq", "-mfma"]
@@ -69,16 +70,17 @@ def build_directory(name: str) -> Path:
     return base / f"py{sys.version_info.major}{sys.version_info.minor}_torch{version}" / name
 
 
-def load_extension(stem: str, source: Path, what: str):
+def load_extension(stem: str, source: Path, what: str, capability: str | None = None):
     """The extension built from ``source`` as ``{stem}_{capability}`` (built once, then loaded
     from :func:`build_directory`), or None with a warning naming ``what`` falls back to the eager
-    reference when it cannot be built or ``STEMGEN_FUSED=0``."""
+    reference when it cannot be built or ``STEMGEN_FUSED=0``. ``capability``: build for that of
+    :func:`capability_flags` instead of this CPU's."""
     if not enabled():
         return None
     try:
         from torch.utils.cpp_extension import load
 
-        cap, flags = capability_flags()
+        cap, flags = capability_flags(capability)
         name = f"{stem}_{cap}"
         build_dir = build_directory(name)
         build_dir.mkdir(parents=True, exist_ok=True)

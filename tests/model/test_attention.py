@@ -140,16 +140,11 @@ def test_training_keeps_the_reference_attention_and_its_gradients():
 def test_the_kernel_source_builds_for_an_avx2_cpu_and_declines_there():
     # another user's CPU: where ATen dispatches to AVX2 the extension is built without the AVX512
     # path, and must say so (the op then runs the reference) instead of failing to build or load
-    from torch.utils.cpp_extension import load
-
     from stemgen import cpu_kernels
 
-    build = cpu_kernels.build_directory("stemgen_attention_avx2_check")
-    build.mkdir(parents=True, exist_ok=True)
-    ext = load(name="stemgen_attention_avx2_check", sources=[str(attention.CSRC)],
-               extra_cflags=["-O3", "-fopenmp", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2", "-mavx2", "-mfma",
-                             "-mf16c"], extra_ldflags=["-fopenmp"], build_directory=str(build))
-    assert ext.supported() is False
+    ext = cpu_kernels.load_extension("stemgen_attention_check", attention.CSRC, "attention kernel (AVX2 build)",
+                                     capability="AVX2")
+    assert ext is not None and ext.supported() is False
     qkv, cos, sin = qkv_and_tables(1, 8, 64, 4)
     with pytest.raises(RuntimeError, match="AVX512-BF16"):
         ext.rotary_attention(qkv, cos, sin, 4)
