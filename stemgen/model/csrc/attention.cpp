@@ -21,7 +21,6 @@
 #include <immintrin.h>
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <vector>
 
