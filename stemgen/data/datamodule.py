@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..instruments import resolve
 from ..paths import atomic_write, home
 from .dataset import EpochSampler, PairDataset, ResumableLoader
 from .songs import DatasetError, Song, cached_scan, check_variant, song_folders
@@ -320,12 +321,21 @@ class TokensData(StemgenData):
         extra_train: more exported token folders whose training examples are added to ``root``'s
             (e.g. augmented versions of the training songs, `stemgen data chorales --versions`);
             same codec and crop length; validation stays ``root``'s alone.
+        instrument_repeats: ``{instrument: k}``: each training example whose target is that
+            instrument appears k times per epoch (each time with its own window), e.g.
+            ``{"bass": 4}`` for a fine-tune that favours the bass; validation is unchanged.
     """
 
     def __init__(self, root: str | Path, crop_seconds: float = 4.0, codec: str | None = None,
-                 batch_size: int = 16, seed: int = 0, extra_train: list[str] | None = None):
+                 batch_size: int = 16, seed: int = 0, extra_train: list[str] | None = None,
+                 instrument_repeats: dict[str, int] | None = None):
         super().__init__()
         self.root = Path(root).expanduser()
+        self.instrument_repeats = {}
+        for name, k in (instrument_repeats or {}).items():
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                raise ValueError(f"instrument_repeats[{name!r}] must be a whole number >= 1 (times per epoch), got {k!r}.")
+            self.instrument_repeats[resolve(name).id] = k
         self.meta = read_tokens_meta(self.root)
         self.extra_train = [Path(r).expanduser() for r in extra_train or []]
         for extra in self.extra_train:
@@ -364,7 +374,8 @@ class TokensData(StemgenData):
             if split not in self.datasets and (self.root / f"{split}.safetensors").exists():
                 extra = [r / "train.safetensors" for r in self.extra_train] if split == "train" else []
                 self.datasets[split] = TokenWindows([self.root / f"{split}.safetensors", *extra], frames,
-                                                    random_offset=split == "train", seed=self.seed)
+                                                    random_offset=split == "train", seed=self.seed,
+                                                    repeats=self.instrument_repeats if split == "train" else None)
 
     def train_dataloader(self):
         self.setup()
@@ -389,9 +400,11 @@ class TokenWindows(torch.utils.data.Dataset):
     several, concatenated; song indices are offset so that songs of different files never
     share one). Index ``i >= 0`` is example ``i mod N``; with ``random_offset`` its window starts
     at an offset drawn from ``(seed, i)`` (so :class:`EpochSampler`'s ``epoch * N + j`` gives a
-    new offset every epoch, and the same one again on resume), else at frame 0."""
+    new offset every epoch, and the same one again on resume), else at frame 0. ``repeats``
+    (``{instrument id: k}``) lists the examples of those target instruments k times (N grows)."""
 
-    def __init__(self, path: Path | list[Path], frames: int, random_offset: bool, seed: int = 0):
+    def __init__(self, path: Path | list[Path], frames: int, random_offset: bool, seed: int = 0,
+                 repeats: dict[int, int] | None = None):
         from safetensors.torch import load_file
 
         parts = [load_file(str(p)) for p in (path if isinstance(path, list) else [path])]
@@ -407,9 +420,13 @@ class TokenWindows(torch.utils.data.Dataset):
         if frames > self.context.shape[-1]:
             raise ValueError(f"windows of {frames} frames from crops of {self.context.shape[-1]}")
         self.frames, self.random_offset, self.seed = frames, random_offset, seed
+        times = torch.ones_like(self.instrument)
+        for inst, k in (repeats or {}).items():
+            times[self.instrument == inst] = k
+        self.rows = torch.repeat_interleave(torch.arange(len(self.instrument)), times)  # (N,) example of each index
 
     def __len__(self) -> int:
-        return len(self.instrument)
+        return len(self.rows)
 
     def start(self, i: int) -> int:
         """First frame of the window of index ``i``."""
@@ -420,7 +437,7 @@ class TokenWindows(torch.utils.data.Dataset):
         return int(torch.randint(spare + 1, (1,), generator=gen))
 
     def __getitem__(self, i: int) -> dict:
-        k, start = i % len(self), self.start(i)
+        k, start = int(self.rows[i % len(self)]), self.start(i)
         window = slice(start, start + self.frames)
         return {"context_tokens": self.context[k, :, window].long(), "target_tokens": self.target[k, :, window].long(),
                 "instrument": self.instrument[k], "song_index": self.song_index[k]}

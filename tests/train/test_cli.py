@@ -2,6 +2,7 @@
 
 import pytest
 
+from stemgen.instruments import InstrumentError
 from stemgen.train.cli import DATA_ALIASES, expand_data_alias, main
 from stemgen.train.schedule import fit_schedule
 
@@ -130,6 +131,24 @@ def test_training_from_exported_tokens(tmp_path, tiny_codec):
     item = windows[3 * n + 1]
     assert torch.equal(item["target_tokens"], windows.target[1, :, starts[3]:starts[3] + 50].long())
     assert TokenWindows(tokens / "validation.safetensors", 50, random_offset=False).start(7) == 0
+    # instrument_repeats: the examples of one target instrument k times per epoch, the others once
+    inst = int(windows.instrument[0])
+    favoured = int((windows.instrument == inst).sum())
+    more = TokenWindows(tokens / "train.safetensors", 50, random_offset=True, seed=0, repeats={inst: 3})
+    assert len(more) == n + 2 * favoured
+    drawn = torch.stack([more[i]["instrument"] for i in range(len(more))])
+    assert int((drawn == inst).sum()) == 3 * favoured and int((drawn != inst).sum()) == n - favoured
+    from stemgen.data.datamodule import TokensData
+    from stemgen.instruments import resolve
+
+    data = TokensData(tokens, crop_seconds=1.0, instrument_repeats={resolve(inst).name: 3})
+    data.setup()
+    assert len(data.datasets["train"]) == n + 2 * favoured and len(data.datasets["validation"]) == len(
+        TokenWindows(tokens / "validation.safetensors", 50, random_offset=False))
+    with pytest.raises(ValueError, match="whole number >= 1"):
+        TokensData(tokens, instrument_repeats={"bass": 0})
+    with pytest.raises(InstrumentError, match="bass"):
+        TokensData(tokens, instrument_repeats={"basss": 2})
     run = tmp_path / "run"
     main(["--data", "tokens", "--data.root", str(tokens), "--data.crop_seconds", "1.0", "--data.batch_size", "2",
           "--model.preset", "tiny", "--trainer.max_steps", "2", "--trainer.accelerator", "cpu",
