@@ -4,7 +4,7 @@
 (:func:`apply_rotary`), then softmax attention over every frame (no mask). The custom op
 ``torch.ops.stemgen.rotary_attention(qkv, cos, sin, n_heads) -> (B, T, D)`` computes the same
 from the ``(B, T, 3D)`` output of the qkv projection in one C++ kernel (``csrc/attention.cpp``:
-bf16 dot products with fp32 accumulation, 3-4x faster than the reference at the `small`
+bf16 dot products with fp32 accumulation, 4-5.5x faster than the reference at the `small`
 preset's head size 32; docs/performance.md). It runs where :func:`fused_applies` holds (CPU,
 bf16, head size a multiple of 16, no gradient) and the CPU has AVX512-BF16; elsewhere the op
 runs the reference, so it exists on every machine. Its fake implementation makes it one opaque

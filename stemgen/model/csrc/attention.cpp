@@ -7,11 +7,12 @@
 //   x1 s + x2 c as a product each and one add, built with -ffp-contract=off), rounded to bf16;
 // - q k^T with AVX512-BF16 dot products (VDPBF16PS: pairs of bf16 products summed into fp32),
 //   keys packed as (hd/2, T) pairs, 4 query rows x 2 blocks of 16 keys as independent chains;
-// - softmax in fp32 (as 2^x of scores scaled by log2(e): a lean exp2), the unnormalised probabilities rounded to bf16 for
-//   p v as in ATen's flash attention, v packed as pairs of frames, 4 rows at once;
+// - softmax in fp32 (2^x of scores scaled by log2(e): exp2_nonpositive), the unnormalised
+//   probabilities rounded to bf16 for p v as in ATen's flash attention, v packed as pairs of
+//   frames, 4 rows at once;
 // - the output divided by the row's sum and rounded to bf16, written as (B, T, D).
 // Why: with head size 32 at T = 200 ATen's CPU flash attention runs far below the matrix rate
-// (many tiny GEMM calls per head); this kernel is 3-4x faster there (docs/performance.md).
+// (many tiny GEMM calls per head); this kernel is 4-5.5x faster there (docs/performance.md).
 // Only built where ATen dispatches to AVX512 and only run where the CPU has AVX512-BF16
 // (checked at run time: `supported()`); elsewhere stemgen.model.attention runs the reference.
 
