@@ -51,11 +51,8 @@ def compare(run_a: dict, seeds_a: dict, run_b: dict, seeds_b: dict) -> dict:
     if differ:
         raise SystemExit("the runs differ in " + ", ".join(f"{k} ({run_a.get(k)} vs {run_b.get(k)})" for k in differ)
                          + ": their seeds do not generate comparable stems.")
-    common = set(seeds_a) & set(seeds_b)
-    if len(common) < 2:
-        raise SystemExit(f"the runs share {len(common)} seeds (A: {sorted(seeds_a, key=int)}, B: {sorted(seeds_b, key=int)}); "
-                         f"run both with the same two or more --seeds.")
-    keys = [k for k in KEYS if common and all(k in seeds_a[s] and k in seeds_b[s] for s in common)]
+    common = set(seeds_a) & set(seeds_b)  # fewer than two: paired_difference says so
+    keys = [k for k in KEYS if all(k in seeds_a[s] and k in seeds_b[s] for s in common)]
     return {k: paired_difference({s: seeds_a[s][k] for s in seeds_a}, {s: seeds_b[s][k] for s in seeds_b})
             for k in keys}
 

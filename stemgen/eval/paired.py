@@ -9,6 +9,7 @@ compare arms by the mean of the per-seed differences and its standard error.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -35,10 +36,8 @@ def paired_difference(a: Mapping[str, float], b: Mapping[str, float]) -> Paired:
     if not all(math.isfinite(x) for x in d):
         raise ValueError(f"non-finite scores in the compared arms at seeds {seeds}: {d}")
     n = len(d)
-    mean = sum(d) / n
-    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n)
-    return Paired(mean_a=sum(float(a[s]) for s in seeds) / n, mean_b=sum(float(b[s]) for s in seeds) / n,
-                  diff=mean, se=se, n=n, n_up=sum(x > 0 for x in d))
+    return Paired(mean_a=statistics.fmean(float(a[s]) for s in seeds), mean_b=statistics.fmean(float(b[s]) for s in seeds),
+                  diff=statistics.fmean(d), se=statistics.stdev(d) / math.sqrt(n), n=n, n_up=sum(x > 0 for x in d))
 
 
 @dataclass(frozen=True)
