@@ -31,14 +31,20 @@ def cosine_mask_count(u: torch.Tensor, t: int) -> torch.Tensor:
     return torch.floor(t * torch.cos(u * math.pi / 2)).long().clamp(1, t)
 
 
-def full_mask_probability(p_full_mask: float | Sequence[float], num_levels: int) -> torch.Tensor:
-    """``p_full_mask`` (one probability, or one per level) as a ``(Q,)`` tensor; a clear error for a
-    wrong length or a value outside [0, 1]."""
+#: the share of the window given as a continuation's prefix is drawn uniformly from this range: generation
+#: in overlapping windows (1 s of a 4 s window) continues from 25% and from up to 75% of a window
+PREFIX_FRACTION = (0.1, 0.9)
+
+
+def full_mask_probability(p_full_mask: float | Sequence[float], num_levels: int,
+                          name: str = "p_full_mask") -> torch.Tensor:
+    """``p_full_mask`` (one probability, or one per level) as a ``(Q,)`` tensor; a clear error naming
+    ``name`` for a wrong length or a value outside [0, 1]."""
     p = torch.as_tensor(p_full_mask, dtype=torch.float)
     if p.ndim == 0:
         p = p.expand(num_levels)
     if p.shape != (num_levels,) or not bool(((p >= 0) & (p <= 1)).all()):
-        raise ValueError(f"p_full_mask needs one probability in [0, 1], or one per level ({num_levels}); "
+        raise ValueError(f"{name} needs one probability in [0, 1], or one per level ({num_levels}); "
                          f"got {p_full_mask}.")
     return p
 
@@ -54,7 +60,8 @@ def level_weight_tensor(level_weights: Sequence[float], num_levels: int) -> torc
 
 def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generator | None = None,
                     level: int | None = None, p_full_mask: float | Sequence[float] = 0.0,
-                    level_weights: Sequence[float] | None = None) -> MaskedTarget:
+                    level_weights: Sequence[float] | None = None,
+                    p_prefix: float | Sequence[float] = 0.0) -> MaskedTarget:
     """Mask ``target (B, Q, T)`` for training (see module docstring); ``level`` fixes q for every
     example instead of drawing it (validation scores each level in turn).
 
@@ -66,6 +73,13 @@ def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generat
 
     ``level_weights``: relative frequencies ``(Q,)`` of the trained levels (None: uniform, as in
     SoundStorm). Level 0 is where the stem's notes are decided; the finer levels are timbre.
+
+    ``p_prefix``: the probability (one, or one per level) that an example is a continuation: its
+    level is given up to a frame drawn in ``PREFIX_FRACTION`` of the window and masked entirely
+    after it, as when generation continues the overlap of the window before. Random positions
+    leave a masked token's neighbours given (copying them is the easy guess); a masked run of
+    seconds has to be read from the context. Decided after ``p_full_mask`` (a continuation
+    overrides a full masking). With every probability 0 the draws are those of plain masking.
     """
     b, q, t = target.shape
     dev = target.device
@@ -83,6 +97,13 @@ def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generat
         count = torch.where(full, torch.full_like(count, t), count)
     ranks = torch.rand(b, t, generator=generator, device=dev).argsort(1).argsort(1)  # random order
     masked = ranks < count[:, None]  # (B, T): exactly count positions
+    p_pre = full_mask_probability(p_prefix, q, "p_prefix").to(dev)[level]  # (B,)
+    if bool((p_pre > 0).any()):
+        lo, hi = (min(max(round(f * t), 1), t - 1) for f in PREFIX_FRACTION)
+        given = torch.randint(lo, hi + 1, (b,), generator=generator, device=dev)  # (B,) frames given
+        cont = torch.rand(b, generator=generator, device=dev) < p_pre
+        suffix = torch.arange(t, device=dev)[None, :] >= given[:, None]  # (B, T)
+        masked = torch.where(cont[:, None], suffix, masked)
     lv = torch.arange(q, device=dev)[None, :, None]  # (1, Q, 1)
     hide = (lv > level[:, None, None]) | ((lv == level[:, None, None]) & masked[:, None, :])
     return MaskedTarget(target.masked_fill(hide, mask_id), level, masked)

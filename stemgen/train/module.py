@@ -44,6 +44,9 @@ class StemGenLightning(LightningModule):
             ratio (0: the paper's SoundStorm masking); one for every level or one per level.
         level_weights: relative frequencies of the trained levels, one per level (None: uniform,
             the paper's); weighting level 0 trains more of the steps where the notes are chosen.
+        p_prefix: probability that an example is a continuation: its level given up to a random
+            frame (10-90% of the window) and masked after it, as generation continues a window's
+            overlap (0: the paper's masking); one for every level or one per level.
         codec_embeddings: start the code embeddings from the codec's codebooks (see
             :meth:`~stemgen.model.StemGenModel.init_embeddings_from_codebooks`) when training
             starts; a resumed run takes its weights from the checkpoint as always.
@@ -75,11 +78,12 @@ class StemGenLightning(LightningModule):
                  level_weights: Optional[list[float]] = None, codec_embeddings: bool = False,
                  codec_heads: bool = False, codebook_dim: int = 0, codebook_heads: bool = False,
                  init_from: Optional[str] = None, dim: Optional[int] = None, n_layers: Optional[int] = None,
-                 n_heads: Optional[int] = None):
+                 n_heads: Optional[int] = None, p_prefix: Union[float, list[float]] = 0.0):
         super().__init__()
         if level_weights is not None:
             level_weight_tensor(level_weights, num_levels)  # a wrong value fails here, not at the first step
         full_mask_probability(p_full_mask, num_levels)  # a wrong value fails here, not at the first step
+        full_mask_probability(p_prefix, num_levels, "p_prefix")
         shape = {k: v for k, v in dict(dim=dim, n_layers=n_layers, n_heads=n_heads).items() if v is not None}
         cfg = ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality,
                                     shared_embeddings=shared_embeddings, codebook_dim=codebook_dim,
@@ -166,7 +170,8 @@ class StemGenLightning(LightningModule):
         out = masked_token_loss(self.model, batch["context_tokens"], batch["target_tokens"], batch["instrument"],
                                 self.hparams.p_drop_context, self.hparams.p_drop_instrument,
                                 self._generator(self.global_step), p_full_mask=self.hparams.p_full_mask,
-                                loss_fn=self.train_loss_fn(), level_weights=self.hparams.get("level_weights"))
+                                loss_fn=self.train_loss_fn(), level_weights=self.hparams.get("level_weights"),
+                                p_prefix=self.hparams.get("p_prefix", 0.0))
         self.log("train/loss", out.loss, prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return out.loss

@@ -116,3 +116,43 @@ def test_level_weights_set_how_often_each_level_is_trained():
     for bad in ([1.0, 1.0], [1.0, -1.0, 1.0, 1.0], [0.0] * 4):
         with pytest.raises(ValueError, match="level_weights needs 4"):
             soundstorm_mask(tgt, 99, torch.Generator().manual_seed(0), level_weights=bad)
+
+
+def test_prefix_masking_gives_a_prefix_and_masks_the_rest_of_the_level():
+    import pytest
+
+    from stemgen.model.masking import PREFIX_FRACTION
+
+    t = 50
+    tgt = torch.randint(64, (6000, 4, t), generator=torch.Generator().manual_seed(1))
+    plain = soundstorm_mask(tgt, MASK, torch.Generator().manual_seed(0))
+    out = soundstorm_mask(tgt, MASK, torch.Generator().manual_seed(0), p_full_mask=[0.8, 0.3, 0.3, 0.3],
+                          p_prefix=[0.5, 0.0, 0.2, 0.2])
+    ref = soundstorm_mask(tgt, MASK, torch.Generator().manual_seed(0), p_full_mask=[0.8, 0.3, 0.3, 0.3])
+    cont = (out.loss_mask != ref.loss_mask).any(1)  # (B,) the continuations (the same draws before them)
+    assert torch.equal(out.level, ref.level)
+    for q, p in enumerate([0.5, 0.0, 0.2, 0.2]):
+        share = cont[out.level == q].float().mean().item()
+        assert abs(share - p) < 0.04, (q, share)
+    # a continuation: given before its first masked frame, masked from there to the end
+    pos = torch.arange(t)
+    first = torch.where(out.loss_mask, pos, t).min(1).values  # (B,)
+    assert (out.loss_mask[cont] == (pos[None] >= first[cont, None])).all()
+    lo, hi = (round(f * t) for f in PREFIX_FRACTION)
+    given = first[cont]
+    assert given.min() >= lo and given.max() <= hi and given.float().std() > 5  # spread over the range
+    # the prefix is given on the trained level, every coarser level too, finer levels hidden
+    rows = cont.nonzero()[:, 0]
+    for i in rows[:200].tolist():
+        q, k = int(out.level[i]), int(first[i])
+        assert torch.equal(out.inputs[i, q, :k], tgt[i, q, :k]) and (out.inputs[i, q, k:] == MASK).all()
+        assert torch.equal(out.inputs[i, :q], tgt[i, :q]) and (out.inputs[i, q + 1:] == MASK).all()
+    # levels the prefix never touches keep their full-masking share
+    full = out.loss_mask.all(1)
+    base = plain.loss_mask.all(1).float().mean().item()
+    assert abs(full[out.level == 1].float().mean().item() - (0.3 + 0.7 * base)) < 0.04
+    # all zeros leaves the earlier draws (and the random stream) alone
+    zero = soundstorm_mask(tgt, MASK, torch.Generator().manual_seed(0), p_prefix=0.0)
+    assert torch.equal(zero.inputs, plain.inputs)
+    with pytest.raises(ValueError, match="p_prefix"):
+        soundstorm_mask(tgt, MASK, torch.Generator().manual_seed(0), p_prefix=[0.5, 0.5])

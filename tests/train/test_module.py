@@ -74,6 +74,9 @@ def test_wrong_masking_options_fail_when_the_module_is_built():
         StemGenLightning("tiny", cardinality=16, p_full_mask=[0.8, 0.3])
     with pytest.raises(ValueError, match="level_weights"):
         StemGenLightning("tiny", cardinality=16, level_weights=[1.0, -1.0, 1.0, 1.0])
+    StemGenLightning("tiny", cardinality=16, p_prefix=[0.3, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="p_prefix"):
+        StemGenLightning("tiny", cardinality=16, p_prefix=1.5)
 
 
 def _weights_after(tmp_path, datamodule_factory, max_steps, ckpt=None, every=None, **module_kwargs):
