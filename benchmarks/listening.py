@@ -249,6 +249,7 @@ def main() -> None:
                   "uniform_nats": round(math.log(model.model.cfg.cardinality), 4),
                   "context_gain_nats": round(ce["context_gain"], 4),
                   "context_gain_train_mask_nats": round(ce["context_gain_train_mask"], 4),
+                  "context_gain_continuation_nats": round(ce["context_gain_continuation"], 4),
                   "ce_nats": {k[3:]: round(v, 4) for k, v in ce.items() if k.startswith("ce/")},
                   "branch_ce_nats": {b: round(ce[f"ce/{c}"], 4) for b, c in BRANCHES.items()}}
         print(json.dumps(result, indent=1), flush=True)
@@ -426,7 +427,9 @@ def markdown(r: dict) -> str:
              f"{r['uniform_nats']}):", "", "| condition | nats |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in r["ce_nats"].items()]
     lines += ["", f"**Context gain** (another song's context minus the true one, all masked): "
-              f"**{r['context_gain_nats']}** nats; at the training masking: {r['context_gain_train_mask_nats']}.", "",
+              f"**{r['context_gain_nats']}** nats; at the training masking: {r['context_gain_train_mask_nats']}"
+              + (f"; continuing level 0's first quarter: {r['context_gain_continuation_nats']}"
+                 if "context_gain_continuation_nats" in r else "") + ".", "",
               f"Chroma agreement of the bass with its own / another chorale's context (first {r['seconds']:g} s, "
               f"seeds {r.get('seeds', [0])}, the mean over them; +- its standard error over the seeds; windows "
               f"overlapping by {r.get('overlap_seconds', 1.0):g} s); "

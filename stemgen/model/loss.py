@@ -77,9 +77,14 @@ def masked_token_loss(model: StemGenModel, context: torch.Tensor, target: torch.
 #: context is the only source of what to play): ``true`` p(t|a,i), ``mismatched`` (another song's
 #: context, the true instrument), and the guidance branches ``null_instrument`` p(t|a),
 #: ``null_context`` p(t|i), ``null_both`` p(t). At the training masking (a level and a cosine
-#: masking ratio drawn per example): ``train_true`` and ``train_mismatched``.
+#: masking ratio drawn per example): ``train_true`` and ``train_mismatched``. As a continuation (level 0
+#: given its first quarter, scored on the rest, as generation continues a window's overlap):
+#: ``continuation_true`` and ``continuation_mismatched``.
 LISTENING_CONDITIONS = ("true", "mismatched", "null_instrument", "null_context", "null_both",
-                        "train_true", "train_mismatched")
+                        "train_true", "train_mismatched", "continuation_true", "continuation_mismatched")
+
+#: the share of the window a continuation condition is given (1 s of a 4 s window: the default overlap)
+CONTINUATION_GIVEN = 0.25
 
 
 def mismatched_order(song_index: torch.Tensor | None, batch: int, device=None) -> torch.Tensor:
@@ -128,6 +133,12 @@ def listening_losses(model: StemGenModel, context: torch.Tensor, target: torch.T
     every = paired.expand(b, t)
     masked = soundstorm_mask(target, mask_id, generator)
     trained = masked.loss_mask & paired
+    given = max(1, min(t - 1, int(CONTINUATION_GIVEN * t)))
+    rest = torch.arange(t, device=dev)[None, :] >= given  # (1, T)
+    cont_inputs = target.clone()
+    cont_inputs[:, 1:] = mask_id
+    cont_inputs[:, 0] = target[:, 0].masked_fill(rest, mask_id)
+    cont = rest & paired  # (B, T)
     runs = {
         "true": (context, all_masked, instrument, no_drop, level0, every),
         "mismatched": (other, all_masked, instrument, no_drop, level0, every),
@@ -136,6 +147,8 @@ def listening_losses(model: StemGenModel, context: torch.Tensor, target: torch.T
         "null_both": (context, all_masked, null_inst, drop, level0, every),
         "train_true": (context, masked.inputs, instrument, no_drop, masked.level, trained),
         "train_mismatched": (other, masked.inputs, instrument, no_drop, masked.level, trained),
+        "continuation_true": (context, cont_inputs, instrument, no_drop, level0, cont),
+        "continuation_mismatched": (other, cont_inputs, instrument, no_drop, level0, cont),
     }
     sums, counts = zip(*(nll(*runs[name]) for name in LISTENING_CONDITIONS))
     return torch.stack(sums), torch.tensor(counts, dtype=torch.long, device=dev)

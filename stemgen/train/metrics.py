@@ -33,7 +33,9 @@ class Listening(Metric):
     ``compute()`` returns a dict of nats per token: ``ce/CONDITION`` for each of
     :data:`~stemgen.model.loss.LISTENING_CONDITIONS`, ``context_gain`` (level 0, every target token
     masked: mismatched minus true context; what the context alone tells the model) and
-    ``context_gain_train_mask`` (the same at the training masking). NaN where nothing was scored.
+    ``context_gain_train_mask`` (the same at the training masking) and ``context_gain_continuation``
+    (the same for level 0 given its first quarter: what the context adds to a prefix the model
+    could continue). NaN where nothing was scored.
     """
 
     full_state_update = False
@@ -53,4 +55,5 @@ class Listening(Metric):
         out = {f"ce/{name}": ce[i].float() for i, name in enumerate(LISTENING_CONDITIONS)}
         out["context_gain"] = out["ce/mismatched"] - out["ce/true"]
         out["context_gain_train_mask"] = out["ce/train_mismatched"] - out["ce/train_true"]
+        out["context_gain_continuation"] = out["ce/continuation_mismatched"] - out["ce/continuation_true"]
         return out

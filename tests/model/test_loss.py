@@ -79,9 +79,11 @@ def test_listening_losses_score_each_condition_on_the_same_tokens():
     ctx, tgt = torch.randint(16, (4, 4, 10), generator=g), torch.randint(16, (4, 4, 10), generator=g)
     inst, songs = torch.tensor([0, 4, 16, 4]), torch.tensor([0, 0, 1, 2])
     r = _listening(m, ctx, tgt, inst, songs)
-    assert {name: n for name, (_, n) in r.items() if not name.startswith("train")} == {
+    assert {name: n for name, (_, n) in r.items() if not name.startswith(("train", "continuation"))} == {
         "true": 40, "mismatched": 40, "null_instrument": 40, "null_context": 40, "null_both": 40}
     assert r["train_true"][1] == r["train_mismatched"][1] > 0
+    # a continuation: level 0's first quarter (2 of 10 frames, rounded down) given, the other 8 scored
+    assert r["continuation_true"][1] == r["continuation_mismatched"][1] == 4 * 8
     # "true" is level 0 with every target token masked, scored against the real tokens
     with torch.no_grad():
         logits = m(ctx, torch.full_like(tgt, m.cfg.mask_id), inst, level=0)  # (B, T, V)
@@ -92,12 +94,19 @@ def test_listening_losses_score_each_condition_on_the_same_tokens():
                  drop_context=torch.ones(4, dtype=torch.bool), level=0)
         assert abs(r["null_both"][0] - F.cross_entropy(both.flatten(0, 1), tgt[:, 0].flatten(),
                                                        reduction="sum").item()) < 1e-3
+        cont = tgt.clone()
+        cont[:, 1:] = m.cfg.mask_id
+        cont[:, 0, 2:] = m.cfg.mask_id
+        logits = m(ctx, cont, inst, level=0)[:, 2:]  # (B, 8, V)
+        expected = F.cross_entropy(logits.flatten(0, 1), tgt[:, 0, 2:].flatten(), reduction="sum").item()
+        assert abs(r["continuation_true"][0] - expected) < 1e-3
     # a model that cannot see its context: another song's context costs exactly nothing
     with torch.no_grad():
         for emb in m.context_embed:
             emb.weight.zero_()
     deaf = _listening(m, ctx, tgt, inst, songs)
     assert deaf["mismatched"][0] == deaf["true"][0] and deaf["train_mismatched"][0] == deaf["train_true"][0]
+    assert deaf["continuation_mismatched"][0] == deaf["continuation_true"][0]
     assert deaf["null_context"][0] != deaf["true"][0]  # the null context is a learned vector, not zeros
 
 
@@ -114,6 +123,7 @@ def test_a_model_that_copies_its_context_has_a_large_context_gain():
     assert r["ce/true"] < 0.5 and r["ce/mismatched"] > 1.5
     assert r["context_gain"] == r["ce/mismatched"] - r["ce/true"] and r["context_gain"] > 1.0
     assert r["context_gain_train_mask"] > 0.5
+    assert r["context_gain_continuation"] == r["ce/continuation_mismatched"] - r["ce/continuation_true"] > 0.5
 
 
 def test_masked_loss_is_the_mean_cross_entropy_of_the_masked_positions_of_each_level():
