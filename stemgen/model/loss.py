@@ -135,8 +135,7 @@ def listening_losses(model: StemGenModel, context: torch.Tensor, target: torch.T
     trained = masked.loss_mask & paired
     given = max(1, min(t - 1, int(CONTINUATION_GIVEN * t)))
     rest = torch.arange(t, device=dev)[None, :] >= given  # (1, T)
-    cont_inputs = target.clone()
-    cont_inputs[:, 1:] = mask_id
+    cont_inputs = all_masked.clone()
     cont_inputs[:, 0] = target[:, 0].masked_fill(rest, mask_id)
     cont = rest & paired  # (B, T)
     runs = {

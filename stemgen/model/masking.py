@@ -36,16 +36,16 @@ def cosine_mask_count(u: torch.Tensor, t: int) -> torch.Tensor:
 PREFIX_FRACTION = (0.1, 0.9)
 
 
-def full_mask_probability(p_full_mask: float | Sequence[float], num_levels: int,
-                          name: str = "p_full_mask") -> torch.Tensor:
-    """``p_full_mask`` (one probability, or one per level) as a ``(Q,)`` tensor; a clear error naming
-    ``name`` for a wrong length or a value outside [0, 1]."""
-    p = torch.as_tensor(p_full_mask, dtype=torch.float)
+def level_probability(p_level: float | Sequence[float], num_levels: int, name: str) -> torch.Tensor:
+    """A masking option's probability (one, or one per level: ``p_full_mask``, ``p_prefix``) as a
+    ``(Q,)`` tensor; a clear error naming the option ``name`` for a wrong length or a value outside
+    [0, 1]."""
+    p = torch.as_tensor(p_level, dtype=torch.float)
     if p.ndim == 0:
         p = p.expand(num_levels)
     if p.shape != (num_levels,) or not bool(((p >= 0) & (p <= 1)).all()):
         raise ValueError(f"{name} needs one probability in [0, 1], or one per level ({num_levels}); "
-                         f"got {p_full_mask}.")
+                         f"got {p_level}.")
     return p
 
 
@@ -91,13 +91,13 @@ def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generat
         weights = level_weight_tensor(level_weights, q).to(dev)
         level = torch.multinomial(weights, b, replacement=True, generator=generator)
     count = cosine_mask_count(torch.rand(b, generator=generator, device=dev), t)  # (B,)
-    p_full = full_mask_probability(p_full_mask, q).to(dev)[level]  # (B,)
+    p_full = level_probability(p_full_mask, q, "p_full_mask").to(dev)[level]  # (B,)
     if bool((p_full > 0).any()):
         full = torch.rand(b, generator=generator, device=dev) < p_full
         count = torch.where(full, torch.full_like(count, t), count)
     ranks = torch.rand(b, t, generator=generator, device=dev).argsort(1).argsort(1)  # random order
     masked = ranks < count[:, None]  # (B, T): exactly count positions
-    p_pre = full_mask_probability(p_prefix, q, "p_prefix").to(dev)[level]  # (B,)
+    p_pre = level_probability(p_prefix, q, "p_prefix").to(dev)[level]  # (B,)
     if bool((p_pre > 0).any()):
         lo, hi = (min(max(round(f * t), 1), t - 1) for f in PREFIX_FRACTION)
         given = torch.randint(lo, hi + 1, (b,), generator=generator, device=dev)  # (B,) frames given

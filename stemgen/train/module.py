@@ -12,7 +12,7 @@ from ..model import ModelConfig, StemGenModel
 from ..errors import CheckpointError
 from ..model.io import CHECKPOINT_KEY, CODEC_DIR, ModelRecord, check_codec, load_exported
 from ..model.loss import listening_losses, masked_loss, masked_token_loss
-from ..model.masking import full_mask_probability, level_weight_tensor
+from ..model.masking import level_probability, level_weight_tensor
 from ..paths import model_dir
 from .metrics import Listening, MaskedTokenAccuracy
 from .schedule import fit_schedule, tri_stage_lr_scale
@@ -82,8 +82,9 @@ class StemGenLightning(LightningModule):
         super().__init__()
         if level_weights is not None:
             level_weight_tensor(level_weights, num_levels)  # a wrong value fails here, not at the first step
-        full_mask_probability(p_full_mask, num_levels)  # a wrong value fails here, not at the first step
-        full_mask_probability(p_prefix, num_levels, "p_prefix")
+        # a wrong value fails here, not at the first step
+        level_probability(p_full_mask, num_levels, "p_full_mask")
+        level_probability(p_prefix, num_levels, "p_prefix")
         shape = {k: v for k, v in dict(dim=dim, n_layers=n_layers, n_heads=n_heads).items() if v is not None}
         cfg = ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality,
                                     shared_embeddings=shared_embeddings, codebook_dim=codebook_dim,
