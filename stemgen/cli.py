@@ -33,6 +33,30 @@ def chorales(out: Optional[Path] = None, limit: Optional[int] = None, seed: int 
     print(f"{len(tracks)} chorales in {out}")
 
 
+def polyphony(out: Optional[Path] = None, limit: Optional[int] = None, seed: int = 0, seconds: float = 60.0,
+              sample_rate: int = 32000) -> None:
+    """Render more music to train on: Palestrina's mass movements (music21 corpus), as the chorales are.
+
+    The Slakh layout, a Bass program on the lowest voice, drums from the meter. Writes OUT/{train,validation,test}/PalNNNNN/ (the first SECONDS of each piece) and
+    OUT/polyphony.json. The movements benchmarks/unseen_music.py tests on are never rendered.
+    Tokens for training: `stemgen data tokens TOKENS --data slakh --root OUT`, then
+    `--data.extra_train [TOKENS]`.
+
+    Args:
+        out: output folder (default: $STEMGEN_HOME/data/palestrina).
+        limit: render this many pieces, spread over the corpus (default: all 1303).
+        seed: seed for the split, programs, tempi, velocities and drums.
+        seconds: rendered length of each piece, from its start.
+        sample_rate: rendering rate in Hz.
+    """
+    from .data.polyphony import render_polyphony
+    from .paths import data_dir
+
+    out = out or data_dir() / "palestrina"
+    tracks = render_polyphony(out, limit=limit, seed=seed, seconds=seconds, sample_rate=sample_rate)
+    print(f"{len(tracks)} pieces in {out}")
+
+
 def tokens(out: Path, data: str = "chorales", root: Optional[Path] = None, codec: str = "embedded",
            crop_seconds: float = 8.0, draws: int = 8, harmonic_context: bool = False, full_context: float = 0.0,
            seed: int = 0) -> None:
@@ -318,8 +342,9 @@ def bench_folders(real: Path, generated: Path, context: Optional[Path] = None, o
 
 
 COMMANDS = {
-    "data": {"_help": "Prepare datasets: render the embedded Bach chorales to stems; tokens for training.",
-             "chorales": chorales, "tokens": tokens},
+    "data": {"_help": "Prepare datasets: render the embedded Bach chorales (or Palestrina, to train on "
+                      "more music) to stems; tokens for training.",
+             "chorales": chorales, "polyphony": polyphony, "tokens": tokens},
     "codec": {"_help": "The embedded codec: fit it on chorales, or hear what it keeps of a file.",
               "fit": fit, "roundtrip": roundtrip},
     "generate": generate,

@@ -132,7 +132,7 @@ def parse_voices(name: str, tempo_bpm: float) -> tuple[dict[str, list[NoteEvent]
     Returns ``(voices, beats, duration)``: ``voices`` maps soprano/alto/tenor/bass to notes;
     ``beats`` lists ``(time_s, beat_index_in_bar, beats_per_bar)``; ``duration`` in seconds.
     """
-    from music21 import corpus, meter, stream
+    from music21 import corpus
 
     score = corpus.parse(name)
     parts = list(score.parts)
@@ -144,9 +144,18 @@ def parse_voices(name: str, tempo_bpm: float) -> tuple[dict[str, list[NoteEvent]
     for voice, part in zip(VOICE_ORDER, parts[:4]):
         voices[voice], part_end = part_notes(part, spq)
         end_q = max(end_q, part_end)
+    beats = beat_grid(parts[0], spq)
+    return voices, beats, end_q * spq
+
+
+def beat_grid(part, seconds_per_quarter: float) -> list[tuple[float, int, int]]:
+    """The beats of a music21 part's measures: ``(time_s, beat_index_in_bar, beats_per_bar)``,
+    following its time signatures (4/4 until one is given); a short first measure is a pickup."""
+    from music21 import meter, stream
+
     beats = []
     ts = None
-    for m in parts[0].getElementsByClass(stream.Measure):
+    for m in part.getElementsByClass(stream.Measure):
         found = m.getElementsByClass(meter.TimeSignature)
         if found:
             ts = found[0]
@@ -161,8 +170,8 @@ def parse_voices(name: str, tempo_bpm: float) -> tuple[dict[str, list[NoteEvent]
         for b in range(n_beats):
             pos = b * beat_q
             if lead - 1e-6 <= pos < lead + m_len - 1e-6:
-                beats.append(((float(m.offset) + pos - lead) * spq, b, n_beats))
-    return voices, beats, end_q * spq
+                beats.append(((float(m.offset) + pos - lead) * seconds_per_quarter, b, n_beats))
+    return beats
 
 
 def drum_pattern(beats: list[tuple[float, int, int]], rng: np.random.Generator,
@@ -267,6 +276,26 @@ def track_name(index: int, version: int = 0) -> str:
     return f"Track{index:05d}" + (f"-v{version}" if version else "")
 
 
+def with_velocities(notes: list[NoteEvent], rng: np.random.Generator) -> list[NoteEvent]:
+    """A voice's notes played at one level drawn in 80-104, each note within +-8 of it."""
+    base = int(rng.integers(80, 105))
+    return [NoteEvent(n.start, n.end, n.pitch, int(np.clip(base + rng.integers(-8, 9), 1, 127))) for n in notes]
+
+
+def draw_programs(voice_types: tuple[str, ...] | list[str], rng: np.random.Generator) -> list[int]:
+    """One GM program per voice (``soprano``/``alto``/``tenor``/``bass``, in the order given), from
+    :data:`VOICE_PROGRAMS`, each voice from a family no earlier voice took while one is left."""
+    used: set[str] = set()
+    programs = []
+    for v in voice_types:
+        fams = [f for f in VOICE_PROGRAMS[v] if f not in used] or list(VOICE_PROGRAMS[v])
+        fam = fams[int(rng.integers(len(fams)))]
+        used.add(fam)
+        choices = VOICE_PROGRAMS[v][fam]
+        programs.append(int(choices[int(rng.integers(len(choices)))]))
+    return programs
+
+
 def render_chorale(index: int, name: str, split: str, out: Path, seed: int,
                    sample_rate: int = 32000, target_dbfs: float = -20.0, version: int = 0) -> Path:
     """Render one chorale into ``out/split/TrackNNNNN`` (version K >= 1: ``TrackNNNNN-vK``, a
@@ -279,27 +308,37 @@ def render_chorale(index: int, name: str, split: str, out: Path, seed: int,
     if transpose:
         voices = {v: [NoteEvent(n.start, n.end, n.pitch + transpose, n.velocity) for n in notes]
                   for v, notes in voices.items()}
-    # velocities: a per-voice level with small per-note variation
     for v in VOICE_ORDER:
-        base = int(rng.integers(80, 105))
-        voices[v] = [NoteEvent(n.start, n.end, n.pitch, int(np.clip(base + rng.integers(-8, 9), 1, 127)))
-                     for n in voices[v]]
-    used: set[str] = set()
-    programs = {}
-    for v in VOICE_ORDER:
-        fams = [f for f in VOICE_PROGRAMS[v] if f not in used] or list(VOICE_PROGRAMS[v])
-        fam = fams[int(rng.integers(len(fams)))]
-        used.add(fam)
-        choices = VOICE_PROGRAMS[v][fam]
-        programs[v] = int(choices[int(rng.integers(len(choices)))])
+        voices[v] = with_velocities(voices[v], rng)
+    programs = dict(zip(VOICE_ORDER, draw_programs(VOICE_ORDER, rng)))
     drums = drum_pattern(beats, rng, duration)
-    num_samples = int(math.ceil((duration + 1.5) * sample_rate))  # room for release tails
-    sf_path = soundfont_path()
+    specs = [(v, voices[v], programs[v], False) for v in VOICE_ORDER] + [("drums", drums, 0, True)]
+    meta = {
+        "UUID": hashlib.sha1((f"{seed}:{name}" + (f":v{version}" if version else "")).encode()).hexdigest()[:32],
+        "source": "music21 Bach chorales (embedded stemgen dataset)",
+        "chorale": name,
+        "seed": seed,
+        "version": version,
+        "transpose_semitones": transpose,
+        "tempo_bpm": round(tempo, 3),
+    }
+    return write_track(out / split / track_name(index, version), specs, duration, meta, sample_rate, target_dbfs)
 
-    track = out / split / track_name(index, version)
+
+def write_track(track: Path, specs: list[tuple[str, list[NoteEvent], int, bool]], duration: float, meta: dict,
+                sample_rate: int = 32000, target_dbfs: float = -20.0) -> Path:
+    """Render one song's stems into ``track`` (Slakh layout) and return it.
+
+    ``specs`` lists ``(voice, notes, program, is_drum)`` per stem (``S00``, ``S01``, ... in that
+    order); ``duration`` is the song's length in seconds (1.5 s more are rendered for release
+    tails); ``meta`` is merged into ``metadata.yaml``, which is written last, so a track that has it
+    is complete. Each stem is normalised to ``target_dbfs`` RMS over its sounding blocks; the mix is
+    their sum, scaled down together with the stems only if it would clip.
+    """
+    num_samples = int(math.ceil((duration + 1.5) * sample_rate))
+    sf_path = soundfont_path()
     stems: dict[str, np.ndarray] = {}
     meta_stems = {}
-    specs = [(v, voices[v], programs[v], False) for v in VOICE_ORDER] + [("drums", drums, 0, True)]
     for s_idx, (voice, notes, program, is_drum) in enumerate(specs):
         sid = f"S{s_idx:02d}"
         audio = render_notes(notes, program, is_drum, sample_rate, num_samples, sf_path)
@@ -323,20 +362,8 @@ def render_chorale(index: int, name: str, split: str, out: Path, seed: int,
     for sid, audio in stems.items():
         write_audio(track / "stems" / f"{sid}.flac", audio * gain, sample_rate)
     write_audio(track / "mix.flac", mix * gain, sample_rate)
-    meta = {
-        "UUID": hashlib.sha1((f"{seed}:{name}" + (f":v{version}" if version else "")).encode()).hexdigest()[:32],
-        "audio_dir": "stems",
-        "midi_dir": "MIDI",
-        "source": "music21 Bach chorales (embedded stemgen dataset)",
-        "chorale": name,
-        "seed": seed,
-        "version": version,
-        "transpose_semitones": transpose,
-        "tempo_bpm": round(tempo, 3),
-        "sample_rate": sample_rate,
-        "overall_gain": round(gain, 6),
-        "stems": meta_stems,
-    }
+    meta = {"audio_dir": "stems", "midi_dir": "MIDI", **meta, "sample_rate": sample_rate,
+            "overall_gain": round(gain, 6), "stems": meta_stems}
     import yaml
 
     # metadata last: a track with it is complete
@@ -392,14 +419,22 @@ def render_chorales(out: str | Path, limit: int | None = None, seed: int = 0,
 
 
 def _complete(track: Path, seed: int, sample_rate: int, version: int = 0) -> bool:
+    m = complete_metadata(track)
+    return m is not None and m.get("seed") == seed and m.get("sample_rate") == sample_rate and m.get("version", 0) == version
+
+
+def complete_metadata(track: Path) -> dict | None:
+    """A rendered track's ``metadata.yaml`` if the track is complete (the file, written last, is
+    readable and every stem it lists exists), else ``None``."""
     meta = track / "metadata.yaml"
     if not meta.exists():
-        return False
+        return None
     import yaml
 
     try:
         m = yaml.safe_load(meta.read_text())
     except yaml.YAMLError:
-        return False
-    return m.get("seed") == seed and m.get("sample_rate") == sample_rate and m.get("version", 0) == version and all(
-        (track / "stems" / f"{sid}.flac").exists() for sid in m.get("stems", {}))
+        return None
+    if not isinstance(m, dict) or not all((track / "stems" / f"{sid}.flac").exists() for sid in m.get("stems") or {}):
+        return None
+    return m
