@@ -37,8 +37,9 @@ def polyphony(out: Optional[Path] = None, limit: Optional[int] = None, seed: int
               sample_rate: int = 32000) -> None:
     """Render more music to train on: Palestrina's mass movements (music21 corpus), as the chorales are.
 
-    The Slakh layout, a Bass program on the lowest voice, drums from the meter. Writes OUT/{train,validation,test}/PalNNNNN/ (the first SECONDS of each piece) and
-    OUT/polyphony.json. The movements benchmarks/unseen_music.py tests on are never rendered.
+    The Slakh layout, a Bass program on the lowest voice, drums from the meter. Writes
+    OUT/{train,validation,test}/PalNNNNN/ (the first SECONDS of each piece) and OUT/polyphony.json.
+    The movements benchmarks/unseen_music.py tests on are never rendered.
     Tokens for training: `stemgen data tokens TOKENS --data slakh --root OUT`, then
     `--data.extra_train [TOKENS]`.
 

@@ -420,7 +420,8 @@ def render_chorales(out: str | Path, limit: int | None = None, seed: int = 0,
 
 def _complete(track: Path, seed: int, sample_rate: int, version: int = 0) -> bool:
     m = complete_metadata(track)
-    return m is not None and m.get("seed") == seed and m.get("sample_rate") == sample_rate and m.get("version", 0) == version
+    return (m is not None and m.get("seed") == seed and m.get("sample_rate") == sample_rate
+            and m.get("version", 0) == version)
 
 
 def complete_metadata(track: Path) -> dict | None:

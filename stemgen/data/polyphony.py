@@ -117,9 +117,9 @@ def render_polyphony(out: str | Path, limit: int | None = None, seed: int = 0, s
 
     Args:
         out: output folder.
-        limit: number of pieces (``None``: every one, 1313 for Palestrina), spread evenly over the
-            sorted corpus; each piece's split (80/10/10) comes from a hash of its name, as a
-            chorale's does, so it does not depend on ``limit``.
+        limit: number of pieces (``None``: every one, 1303 for Palestrina: 1318 less the held-out
+            ones), spread evenly over the sorted corpus; each piece's split (80/10/10) comes from
+            a hash of its name, as a chorale's does, so it does not depend on ``limit``.
         seed: drives the split, programs, tempi, velocities and drums.
         seconds: rendered length of each piece (from its start).
         sample_rate: rendering rate in Hz.

@@ -61,7 +61,9 @@ def test_render_layout_metadata_and_determinism(tmp_path):
         assert voices[0] == "soprano" and voices[-2:] == ["bass", "drums"] and len(stems) >= 4
         bass = next(s for s in stems.values() if s["voice"] == "bass")
         assert 32 <= bass["program_num"] <= 39
-        assert from_program(0, True).id == DRUMS_ID and stems[f"S{len(stems) - 1:02d}"]["is_drum"]
+        drums = stems[f"S{len(stems) - 1:02d}"]
+        assert drums["is_drum"] and from_program(drums["program_num"], True).id == DRUMS_ID
+        assert sum(s["is_drum"] for s in stems.values()) == 1
         mix, sr = sf.read(track / "mix.flac", dtype="float32")
         assert sr == 32000 and abs(len(mix) / sr - 7.5) < 0.01  # 6 s and the 1.5 s release tail
         total = sum(sf.read(p, dtype="float32")[0] for p in sorted((track / "stems").glob("*.flac")))
