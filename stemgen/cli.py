@@ -50,10 +50,9 @@ def polyphony(out: Optional[Path] = None, limit: Optional[int] = None, seed: int
         seconds: rendered length of each piece, from its start.
         sample_rate: rendering rate in Hz.
     """
-    from .data.polyphony import render_polyphony
-    from .paths import data_dir
+    from .data.polyphony import default_polyphony_dir, render_polyphony
 
-    out = out or data_dir() / "palestrina"
+    out = out or default_polyphony_dir()
     tracks = render_polyphony(out, limit=limit, seed=seed, seconds=seconds, sample_rate=sample_rate)
     print(f"{len(tracks)} pieces in {out}")
 

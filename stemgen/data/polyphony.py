@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .chorales import (NoteEvent, beat_grid, complete_metadata, draw_programs, drum_pattern, part_notes,
-                       split_of, with_velocities, write_track)
+from .chorales import (VOICE_ORDER, NoteEvent, beat_grid, complete_metadata, draw_programs, drum_pattern,
+                       part_notes, split_of, with_velocities, write_track)
 
 #: composer folders of music21's corpus the set draws from
 COMPOSERS = ("palestrina",)
@@ -35,6 +35,13 @@ HELD_OUT = ("palestrina/Benedictus_42", "palestrina/Credo_45", "palestrina/Credo
             "palestrina/Kyrie_71", "palestrina/Sanctus_rpt")
 #: tempo range, quarter notes per minute: a half note of 0.67-0.92 s, a chorale quarter's 0.6-0.83 s
 TEMPO_BPM = (130.0, 180.0)
+
+
+def default_polyphony_dir() -> Path:
+    """Where ``stemgen data polyphony`` writes by default: ``$STEMGEN_HOME/data/palestrina``."""
+    from ..paths import data_dir
+
+    return data_dir() / "palestrina"
 
 
 def movement(name: str) -> str:
@@ -97,7 +104,7 @@ def render_piece(index: int, name: str, split: str, out: Path, seed: int, second
     programs = draw_programs(types, rng)
     beats = beat_grid(parts[0], spq)
     drums = drum_pattern(beats, rng, duration)
-    order = sorted(range(len(voices)), key=lambda i: ("soprano", "alto", "tenor", "bass").index(types[i]))
+    order = sorted(range(len(voices)), key=lambda i: VOICE_ORDER.index(types[i]))
     specs = [(types[i], voices[i], programs[i], False) for i in order] + [("drums", drums, 0, True)]
     meta = {
         "UUID": hashlib.sha1(f"{seed}:{name}".encode()).hexdigest()[:32],
