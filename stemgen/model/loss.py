@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..instruments import NULL_ID
-from .masking import drop_conditions, soundstorm_mask
+from .masking import drop_conditions, prefix_frames, soundstorm_mask
 from .transformer import StemGenModel
 
 
@@ -133,7 +133,7 @@ def listening_losses(model: StemGenModel, context: torch.Tensor, target: torch.T
     every = paired.expand(b, t)
     masked = soundstorm_mask(target, mask_id, generator)
     trained = masked.loss_mask & paired
-    given = max(1, min(t - 1, int(CONTINUATION_GIVEN * t)))
+    given = prefix_frames(CONTINUATION_GIVEN, t)
     rest = torch.arange(t, device=dev)[None, :] >= given  # (1, T)
     cont_inputs = all_masked.clone()
     cont_inputs[:, 0] = target[:, 0].masked_fill(rest, mask_id)

@@ -58,6 +58,12 @@ def level_weight_tensor(level_weights: Sequence[float], num_levels: int) -> torc
     return weights
 
 
+def prefix_frames(fraction: float, t: int) -> int:
+    """Frames given at the start of a ``t``-frame continuation that gives ``fraction`` of it: at
+    least one given and one masked where ``t >= 2``."""
+    return min(max(round(fraction * t), 1), t - 1)
+
+
 def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generator | None = None,
                     level: int | None = None, p_full_mask: float | Sequence[float] = 0.0,
                     level_weights: Sequence[float] | None = None,
@@ -99,7 +105,7 @@ def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generat
     masked = ranks < count[:, None]  # (B, T): exactly count positions
     p_pre = level_probability(p_prefix, q, "p_prefix").to(dev)[level]  # (B,)
     if bool((p_pre > 0).any()):
-        lo, hi = (min(max(round(f * t), 1), t - 1) for f in PREFIX_FRACTION)
+        lo, hi = (prefix_frames(f, t) for f in PREFIX_FRACTION)
         given = torch.randint(lo, hi + 1, (b,), generator=generator, device=dev)  # (B,) frames given
         cont = torch.rand(b, generator=generator, device=dev) < p_pre
         suffix = torch.arange(t, device=dev)[None, :] >= given[:, None]  # (B, T)

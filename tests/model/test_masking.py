@@ -156,3 +156,12 @@ def test_prefix_masking_gives_a_prefix_and_masks_the_rest_of_the_level():
     assert torch.equal(zero.inputs, plain.inputs)
     with pytest.raises(ValueError, match="p_prefix"):
         soundstorm_mask(tgt, MASK, torch.Generator().manual_seed(0), p_prefix=[0.5, 0.5])
+
+
+def test_prefix_frames_gives_at_least_one_frame_and_masks_at_least_one():
+    from stemgen.model.masking import prefix_frames
+
+    assert prefix_frames(0.25, 200) == 50
+    assert prefix_frames(0.1, 200) == 20 and prefix_frames(0.9, 200) == 180
+    assert prefix_frames(0.0, 200) == 1 and prefix_frames(1.0, 200) == 199  # never all given or none
+    assert prefix_frames(0.25, 2) == 1
