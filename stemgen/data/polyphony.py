@@ -147,9 +147,17 @@ def render_polyphony(out: str | Path, limit: int | None = None, seed: int = 0, s
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         picked = sorted(set(np.linspace(0, len(names) - 1, limit).round().astype(int).tolist()))
+    listing = Path(out) / "polyphony.json"
+    settings = {"seed": seed, "sample_rate": sample_rate, "seconds": seconds}
+    before = json.loads(listing.read_text()) if listing.is_file() else {}
+    # a piece skipped before with the same settings would be parsed again only to be skipped again
+    known_skips = set(before.get("skipped", [])) if all(before.get(k) == v for k, v in settings.items()) else set()
     tracks, skipped = [], []
     for index in tqdm(picked, desc="rendering polyphony", unit="piece", disable=not progress):
         name, split = names[index], split_of(names[index], seed)
+        if name in known_skips:
+            skipped.append(name)
+            continue
         track = Path(out) / split / f"Pal{index:05d}"
         m = complete_metadata(track)
         if m is None or (m.get("seed"), m.get("sample_rate"), m.get("piece"), m.get("seconds")) != (
@@ -159,8 +167,8 @@ def render_polyphony(out: str | Path, limit: int | None = None, seed: int = 0, s
             skipped.append(name)
         else:
             tracks.append(track)
-    (Path(out) / "polyphony.json").write_text(json.dumps(
-        {"seed": seed, "sample_rate": sample_rate, "seconds": seconds, "limit": limit,
+    listing.write_text(json.dumps(
+        {**settings, "limit": limit,
          "composers": list(composers), "held_out": list(HELD_OUT), "skipped": skipped,
          "tracks": [str(t.relative_to(out)) for t in tracks]}, indent=1))
     return tracks

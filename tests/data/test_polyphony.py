@@ -43,7 +43,7 @@ def test_voice_types_follow_the_mean_pitch():
         voice_types([60.0, 48.0])
 
 
-def test_render_layout_metadata_and_determinism(tmp_path):
+def test_render_layout_metadata_and_determinism(tmp_path, monkeypatch):
     names = polyphony_names()
     tracks = render_polyphony(tmp_path, limit=3, seconds=6.0, progress=False)
     # the first, middle and last piece; in the first two the voices enter one by one, and only two
@@ -75,6 +75,17 @@ def test_render_layout_metadata_and_determinism(tmp_path):
     stamp = (tracks[0] / "mix.flac").stat().st_mtime_ns
     again = render_polyphony(tmp_path, limit=3, seconds=6.0, progress=False)
     assert again == tracks and (tracks[0] / "mix.flac").stat().st_mtime_ns == stamp
+    # and the pieces skipped before are not parsed again (their names are in the listing)
+    import stemgen.data.polyphony as polyphony
+
+    parsed = []
+    real = polyphony.render_piece
+    monkeypatch.setattr(polyphony, "render_piece", lambda index, name, *a: parsed.append(name) or real(index, name, *a))
+    assert render_polyphony(tmp_path, limit=3, seconds=6.0, progress=False) == tracks and parsed == []
+    assert json.loads((tmp_path / "polyphony.json").read_text())["skipped"] == listing["skipped"]
+    # other settings: every piece is parsed again, the skips decided again
+    render_polyphony(tmp_path, limit=3, seconds=5.0, progress=False)
+    assert parsed == [names[0], names[651], names[1302]]
     # the set reads as any Slakh-layout dataset
     split = tracks[0].parent.name
     report = scan(tmp_path, split=split)
