@@ -107,6 +107,8 @@ class PairDataModule(StemgenData):
             (validation and test keep the paper's distribution).
         full_context: probability that a training pair's context is every other stem of the song
             instead of a random subset (validation and test keep the paper's distribution).
+        min_target_active: the least fraction of a training crop in which the target sounds (0: only
+            a silent target is redrawn, as in the paper; validation and test keep that).
     """
 
     layout = "auto"
@@ -115,7 +117,8 @@ class PairDataModule(StemgenData):
     def __init__(self, root: str | Path | None = None, codec: str = "embedded", crop_seconds: float = 20.0,
                  segment_seconds: float = 60.0, silence_db: float = -50.0, batch_size: int = 8,
                  num_workers: int = 2, seed: int = 0, tokens: bool = True, cache_eval_tokens: bool = True,
-                 train_token_epochs: int = 0, harmonic_context: bool = False, full_context: float = 0.0):
+                 train_token_epochs: int = 0, harmonic_context: bool = False, full_context: float = 0.0,
+                 min_target_active: float = 0.0):
         super().__init__()
         self.root = Path(root).expanduser() if root is not None else None
         self.codec_name = codec
@@ -130,6 +133,7 @@ class PairDataModule(StemgenData):
         self.train_token_epochs = train_token_epochs
         self.harmonic_context = harmonic_context
         self.full_context = full_context
+        self.min_target_active = min_target_active
         self._codec = None
         self.datasets: dict[str, torch.utils.data.Dataset] = {}
         self.skipped: dict[str, int] = {}
@@ -175,7 +179,9 @@ class PairDataModule(StemgenData):
                           "codec": self.codec.describe(), "crop": self.crop_seconds, "segment": self.segment_seconds,
                           "silence": self.silence_db, "seed": pairs.seed, "n": n,
                           "harmonic": pairs.harmonic_context,
-                          **({"full_context": pairs.full_context} if pairs.full_context else {})}, sort_keys=True)
+                          **({"full_context": pairs.full_context} if pairs.full_context else {}),
+                          **({"min_target_active": pairs.min_target_active} if pairs.min_target_active else {})},
+                         sort_keys=True)
         return home() / "tokens" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.safetensors"
 
     def _pairs(self, split: str) -> PairDataset:
@@ -183,7 +189,8 @@ class PairDataModule(StemgenData):
         return PairDataset(self.songs(split), self.codec.sample_rate, self.crop_seconds, self.segment_seconds,
                            self.silence_db, seed=self.seed + {"train": 0}.get(split, 1),
                            harmonic_context=self.harmonic_context and split == "train",
-                           full_context=self.full_context if split == "train" else 0.0)
+                           full_context=self.full_context if split == "train" else 0.0,
+                           min_target_active=self.min_target_active if split == "train" else 0.0)
 
     def export_tokens(self, out: str | Path, draws: int = 8, splits: tuple[str, ...] = ("train", "validation"),
                       progress: bool = True) -> Path:
@@ -202,7 +209,7 @@ class PairDataModule(StemgenData):
             counts[split] = len(TokenCache(pairs, self.codec, out / f"{split}.safetensors", n, progress=progress))
         meta = {"codec": {"name": str(self.codec_name), **self.codec.describe()}, "crop_seconds": self.crop_seconds,
                 "draws_per_segment": draws, "examples": counts, "harmonic_context": self.harmonic_context,
-                "full_context": self.full_context,
+                "full_context": self.full_context, "min_target_active": self.min_target_active,
                 "root": str(self.root), "seed": self.seed}
         atomic_write(out / TOKENS_META, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
         return out

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..audio import is_silent, resample
+from ..audio import is_silent, resample, silent_fraction
 from ..instruments import DRUMS_ID
 from .songs import DatasetError, Song
 
@@ -98,7 +98,8 @@ def with_harmony(song: Song, context: tuple[int, ...], target: int, rng: np.rand
 
 def sample_pair(song: Song, segment: tuple[int, int], segment_index: int, rng: np.random.Generator, *,
                 sample_rate: int, crop_seconds: float, silence_db: float = -50.0,
-                max_tries: int = 8, harmonic_context: bool = False, full_context: float = 0.0) -> Pair | None:
+                max_tries: int = 8, harmonic_context: bool = False, full_context: float = 0.0,
+                min_target_active: float = 0.0) -> Pair | None:
     """Draw a non-silent pair from a random crop of one segment; ``None`` after ``max_tries``
     silent draws (the caller moves to another segment).
 
@@ -106,7 +107,10 @@ def sample_pair(song: Song, segment: tuple[int, int], segment_index: int, rng: n
     of its stems as stored, peak-normalised only if it would clip. ``harmonic_context``: a
     pitched target never gets a drums-only context (see :func:`with_harmony`). ``full_context``:
     the probability that the context is every other stem of the song (the whole mix but the
-    target, as a user's context is) instead of the paper's random subset.
+    target, as a user's context is) instead of the paper's random subset. ``min_target_active``: the
+    least fraction of the crop's 100 ms blocks in which the target must sound (above ``silence_db``);
+    0, the paper's rule, rejects only a target silent over the whole crop, so a stem that enters after
+    6 of 8 s is kept and teaches the model to stay silent while the music plays.
     """
     length = int(round(crop_seconds * sample_rate))
     crop_native = int(round(crop_seconds * song.sample_rate))
@@ -126,6 +130,8 @@ def sample_pair(song: Song, segment: tuple[int, int], segment_index: int, rng: n
 
         target = load(tgt_idx)
         if is_silent(target, silence_db):
+            continue
+        if min_target_active > 0 and 1.0 - silent_fraction(target, sample_rate, silence_db) < min_target_active:
             continue
         context = np.sum([load(i) for i in ctx_idx], axis=0).astype(np.float32)
         if is_silent(context, silence_db):

@@ -148,3 +148,28 @@ def test_full_context_makes_the_context_every_other_stem(tmp_path):
     assert all(plain.draw(i).context_stems == again.draw(i).context_stems for i in range(10))
     with pytest.raises(ValueError, match="full_context is a probability"):
         PairDataset(songs, 32000, crop_seconds=1.0, segment_seconds=1.5, full_context=1.5)
+
+
+def test_min_target_active_rejects_targets_that_sound_in_only_part_of_the_crop(tmp_path):
+    from stemgen.audio import silent_fraction
+
+    late = np.zeros(2 * SR, np.float32)
+    late[: int(0.4 * SR)] = tone(220.0, 0.4)  # sounds in the first 0.4 s of 2 s, as a voice that drops out
+    write_track(tmp_path / "train" / "Track00001",
+                {"S00": stem_meta(33), "S01": stem_meta(0), "S02": stem_meta(41)}, audio={"S01": late}, seconds=2.0)
+    songs = scan(tmp_path, "train").songs
+    plain = PairDataset(songs, 32000, crop_seconds=2.0, segment_seconds=2.0, seed=3)
+    strict = PairDataset(songs, 32000, crop_seconds=2.0, segment_seconds=2.0, seed=3, min_target_active=0.5)
+    plain_targets = [plain.draw(i) for i in range(60)]
+    strict_targets = [strict.draw(i) for i in range(60)]
+    # the paper's rule keeps the mostly silent stem as a target (its RMS over the crop is above -50 dBFS)
+    assert "S01" in {p.target_stem for p in plain_targets}
+    assert {p.target_stem for p in strict_targets} == {"S00", "S02"}
+    assert all(1 - silent_fraction(p.target, 32000) >= 0.5 for p in strict_targets)
+    assert 1 - silent_fraction(next(p for p in plain_targets if p.target_stem == "S01").target, 32000) < 0.25
+    # a stem that sounds everywhere is still the context, and 0 leaves the draws as they were
+    assert any("S01" in p.context_stems for p in strict_targets)
+    again = PairDataset(songs, 32000, crop_seconds=2.0, segment_seconds=2.0, seed=3, min_target_active=0.0)
+    assert all(again.draw(i).target_stem == plain_targets[i].target_stem for i in range(20))
+    with pytest.raises(ValueError, match="min_target_active is a fraction"):
+        PairDataset(songs, 32000, crop_seconds=2.0, segment_seconds=2.0, min_target_active=-0.1)

@@ -1,5 +1,7 @@
 """stemgen-train: data aliases, codec-linked model shape, a short run that writes a checkpoint."""
 
+import json
+
 import pytest
 
 from stemgen.instruments import InstrumentError
@@ -121,6 +123,14 @@ def test_training_from_exported_tokens(tmp_path, tiny_codec):
     tokens = tmp_path / "tokens"
     assert stemgen_main(["data", "tokens", str(tokens), "--data", "slakh", "--root", str(root), "--codec",
                          str(codec), "--crop_seconds", "1.5", "--draws", "2"]) == 0
+    meta = json.loads((tokens / "tokens.json").read_text())
+    assert meta["min_target_active"] == 0.0 and meta["full_context"] == 0.0
+    # the option reaches the pair sampler and is recorded (these tones sound throughout: same count)
+    strict = tmp_path / "tokens_strict"
+    assert stemgen_main(["data", "tokens", str(strict), "--data", "slakh", "--root", str(root), "--codec",
+                         str(codec), "--crop_seconds", "1.5", "--draws", "2", "--min_target_active", "0.9"]) == 0
+    strict_meta = json.loads((strict / "tokens.json").read_text())
+    assert strict_meta["min_target_active"] == 0.9 and strict_meta["examples"] == meta["examples"]
     windows = TokenWindows(tokens / "train.safetensors", 50, random_offset=True, seed=0)
     n = len(windows)
     assert windows[0]["context_tokens"].shape == (4, 50) and windows.context.shape[-1] == 75
