@@ -37,6 +37,12 @@ class ModelConfig:
     only the tables. ``codebook_heads`` (needs ``codebook_dim``): the output heads too, each
     code's logit adding a learned reading of its codec features, so that raising one code raises
     the codes that sound like it.
+
+    ``dropout``: the probability of zeroing an element of each block's attention and feed-forward
+    output before it joins the residual stream (residual dropout, as in GPT-2 and nanoGPT), in
+    training only; a regulariser for small datasets, not part of the model's shape: the same
+    weights run with any value, and evaluation and generation never drop. 0 (the paper states
+    none): off.
     """
 
     num_levels: int = 4
@@ -51,6 +57,7 @@ class ModelConfig:
     shared_embeddings: bool = False
     codebook_dim: int = 0
     codebook_heads: bool = False
+    dropout: float = 0.0
 
     @property
     def mask_id(self) -> int:
@@ -149,10 +156,15 @@ class Block(nn.Module):
         super().__init__()
         self.attn_norm, self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps), RMSNorm(cfg.dim, cfg.norm_eps)
         self.attn, self.ffn = Attention(cfg), SwiGLU(cfg)
+        self.dropout = cfg.dropout
 
     def forward(self, x, cos, sin, fused: bool = False):
-        x = x + self.attn(self.attn_norm(x), cos, sin, fused)
-        return x + self.ffn(self.ffn_norm(x))
+        x = x + self._drop(self.attn(self.attn_norm(x), cos, sin, fused))
+        return x + self._drop(self.ffn(self.ffn_norm(x)))
+
+    def _drop(self, y: torch.Tensor) -> torch.Tensor:
+        # the branch's output only, so the residual stream itself always passes whole
+        return F.dropout(y, self.dropout, self.training) if self.dropout > 0 else y
 
 
 class StemGenModel(nn.Module):
@@ -162,6 +174,8 @@ class StemGenModel(nn.Module):
         super().__init__()
         if cfg.codebook_heads and cfg.codebook_dim <= 0:
             raise ValueError("codebook_heads reads the codec features: set codebook_dim > 0 too.")
+        if not 0.0 <= cfg.dropout < 1.0:
+            raise ValueError(f"dropout {cfg.dropout} must be in [0, 1): the probability of dropping an element.")
         if cfg.dim % cfg.n_heads or (cfg.dim // cfg.n_heads) % 2 or cfg.n_layers < 1:
             raise ValueError(f"dim {cfg.dim} must be {cfg.n_heads} heads times an even head size, and n_layers "
                              f"({cfg.n_layers}) at least 1.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Optional, Union
 
 import torch
@@ -44,6 +44,10 @@ class StemGenLightning(LightningModule):
             ratio (0: the paper's SoundStorm masking); one for every level or one per level.
         level_weights: relative frequencies of the trained levels, one per level (None: uniform,
             the paper's); weighting level 0 trains more of the steps where the notes are chosen.
+        dropout: residual dropout in training (see :class:`~stemgen.model.ModelConfig`; 0: none, the
+            paper's); drawn per step from (seed, global step) like the masks, so a resumed run
+            drops what the uninterrupted one would. Not part of the shape: a model exported with
+            one value fine-tunes (``init_from``) with another.
         p_prefix: probability that an example is a continuation: its level given up to a random
             frame (10-90% of the window) and masked after it, as generation continues a window's
             overlap (0: the paper's masking); one for every level or one per level.
@@ -78,7 +82,7 @@ class StemGenLightning(LightningModule):
                  level_weights: Optional[list[float]] = None, codec_embeddings: bool = False,
                  codec_heads: bool = False, codebook_dim: int = 0, codebook_heads: bool = False,
                  init_from: Optional[str] = None, dim: Optional[int] = None, n_layers: Optional[int] = None,
-                 n_heads: Optional[int] = None, p_prefix: Union[float, list[float]] = 0.0):
+                 n_heads: Optional[int] = None, p_prefix: Union[float, list[float]] = 0.0, dropout: float = 0.0):
         super().__init__()
         if level_weights is not None:
             level_weight_tensor(level_weights, num_levels)  # a wrong value fails here, not at the first step
@@ -88,7 +92,7 @@ class StemGenLightning(LightningModule):
         shape = {k: v for k, v in dict(dim=dim, n_layers=n_layers, n_heads=n_heads).items() if v is not None}
         cfg = ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality,
                                     shared_embeddings=shared_embeddings, codebook_dim=codebook_dim,
-                                    codebook_heads=codebook_heads, **shape)
+                                    codebook_heads=codebook_heads, dropout=dropout, **shape)
         self.save_hyperparameters()
         self.model = StemGenModel(cfg)
         self.val_accuracy = MaskedTokenAccuracy(num_levels)
@@ -133,9 +137,10 @@ class StemGenLightning(LightningModule):
         """
         path = model_dir(name)
         model, record, _ = load_exported(path)
-        if record.model != self.model.cfg:
+        if replace(record.model, dropout=self.model.cfg.dropout) != self.model.cfg:  # dropout is no shape
             ours, theirs = asdict(self.model.cfg), asdict(record.model)
-            diff = ", ".join(f"{k}: {theirs[k]} (training: {ours[k]})" for k in ours if ours[k] != theirs.get(k))
+            diff = ", ".join(f"{k}: {theirs[k]} (training: {ours[k]})" for k in ours
+                             if k != "dropout" and ours[k] != theirs.get(k))
             raise CheckpointError(f"--model.init_from {name}: the exported model has another shape ({diff}). "
                                   f"Train with the --model options it was trained with (its config.json).")
         if codec is not None:
@@ -168,11 +173,17 @@ class StemGenLightning(LightningModule):
         return torch.Generator(device=self.device).manual_seed(self.hparams.seed * 1_000_003 + offset)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = masked_token_loss(self.model, batch["context_tokens"], batch["target_tokens"], batch["instrument"],
-                                self.hparams.p_drop_context, self.hparams.p_drop_instrument,
-                                self._generator(self.global_step), p_full_mask=self.hparams.p_full_mask,
-                                loss_fn=self.train_loss_fn(), level_weights=self.hparams.get("level_weights"),
-                                p_prefix=self.hparams.get("p_prefix", 0.0))
+        # dropout reads the global RNG: seeded per step (the caller's state kept), it too depends
+        # only on (seed, step); the backward pass reuses the masks autograd saved
+        drops = self.model.cfg.dropout > 0
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [], enabled=drops):
+            if drops:
+                torch.manual_seed(self.hparams.seed * 1_000_003 + 3 * 10**9 + self.global_step)
+            out = masked_token_loss(self.model, batch["context_tokens"], batch["target_tokens"], batch["instrument"],
+                                    self.hparams.p_drop_context, self.hparams.p_drop_instrument,
+                                    self._generator(self.global_step), p_full_mask=self.hparams.p_full_mask,
+                                    loss_fn=self.train_loss_fn(), level_weights=self.hparams.get("level_weights"),
+                                    p_prefix=self.hparams.get("p_prefix", 0.0))
         self.log("train/loss", out.loss, prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return out.loss

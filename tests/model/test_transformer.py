@@ -229,3 +229,24 @@ def test_codebook_heads_add_a_learned_reading_of_each_codes_features_on_every_pa
         torch.testing.assert_close(model(ctx, ctx, inst, level=0), model.hidden(ctx, ctx, inst) @ model.heads[0].T)
     with pytest.raises(ValueError, match="set codebook_dim > 0"):
         StemGenModel(ModelConfig.from_name("tiny", codebook_heads=True))
+
+
+def test_residual_dropout_acts_in_training_only_and_keeps_the_weights_shape():
+    plain, dropping = tiny(), tiny(dropout=0.5)
+    assert plain.state_dict().keys() == dropping.state_dict().keys()
+    dropping.load_state_dict(plain.state_dict())
+    ctx, tgt, inst = tokens(), tokens(seed=1), torch.tensor([4, 2])
+    want = plain(ctx, tgt, inst)
+    torch.testing.assert_close(dropping(ctx, tgt, inst), want, rtol=0, atol=0)  # eval: never drops
+    dropping.train()
+    torch.manual_seed(1)
+    first = dropping(ctx, tgt, inst)
+    torch.manual_seed(1)
+    again = dropping(ctx, tgt, inst)
+    torch.testing.assert_close(first, again, rtol=0, atol=0)  # the masks come from the global RNG
+    assert (first - want).abs().max() > 1e-3
+    assert not torch.equal(first, dropping(ctx, tgt, inst))  # another draw, another mask
+    plain.train()
+    torch.testing.assert_close(plain(ctx, tgt, inst), want, rtol=0, atol=0)  # 0: off in training too
+    with pytest.raises(ValueError, match="dropout 1.0 must be in"):
+        tiny(dropout=1.0)

@@ -79,10 +79,10 @@ def test_wrong_masking_options_fail_when_the_module_is_built():
         StemGenLightning("tiny", cardinality=16, p_prefix=1.5)
 
 
-def _weights_after(tmp_path, datamodule_factory, max_steps, ckpt=None, every=None, **module_kwargs):
+def _weights_after(tmp_path, datamodule_factory, max_steps, ckpt=None, every=None, rng_seed=123, **module_kwargs):
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    torch.manual_seed(123)  # the model's init; the resumed run overwrites it from the checkpoint
+    torch.manual_seed(rng_seed)  # the model's init; the resumed run overwrites it from the checkpoint
     module = StemGenLightning("tiny", cardinality=64, warmup_steps=1, hold_steps=2, decay_steps=10, **module_kwargs)
     callbacks = [ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=every, save_top_k=-1)] if every else []
     t = Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path,
@@ -94,7 +94,8 @@ def _weights_after(tmp_path, datamodule_factory, max_steps, ckpt=None, every=Non
     return {k: v.clone() for k, v in module.state_dict().items()}, t
 
 
-def test_resume_mid_epoch_reaches_the_same_weights(tmp_path, tiny_codec):
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_resume_mid_epoch_reaches_the_same_weights(tmp_path, tiny_codec, dropout):
     codec = tiny_codec.save(tmp_path / "codec")
     root = make_slakh(tmp_path / "slakh")
 
@@ -102,13 +103,17 @@ def test_resume_mid_epoch_reaches_the_same_weights(tmp_path, tiny_codec):
         return SlakhData(root, codec=str(codec), crop_seconds=1.0, segment_seconds=1.5, batch_size=2,
                          num_workers=2, seed=5)
 
-    straight, _ = _weights_after(tmp_path / "a", dm, 7)
-    _, stopped = _weights_after(tmp_path / "b", dm, 3, every=3)  # stopped mid-epoch 1
+    straight, _ = _weights_after(tmp_path / "a", dm, 7, dropout=dropout)
+    _, stopped = _weights_after(tmp_path / "b", dm, 3, every=3, dropout=dropout)  # stopped mid-epoch 1
     ckpt = tmp_path / "b" / "ckpt" / "epoch=1-step=3.ckpt"
     assert ckpt.exists()
-    resumed, t = _weights_after(tmp_path / "c", dm, 7, ckpt=str(ckpt))
+    # another global RNG state than the straight run's at step 3: dropout must not depend on it
+    resumed, t = _weights_after(tmp_path / "c", dm, 7, ckpt=str(ckpt), rng_seed=7, dropout=dropout)
     assert t.global_step == 7
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    if dropout:  # and it did drop: the same run without dropout ends elsewhere
+        plain, _ = _weights_after(tmp_path / "d", dm, 7)
+        assert not torch.equal(plain["model.heads"], straight["model.heads"])
 
 
 def test_validation_scores_every_level(tmp_path, datamodule):
@@ -161,6 +166,12 @@ def test_init_from_starts_from_an_exported_model_of_the_same_shape_and_codec(tmp
     for name, value in source.state_dict().items():  # float16 export: the float16-rounded weights
         torch.testing.assert_close(module.model.state_dict()[name], value.half().float(), rtol=0, atol=0)
     module.setup("validate")  # only training starts from the export
+
+    dropping = StemGenLightning("tiny", cardinality=64, dropout=0.1, init_from=str(tmp_path / "export"))
+    dropping._datamodule = lambda: datamodule
+    dropping.setup("fit")  # dropout is no shape: a model exported without it fine-tunes with it
+    torch.testing.assert_close(dropping.model.heads, source.heads.half().float(), rtol=0, atol=0)
+    assert dropping.model.cfg.dropout == 0.1 and dropping.model.blocks[0].dropout == 0.1
 
     other_shape = StemGenLightning("tiny", cardinality=64, shared_embeddings=True, init_from=str(tmp_path / "export"))
     other_shape._datamodule = lambda: datamodule
