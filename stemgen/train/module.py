@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Optional, Union
 
 import torch
@@ -137,10 +137,10 @@ class StemGenLightning(LightningModule):
         """
         path = model_dir(name)
         model, record, _ = load_exported(path)
-        if replace(record.model, dropout=self.model.cfg.dropout) != self.model.cfg:  # dropout is no shape
-            ours, theirs = asdict(self.model.cfg), asdict(record.model)
-            diff = ", ".join(f"{k}: {theirs[k]} (training: {ours[k]})" for k in ours
-                             if k != "dropout" and ours[k] != theirs.get(k))
+        ours, theirs = asdict(self.model.cfg), asdict(record.model)
+        diff = ", ".join(f"{k}: {theirs[k]} (training: {ours[k]})" for k in ours
+                         if k != "dropout" and ours[k] != theirs.get(k))  # dropout is no part of the shape
+        if diff:
             raise CheckpointError(f"--model.init_from {name}: the exported model has another shape ({diff}). "
                                   f"Train with the --model options it was trained with (its config.json).")
         if codec is not None:
@@ -168,9 +168,12 @@ class StemGenLightning(LightningModule):
         recorded = checkpoint.get(SCHEDULE_KEY)
         self._schedule = tuple(recorded) if recorded else None
 
+    def _seed(self, offset: int) -> int:
+        # masks and dropout depend only on (seed, step): a resumed run draws what the uninterrupted one would
+        return self.hparams.seed * 1_000_003 + offset
+
     def _generator(self, offset: int) -> torch.Generator:
-        # masks depend only on (seed, step): a resumed run draws what the uninterrupted one would
-        return torch.Generator(device=self.device).manual_seed(self.hparams.seed * 1_000_003 + offset)
+        return torch.Generator(device=self.device).manual_seed(self._seed(offset))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         # dropout reads the global RNG: seeded per step (the caller's state kept), it too depends
@@ -178,7 +181,7 @@ class StemGenLightning(LightningModule):
         drops = self.model.cfg.dropout > 0
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [], enabled=drops):
             if drops:
-                torch.manual_seed(self.hparams.seed * 1_000_003 + 3 * 10**9 + self.global_step)
+                torch.manual_seed(self._seed(3 * 10**9 + self.global_step))
             out = masked_token_loss(self.model, batch["context_tokens"], batch["target_tokens"], batch["instrument"],
                                     self.hparams.p_drop_context, self.hparams.p_drop_instrument,
                                     self._generator(self.global_step), p_full_mask=self.hparams.p_full_mask,
