@@ -31,34 +31,36 @@ test: install
 demo: install
 	$(BIN)/python -m stemgen demo --out $(DEMO_OUT)
 
-# Rebuilds the shipped demo model from scratch (about 2 h 50 min on a 2-core CPU with native bf16; a CPU
-# without it trains in float32, about twice as long): the embedded codec fitted on 40 training
-# chorales (float16), all 353 chorales rendered and tokenized (the paper's random-subset pairs and
-# as many again at half their number whose context is the whole mix but the target), the `small`
-# preset trained with the full-context recipe for 7500 steps (configs/demo_full_context.yaml +
-# configs/demo_full_context_7500.yaml), then fine-tuned for 600 steps at the peak rate toward a whole
-# level 0 from the whole mix (configs/demo_finetune_candidate.yaml + configs/demo_finetune_600.yaml),
-# exported in float16 with its codec. It
-# generates by default with nested guidance toward the context (lambda_a 3, lambda_i 1), level 0 at
-# temperature 0.5 behind the silence gate; drums with the paper's best made nested (docs/listening.md,
-# sixteenth session). The earlier demo models are kept: benchmarks/candidates/finetune_1200 (the same
-# fine-tune's step 1200, shipped until the nineteenth session) and benchmarks/candidates/demo_chorales_13000
-# (configs/demo_chorales.yaml, 13000 steps).
+# Rebuilds the shipped demo model from scratch (about 3 h on a 2-core CPU: rendering and tokenizing about
+# 30 min, 7500 training steps at 0.8 s (native bf16) to 1.2 s (float32) each, the fine-tune 10 min): the embedded codec fitted on
+# 40 training chorales (float16), all 353 chorales rendered and tokenized (the paper's random-subset
+# pairs and as many again at half their number whose context is the whole mix but the target), the
+# `small` preset trained with the full-context recipe for 7500 steps with the fine-tune's task mix from
+# the first step (configs/demo_full_context.yaml + configs/demo_full_context_7500.yaml +
+# configs/demo_full_context_taskmix.yaml: level 0 on 4 in 7 examples, fully masked 80% of the time
+# there), then fine-tuned for 600 steps at the peak rate toward a whole level 0 from the whole mix
+# (configs/demo_finetune_candidate.yaml + configs/demo_finetune_600.yaml), exported in float16 with
+# its codec. It generates by default with nested guidance toward the context (lambda_a 3, lambda_i 1),
+# level 0 at temperature 0.5 behind the silence gate; drums with the paper's best made nested
+# (docs/listening.md, sixteenth and twenty-eighth sessions). The earlier demo models are kept:
+# benchmarks/candidates/finetune_600 (the same fine-tune of the base without the task mix, shipped
+# from the nineteenth to the twenty-eighth session), benchmarks/candidates/finetune_1200 (its step
+# 1200) and benchmarks/candidates/demo_chorales_13000 (configs/demo_chorales.yaml, 13000 steps).
 demo-model: install
 	$(BIN)/stemgen data chorales --limit 60
 	$(BIN)/stemgen codec fit --out $(DEMO_MODEL)/codec --half true
 	$(BIN)/stemgen data chorales --out $(CHORALES_ALL)
-	rm -rf benchmarks/gpu_tokens benchmarks/gpu_tokens_full runs/full_context_7500 runs/finetune_candidate
+	rm -rf benchmarks/gpu_tokens benchmarks/gpu_tokens_full runs/full_context_taskmix runs/finetune_taskmix
 	$(BIN)/stemgen data tokens benchmarks/gpu_tokens --data chorales --root $(CHORALES_ALL) \
 		--codec $(DEMO_MODEL)/codec --crop_seconds 8 --draws 8
 	$(BIN)/stemgen data tokens benchmarks/gpu_tokens_full --data chorales --root $(CHORALES_ALL) \
 		--codec $(DEMO_MODEL)/codec --crop_seconds 8 --draws 4 --full_context 1.0
 	$(BIN)/stemgen-train --config configs/demo_full_context.yaml --config configs/demo_full_context_7500.yaml \
-		--trainer.default_root_dir runs/full_context_7500
-	$(BIN)/stemgen export runs/full_context_7500/checkpoints/last.ckpt runs/full_context_7500/export --half true
+		--config configs/demo_full_context_taskmix.yaml --trainer.default_root_dir runs/full_context_taskmix
+	$(BIN)/stemgen export runs/full_context_taskmix/checkpoints/last.ckpt runs/full_context_taskmix/export --half true
 	$(BIN)/stemgen-train --config configs/demo_finetune_candidate.yaml --config configs/demo_finetune_600.yaml \
-		--model.init_from runs/full_context_7500/export
-	$(BIN)/stemgen export runs/finetune_candidate/checkpoints/last.ckpt $(DEMO_MODEL) --half true \
+		--model.init_from runs/full_context_taskmix/export --trainer.default_root_dir runs/finetune_taskmix
+	$(BIN)/stemgen export runs/finetune_taskmix/checkpoints/last.ckpt $(DEMO_MODEL) --half true \
 		--sampling '{"guidance": true, "guidance_form": "nested", "lambda_context": 3.0, "lambda_instrument": 1.0, "w_position": 0.0, "temperature": [0.5, 1.0, 1.0, 1.0]}' \
 		--instrument_sampling '{"drums": {"guidance_form": "nested", "lambda_instrument": 1.0}}'
 
