@@ -39,7 +39,12 @@
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
 TOKENS=${TOKENS:-benchmarks/gpu_tokens}
-CONFIG=${CONFIG:-configs/gpu_listening.yaml}  # configs/gpu_full_context.yaml: the full-context recipe
+CONFIG=${CONFIG:-configs/gpu_listening.yaml}  # one or more configs, space-separated, applied in order
+ARGS=${ARGS:-}  # more command-line options for the run (space-separated), e.g. "--model.dropout 0.1"
+FINETUNE_ARGS=${FINETUNE_ARGS:-}  # the same for the fine-tune
+# the export's sampling defaults: a JSON file of `stemgen export` options (e.g. configs/gpu_export_shipped.json
+# holds the shipped demo model's: nested guidance, a cool level 0); none: the library's defaults
+EXPORT_FLAGS=${EXPORT_FLAGS:-}
 EXTRA_TRAIN=${EXTRA_TRAIN:-}  # more token folders whose training examples are added (space-separated)
 MINUTES=${MINUTES:-5}
 # the shipped demo model's second stage: after the run, fine-tune its export with these configs
@@ -66,15 +71,22 @@ fi
 
 EXTRA_ARGS=()
 if [ -n "$EXTRA_TRAIN" ]; then
-  EXTRA_ARGS=(--data.extra_train "[$(echo $EXTRA_TRAIN | sed 's/ /,/g')]")
+  EXTRA_ARGS=(--data.init_args.extra_train "[$(echo $EXTRA_TRAIN | sed 's/ /,/g')]")
+fi
+CONFIGS=()
+for c in $CONFIG; do CONFIGS+=(--config "$c"); done
+EXPORT_ARGS=()
+if [ -n "$EXPORT_FLAGS" ]; then
+  mapfile -t EXPORT_ARGS < <($PY -c "import json, sys; [print(x) for k, v in json.load(open(sys.argv[1])).items() for x in ('--' + k, json.dumps(v))]" "$EXPORT_FLAGS")
 fi
 RUN=$(mktemp -d)
 START=$SECONDS
 timeout $((MINUTES * 60 + 120)) $PY -c "from stemgen.train.cli import main; main()" \
-  --config "$CONFIG" --data.root "$TOKENS" "${EXTRA_ARGS[@]}" --trainer.default_root_dir "$RUN" \
+  "${CONFIGS[@]}" --data.init_args.root "$TOKENS" "${EXTRA_ARGS[@]}" $ARGS --trainer.default_root_dir "$RUN" \
   --trainer.accelerator "$ACCELERATOR" \
   --trainer.max_time "00:00:$(printf %02d "$MINUTES"):00" >"$OUT/train.log" 2>&1
 echo "exit $? after $((SECONDS - START)) s" >>"$OUT/train.log"
+TRAIN_SECONDS=$((SECONDS - START))
 cp "$RUN"/csv/version_*/metrics.csv "$OUT/metrics.csv" 2>/dev/null
 LAST="$RUN/checkpoints/last.ckpt"
 if [ -n "$FINETUNE" ]; then
@@ -84,7 +96,7 @@ if [ -n "$FINETUNE" ]; then
   FT_CONFIGS=()
   for c in $FINETUNE; do FT_CONFIGS+=(--config "$c"); done
   timeout $((FINETUNE_MINUTES * 60 + 120)) $PY -c "from stemgen.train.cli import main; main()" \
-    "${FT_CONFIGS[@]}" --data.init_args.root "$FINETUNE_TOKENS" --model.init_from "$RUN/stage1" \
+    "${FT_CONFIGS[@]}" --data.init_args.root "$FINETUNE_TOKENS" $FINETUNE_ARGS --model.init_from "$RUN/stage1" \
     --trainer.default_root_dir "$RUN/finetune" --trainer.accelerator "$ACCELERATOR" \
     --trainer.max_time "00:00:$(printf %02d "$FINETUNE_MINUTES"):00" >"$OUT/train_finetune.log" 2>&1
   echo "exit $? after $((SECONDS - START)) s" >>"$OUT/train_finetune.log"
@@ -92,18 +104,20 @@ if [ -n "$FINETUNE" ]; then
   LAST="$RUN/finetune/checkpoints/last.ckpt"
 fi
 $PY -c "import sys; from stemgen.cli import main; sys.exit(main(sys.argv[1:]))" \
-  export "$LAST" "$OUT/model" --half true --max_shard_mib 15 >>"$OUT/train.log" 2>&1
+  export "$LAST" "$OUT/model" --half true --max_shard_mib 15 "${EXPORT_ARGS[@]}" >>"$OUT/train.log" 2>&1
 # the bundled codec is the checkout's own (stemgen/assets/demo_chorales/codec, 16.0 MiB): leave the
 # copy out; config.json keeps its fingerprint, checked when the model is loaded beside that codec
 rm -rf "$OUT/model/codec"
-$PY - "$OUT" <<'PYEOF' >>"$OUT/train.log" 2>&1
+$PY - "$OUT" "$TRAIN_SECONDS" <<'PYEOF' >>"$OUT/train.log" 2>&1
 import csv, json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
 rows = list(csv.DictReader(open(out / "metrics.csv"))) if (out / "metrics.csv").exists() else []
 val = [{k: float(v) for k, v in r.items() if v and (k.startswith("val/") or k == "step")} for r in rows
        if r.get("val/context_gain")]
-summary = {"steps": max((int(r["step"]) for r in rows if r.get("step")), default=0),
+steps = max((int(r["step"]) for r in rows if r.get("step")), default=0)
+summary = {"steps": steps, "train_seconds": int(sys.argv[2]),
+           "seconds_per_step": round(int(sys.argv[2]) / steps, 4) if steps else None,
            "validations": len(val), "last_validation": val[-1] if val else None,
            "finetuned": (out / "metrics_finetune.csv").exists(),
            "exported": (out / "model" / "config.json").exists()
