@@ -221,7 +221,7 @@ class StemGenLightning(LightningModule):
         h = self.hparams
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": h.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=h.lr, betas=tuple(h.betas),
-                                fused=self.device.type == "cuda")
+                                fused=fuse_adamw(self.device.type, self.trainer.gradient_clip_val))
         # a resumed run keeps the phases it started with, even if max_steps changed
         self._schedule = self._schedule or fit_schedule(h.warmup_steps, h.hold_steps, h.decay_steps,
                                                         self.trainer.max_steps)
@@ -229,3 +229,13 @@ class StemGenLightning(LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: tri_stage_lr_scale(step, warmup, hold, decay, h.final_lr_scale))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def fuse_adamw(device_type: str, gradient_clip_val: Optional[float]) -> bool:
+    """Whether the training step's AdamW is the fused CUDA kernel: on CUDA, unless gradients are clipped.
+
+    A fused AdamW unscales its gradients itself, so Lightning's mixed-precision plugin refuses to clip
+    them (a RuntimeError at the first step: seen on an H200 with the demo recipes' clip of 1.0); the
+    multi-tensor (foreach) AdamW that replaces it there costs little at these model sizes.
+    """
+    return device_type == "cuda" and not gradient_clip_val

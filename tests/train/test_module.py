@@ -10,7 +10,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from stemgen.data.datamodule import SlakhData
 from stemgen.errors import CheckpointError, MissingWeightsError
-from stemgen.train.module import StemGenLightning
+from stemgen.train.module import StemGenLightning, fuse_adamw
 
 from ..data.fixtures import make_slakh
 
@@ -195,3 +195,11 @@ def test_init_from_demo_loads_the_shipped_model():
     module = StemGenLightning("small", shared_embeddings=True, init_from="demo")
     module.setup("fit")
     torch.testing.assert_close(module.model.state_dict(), shipped.state_dict(), rtol=0, atol=0)
+
+
+def test_adamw_is_fused_on_cuda_only_when_nothing_clips_gradients():
+    # Lightning's mixed-precision plugin raises at the first step when asked to clip the gradients
+    # of an optimizer that unscales them itself (the fused kernel), as every demo recipe clips at 1.0
+    assert fuse_adamw("cuda", None) and fuse_adamw("cuda", 0.0)
+    assert not fuse_adamw("cuda", 1.0)
+    assert not fuse_adamw("cpu", None) and not fuse_adamw("cpu", 1.0)
