@@ -13,8 +13,9 @@
 # benchmarks/gpu_train.sh) and, where the machine lacks it, jsonargparse (LightningCLI's parser) on
 # PYTHONPATH (carried as wheels: benchmarks/README.md). What lands in $OUT: one folder per arm
 # (gpu_train.sh's files: train.log, metrics.csv, summary.json, model/), perf/ (gpu_session.sh's),
-# timeline.txt. With PACK=1 everything is put into one tar archive cut into files of 15 MiB instead
-# ($OUT/results.tar.aa, .ab, ...: `cat results.tar.* | tar x`), for a transport that takes few files.
+# timeline.txt. With PACK=1 each arm is put into a tar archive cut into files of 15 MiB as soon as it
+# ends ($OUT/NAME.tar.aa, .ab, ...: `cat NAME.tar.* | tar x`), and the rest into results.tar.*, for a
+# transport that takes few files.
 # PERF=0 leaves the performance part out.
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
@@ -23,11 +24,16 @@ ARMS=${ARMS:-benchmarks/gpu_arms_taskmix.txt}
 cd "$(dirname "$0")/.."
 DEST=$OUT
 [ "${PACK:-0}" = 1 ] && DEST=$(mktemp -d)
-mkdir -p "$DEST"
+mkdir -p "$DEST" "$OUT"
 PIDS=()
 while read -r name env; do
   case "$name" in ''|'#'*) continue ;; esac
-  (eval "export $env"; OUT=$DEST/$name bash benchmarks/gpu_train.sh >"$DEST/$name.out" 2>&1) &
+  (eval "export $env"; OUT=$DEST/$name bash benchmarks/gpu_train.sh >"$DEST/$name.out" 2>&1
+   # packed as soon as it ends, so that a call cut short still returns the arms that finished
+   if [ "$DEST" != "$OUT" ]; then
+     rm -rf "$DEST/$name/model/codec"
+     tar cf - -C "$DEST" "$name" "$name.out" | split -b 15M - "$OUT/$name.tar." && rm -rf "$DEST/$name" "$DEST/$name.out"
+   fi) &
   PIDS+=($!)
   echo "arm $name started at $SECONDS s" | tee -a "$DEST/timeline.txt"
 done <"$ARMS"
@@ -40,7 +46,6 @@ fi
 echo "perf done at $SECONDS s" | tee -a "$DEST/timeline.txt"
 for s in "$DEST"/*/summary.json; do echo "$s"; cat "$s"; done 2>/dev/null
 if [ "$DEST" != "$OUT" ]; then
-  rm -rf "$DEST"/*/model/codec
   mkdir -p "$OUT"
   tar cf - -C "$DEST" . | split -b 15M - "$OUT/results.tar."
   rm -rf "$DEST"
