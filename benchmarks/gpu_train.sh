@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The listening recipe trained on one GPU (issue 15): one call, <= 7 minutes on an H100/H200
-# (5 minutes of training, a schedule of 6000 steps), from tokens computed beforehand on a CPU
+# The shipped demo model's recipe trained on one GPU (issue 15): one call, about 5 minutes on an H200
+# (the task-mix base, 7500 steps, then the 600-step fine-tune; by default), from tokens computed beforehand on a CPU
 # machine (checked end to end on a CPU with ACCELERATOR=cpu MINUTES=1 and the audio packages made
 # unimportable), so the GPU machine needs only torch, lightning, torchmetrics, numpy, safetensors
 # and jsonargparse (LightningCLI's parser; carry it as wheels where it is missing), not soundfile,
@@ -16,16 +16,21 @@
 #   for the full-context recipe (configs/gpu_full_context.yaml, 7 min, 8.0 MiB):
 #     stemgen data tokens benchmarks/gpu_tokens_full --data chorales --codec stemgen/assets/demo_chorales/codec \
 #         --root ~/.cache/stemgen/data/chorales_all --crop_seconds 8 --draws 4 --full_context 1.0
-#   on the GPU machine (the device tool: carry=["benchmarks/gpu_tokens", "benchmarks/gpu_tokens_aug"]):
-#     OUT=/path/for/results [EXTRA_TRAIN=benchmarks/gpu_tokens_aug] bash benchmarks/gpu_train.sh
-#     OUT=... CONFIG=configs/gpu_full_context.yaml TOKENS=benchmarks/gpu_tokens_full \
+#   on the GPU machine (the device tool: carry=["benchmarks/gpu_tokens", "benchmarks/gpu_tokens_full", ".whl"],
+#   .whl holding the jsonargparse wheels), the shipped recipe (the defaults below):
+#     OUT=/path/for/results bash benchmarks/gpu_train.sh
+#   earlier recipes, one stage each:
+#     OUT=... CONFIG=configs/gpu_listening.yaml TOKENS=benchmarks/gpu_tokens FINETUNE= EXPORT_FLAGS= \
+#         [EXTRA_TRAIN=benchmarks/gpu_tokens_aug] bash benchmarks/gpu_train.sh
+#     OUT=... CONFIG=configs/gpu_full_context.yaml TOKENS=benchmarks/gpu_tokens_full FINETUNE= EXPORT_FLAGS= \
 #         EXTRA_TRAIN=benchmarks/gpu_tokens bash benchmarks/gpu_train.sh
-#   the shipped demo model's recipe (the full-context run, then the fine-tune of
-#   configs/demo_finetune_candidate.yaml stopped at step 600 by configs/demo_finetune_600.yaml;
-#   docs/listening.md, sixteenth and nineteenth sessions):
-#     OUT=... CONFIG=configs/gpu_full_context.yaml TOKENS=benchmarks/gpu_tokens_full EXTRA_TRAIN=benchmarks/gpu_tokens \
-#         FINETUNE="configs/demo_finetune_candidate.yaml configs/demo_finetune_600.yaml" bash benchmarks/gpu_train.sh
-#   or both arms side by side and the performance run after them: benchmarks/gpu_all.sh.
+#   the shipped demo model's recipe (the task-mix base, then the fine-tune of
+#   configs/demo_finetune_candidate.yaml stopped at step 600 by configs/demo_finetune_600.yaml, exported with
+#   the shipped sampling defaults; about 5 minutes on one H200, 2026-12-04):
+#     OUT=... CONFIG="configs/demo_full_context.yaml configs/demo_full_context_7500.yaml configs/demo_full_context_taskmix.yaml" \
+#         TOKENS=benchmarks/gpu_tokens_full FINETUNE="configs/demo_finetune_candidate.yaml configs/demo_finetune_600.yaml" \
+#         EXPORT_FLAGS=configs/gpu_export_shipped.json bash benchmarks/gpu_train.sh
+#   or several arms side by side and the performance run after them: benchmarks/gpu_all.sh.
 #   Size: the checkout's tracked files are 34 MB (16 MB of them the demo model, which training
 #   does not read); with both token folders (41 MB) that is over a 64 MiB transfer: export the
 #   augmented tokens with --draws 2 (12 MB) where the transfer is limited.
@@ -38,19 +43,20 @@
 # benchmarks/listening.py). The checkpoints stay out.
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
-TOKENS=${TOKENS:-benchmarks/gpu_tokens}
-CONFIG=${CONFIG:-configs/gpu_listening.yaml}  # one or more configs, space-separated, applied in order
+TOKENS=${TOKENS:-benchmarks/gpu_tokens_full}
+# one or more configs, space-separated, applied in order (default: the shipped demo model's base)
+CONFIG=${CONFIG:-configs/demo_full_context.yaml configs/demo_full_context_7500.yaml configs/demo_full_context_taskmix.yaml}
 ARGS=${ARGS:-}  # more command-line options for the run (space-separated), e.g. "--model.dropout 0.1"
 FINETUNE_ARGS=${FINETUNE_ARGS:-}  # the same for the fine-tune
 # the export's sampling defaults: a JSON file of `stemgen export` options (e.g. configs/gpu_export_shipped.json
-# holds the shipped demo model's: nested guidance, a cool level 0); none: the library's defaults
-EXPORT_FLAGS=${EXPORT_FLAGS:-}
+# holds the shipped demo model's: nested guidance, a cool level 0, the default); empty: the paper's best
+EXPORT_FLAGS=${EXPORT_FLAGS-configs/gpu_export_shipped.json}
 EXTRA_TRAIN=${EXTRA_TRAIN:-}  # more token folders whose training examples are added (space-separated)
-MINUTES=${MINUTES:-5}
+MINUTES=${MINUTES:-6}
 # the shipped demo model's second stage: after the run, fine-tune its export with these configs
 # (space-separated, applied in order; configs/demo_finetune_candidate.yaml: the full-context pairs of
 # $FINETUNE_TOKENS, 1200 steps; + configs/demo_finetune_600.yaml: stopped at 600) for at most FINETUNE_MINUTES; $OUT/model is then the fine-tuned model and metrics_finetune.csv its curve
-FINETUNE=${FINETUNE:-}
+FINETUNE=${FINETUNE-configs/demo_finetune_candidate.yaml configs/demo_finetune_600.yaml}
 FINETUNE_TOKENS=${FINETUNE_TOKENS:-benchmarks/gpu_tokens_full}
 FINETUNE_MINUTES=${FINETUNE_MINUTES:-2}
 ACCELERATOR=${ACCELERATOR:-gpu}  # cpu: a dry run of the whole pipeline on a CPU machine (MINUTES=1)
