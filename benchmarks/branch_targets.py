@@ -110,11 +110,12 @@ def main() -> None:
 
     prepare_chorales(args.data)
     model = load_model(args.model, device="cpu", precision=args.precision)
-    songs = held_out_chorales(args.data, args.songs, model.sample_rate, args.seconds, 8.0, args.context_drums)
+    songs = held_out_chorales(args.data, args.songs, model.sample_rate, args.seconds, 8.0, args.context_drums,
+                              args.split)
     start = time.perf_counter()
     r = branch_targets(model, songs, args.seconds)
     result = {"benchmark": "branch_targets", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
-              "model": repr(model), "songs": len(songs), "context_drums": args.context_drums,
+              "model": repr(model), "songs": len(songs), "split": args.split, "context_drums": args.context_drums,
               "seconds": args.seconds, "uniform_nats": round(float(np.log(model.model.cfg.cardinality)), 4), **r,
               "seconds_total": round(time.perf_counter() - start, 1)}
     write_result(args.out, result, markdown(result))

@@ -16,7 +16,8 @@
 
 The context is always the chorale's upper voices (soprano, alto, tenor: its harmony, no drums);
 the target is its bass. Held-out: the test split of the embedded chorales (neither the shipped
-codec nor the demo model trained on it). Writes ``OUT.json`` and ``OUT.md``
+codec nor the demo model trained on it); ``--split validation`` scores on the validation split
+instead, to choose between models or training runs and report the chosen one on test. Writes ``OUT.json`` and ``OUT.md``
 (default ``benchmarks/results/listening``); keys are explained in benchmarks/README.md.
 """
 
@@ -52,17 +53,22 @@ BRANCHES = {"p(t|a,i)": "true", "p(t|a)": "null_instrument", "p(t|i)": "null_con
 
 def held_out_arguments(p: argparse.ArgumentParser) -> None:
     """The options that choose the model and the held-out chorales (``--model``, ``--data``,
-    ``--songs``, ``--context-drums``), shared by the scripts that score on them."""
+    ``--songs``, ``--split``, ``--context-drums``), shared by the scripts that score on them."""
     p.add_argument("--model", default="demo")
     p.add_argument("--data", type=Path, default=Path.home() / ".cache" / "stemgen" / "data" / "chorales_all",
                    help="rendered chorales (all 353 are rendered there if missing)")
     p.add_argument("--songs", type=int, default=16, help="held-out chorales")
+    p.add_argument("--split", default="test", choices=["test", "validation"],
+                   help="which held-out chorales: test (where results are reported) or validation (35 chorales "
+                        "no model trained on, to choose between models or training runs without choosing on the "
+                        "test chorales)")
     p.add_argument("--context-drums", action="store_true", help=CONTEXT_DRUMS_HELP)
 
 
 def held_out_chorales(root: Path, n: int, sr: int, seconds: float, sounding_seconds: float,
-                      drums: bool = False) -> list[dict]:
-    """The first ``n`` test chorales whose bass and upper voices both sound in their first
+                      drums: bool = False, split: str = "test") -> list[dict]:
+    """The first ``n`` chorales of ``split`` (test, or validation: neither is trained on) whose bass
+    and upper voices both sound in their first
     ``sounding_seconds``: ``{"name", "context" (what the model hears: the upper voices),
     "harmony" (the upper voices: what a bass is scored against), "bass"}``, the first
     ``seconds``, mono at ``sr``. ``drums``: the context is the whole mix but the bass (upper
@@ -72,7 +78,7 @@ def held_out_chorales(root: Path, n: int, sr: int, seconds: float, sounding_seco
     from stemgen.instruments import DRUMS_ID, resolve
 
     bass_id, out = resolve("bass").id, []
-    for track in song_folders(root, "test", complete=True):
+    for track in song_folders(root, split, complete=True):
         song = read_slakh_track(track, ScanReport())
         stems = {s.name: (s.instrument, load_mono(s.path, sr)[: int(seconds * sr)]) for s in song.stems}
         bass = [wav for inst, wav in stems.values() if inst == bass_id]
@@ -228,12 +234,12 @@ def main() -> None:
         raise SystemExit(f"--overlap must be between 0 and half the model's window ({window_seconds / 2:g} s), "
                          f"got {args.overlap:g}")
     songs = held_out_chorales(args.data, args.songs, sr, max(args.ce_seconds, args.seconds), args.seconds,
-                              args.context_drums)
+                              args.context_drums, args.split)
     if len(songs) < 2:
-        raise SystemExit(f"need at least 2 test chorales with a bass under {args.data}, found {len(songs)}")
+        raise SystemExit(f"need at least 2 {args.split} chorales with a bass under {args.data}, found {len(songs)}")
     start = time.perf_counter()
     done = previous_result(args.out, repr(model), len(songs), args.seconds, args.steps,
-                           args.overlap, args.context_drums) if args.resume else {}
+                           args.overlap, args.context_drums, args.split) if args.resume else {}
     seeds_before = list(done.get("seeds", [0]))
     for arm in done.values():  # each arm keeps the seeds it was generated with; the run's may change below
         if isinstance(arm, dict) and "chroma_generated_own" in arm:
@@ -244,7 +250,7 @@ def main() -> None:
     else:
         ce = cross_entropies(model, songs)
         result = {"benchmark": "listening", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
-                  "model": repr(model), "songs": len(songs), "context_drums": args.context_drums,
+                  "model": repr(model), "songs": len(songs), "split": args.split, "context_drums": args.context_drums,
                   "ce_crops": ce["crops"],
                   "uniform_nats": round(math.log(model.model.cfg.cardinality), 4),
                   "context_gain_nats": round(ce["context_gain"], 4),
@@ -364,7 +370,7 @@ def result_file(out: Path, ext: str) -> Path:
 
 
 def previous_result(out: Path, model: str, songs: int, seconds: float, steps, overlap: float = 1.0,
-                    context_drums: bool = False) -> dict:
+                    context_drums: bool = False, split: str = "test") -> dict:
     """``OUT.json`` if it holds a run of the same model on the same songs and contexts, length, steps
     and window overlap (its seeds may differ: :func:`seeds_done` picks what it can reuse), else {}."""
     path = result_file(out, ".json")
@@ -372,10 +378,11 @@ def previous_result(out: Path, model: str, songs: int, seconds: float, steps, ov
         return {}
     old = json.loads(path.read_text())
     same = (old.get("model"), old.get("songs"), old.get("seconds", seconds), old.get("steps"),
-            old.get("overlap_seconds", 1.0), old.get("context_drums", False)) == (model, songs, seconds, steps,
-                                                                                 overlap, context_drums)
+            old.get("overlap_seconds", 1.0), old.get("context_drums", False), old.get("split", "test")) \
+        == (model, songs, seconds, steps, overlap, context_drums, split)
     if not same:
-        print(f"--resume: {path} holds another run (model, songs, contexts, seconds, steps or overlap differ): "
+        print(f"--resume: {path} holds another run (model, songs, split, contexts, seconds, steps or overlap "
+              "differ): "
               "starting over", flush=True)
     return old if same else {}
 

@@ -27,7 +27,9 @@ from stemgen.eval.paired import Rule, paired_difference, passes  # noqa: E402
 KEYS = ("chroma_heard_own", "chroma_heard_gap", "pitch_match", "pitch_chord_tone", "pitch_clash",
         "silent_fraction", "chroma_generated_own", "chroma_gap", "chroma_focus")
 #: the settings both runs must share for their seeds to be comparable
-SAME = ("songs", "seconds", "steps", "overlap_seconds", "context_drums")
+SAME = ("songs", "split", "seconds", "steps", "overlap_seconds", "context_drums")
+#: what a run written before a key existed had
+OLD = {"split": "test"}
 
 
 def load_arm(path: Path, arm: str) -> tuple[dict, dict]:
@@ -47,9 +49,10 @@ def load_arm(path: Path, arm: str) -> tuple[dict, dict]:
 
 def compare(run_a: dict, seeds_a: dict, run_b: dict, seeds_b: dict) -> dict:
     """The paired difference of every key both runs scored per seed."""
-    differ = [k for k in SAME if run_a.get(k) != run_b.get(k)]
+    a, b = ({k: run.get(k, OLD.get(k)) for k in SAME} for run in (run_a, run_b))
+    differ = [k for k in SAME if a[k] != b[k]]
     if differ:
-        raise SystemExit("the runs differ in " + ", ".join(f"{k} ({run_a.get(k)} vs {run_b.get(k)})" for k in differ)
+        raise SystemExit("the runs differ in " + ", ".join(f"{k} ({a[k]} vs {b[k]})" for k in differ)
                          + ": their seeds do not generate comparable stems.")
     common = set(seeds_a) & set(seeds_b)  # fewer than two: paired_difference says so
     keys = [k for k in KEYS if all(k in seeds_a[s] and k in seeds_b[s] for s in common)]

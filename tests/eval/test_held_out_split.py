@@ -1,0 +1,44 @@
+"""The listening benchmarks score on held-out chorales of a chosen split: test (reported) or
+validation (for choosing between models without choosing on the test chorales)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def listening():
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location("listening_bench", BENCH / "listening.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    yield module
+    sys.path.remove(str(BENCH))
+
+
+def test_held_out_chorales_come_from_the_split_asked_for(listening, chorales_dir):
+    names = {split: sorted(p.name for p in (chorales_dir / split).iterdir() if p.is_dir())
+             for split in ("test", "validation")}
+    for split in ("test", "validation"):
+        songs = listening.held_out_chorales(chorales_dir, 5, 16000, 2.0, 1.0, split=split)
+        assert [s["name"] for s in songs] == names[split] and len(songs) == 1
+        assert songs[0]["bass"].shape == songs[0]["harmony"].shape == (32000,)
+    assert names["test"] != names["validation"]
+
+
+def test_paired_comparison_refuses_runs_on_different_splits(listening):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import listening_paired
+    finally:
+        sys.path.remove(str(BENCH))
+    run = {"songs": 16, "seconds": 8.0, "steps": [32, 16, 8, 8], "overlap_seconds": 1.0, "context_drums": False}
+    seeds = {"1": {"chroma_heard_own": 0.4}, "2": {"chroma_heard_own": 0.5}}
+    # a run written before --split existed was on the test chorales
+    assert "chroma_heard_own" in listening_paired.compare(run, seeds, {**run, "split": "test"}, seeds)
+    with pytest.raises(SystemExit, match="split"):
+        listening_paired.compare(run, seeds, {**run, "split": "validation"}, seeds)
