@@ -93,6 +93,42 @@ def held_out_chorales(root: Path, n: int, sr: int, seconds: float, sounding_seco
     return out
 
 
+def write_songs(path: Path, songs: list[dict], sr: int, split: str, drums: bool) -> None:
+    """The held-out chorales as one compressed ``.npz`` (audio in float16, the harmony stored only
+    where it is not the context), for a machine that cannot read the rendered audio."""
+    arrays = {"sample_rate": np.array(sr), "split": np.array(split), "context_drums": np.array(drums),
+              "names": np.array([s["name"] for s in songs])}
+    for i, s in enumerate(songs):
+        arrays[f"context_{i}"] = s["context"].astype(np.float16)
+        arrays[f"bass_{i}"] = s["bass"].astype(np.float16)
+        if not np.array_equal(s["harmony"], s["context"]):
+            arrays[f"harmony_{i}"] = s["harmony"].astype(np.float16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
+
+
+def read_songs(path: Path, sr: int, split: str, drums: bool, seconds: float) -> list[dict]:
+    """The chorales :func:`write_songs` wrote, checked against what this run asks for."""
+    if not path.is_file():
+        raise SystemExit(f"--songs-file {path}: no such file (write it with --write-songs-file on a machine "
+                         "with the rendered chorales)")
+    z = np.load(path)
+    got = (int(z["sample_rate"]), str(z["split"]), bool(z["context_drums"]))
+    if got != (sr, split, drums):
+        raise SystemExit(f"--songs-file {path} holds {got[1]} chorales at {got[0]} Hz, context drums {got[2]}; "
+                         f"this run asks for {split} at {sr} Hz, context drums {drums}")
+    songs = []
+    for i, name in enumerate(z["names"]):
+        context = z[f"context_{i}"].astype(np.float32)
+        harmony = z[f"harmony_{i}"].astype(np.float32) if f"harmony_{i}" in z else context
+        songs.append({"name": str(name), "context": context, "harmony": harmony,
+                      "bass": z[f"bass_{i}"].astype(np.float32)})
+    if len(songs[0]["bass"]) < int(seconds * sr):
+        raise SystemExit(f"--songs-file {path} holds {len(songs[0]['bass']) / sr:g} s of each chorale, this run "
+                         f"needs {seconds:g} s (--ce-seconds and --seconds)")
+    return songs
+
+
 def cross_entropies(model, songs: list[dict], batch_size: int = 16, seed: int = 0) -> dict:
     """Mean nats per token under each listening condition, over back-to-back window crops."""
     import torch
@@ -214,6 +250,13 @@ def main() -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="the model's precision (load_model's): auto is bf16 where the CPU has native bf16 "
                         "(AVX512-BF16/AMX), else fp32; compare models at the same precision on the same machine")
+    p.add_argument("--device", default="cpu", help="where the model runs (cpu, cuda)")
+    p.add_argument("--songs-file", type=Path, default=None,
+                   help="read the held-out chorales from this .npz (written by --write-songs-file) instead of "
+                        "the rendered audio: for a machine without soundfile (a GPU machine)")
+    p.add_argument("--write-songs-file", type=Path, default=None,
+                   help="write the held-out chorales (--split, --songs, the first max(--ce-seconds, --seconds) "
+                        "seconds, float16) to this .npz and stop")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "listening")
     p.add_argument("--resume", action="store_true",
                    help="keep what OUT.json already holds for the same model, songs, length, steps and overlap "
@@ -226,15 +269,23 @@ def main() -> None:
     from stemgen.prepare import prepare_chorales
     from stemgen.sampling.settings import SamplingSettings
 
-    prepare_chorales(args.data)
-    model = load_model(args.model, device="cpu", precision=args.precision)
+    if args.songs_file is None:
+        prepare_chorales(args.data)
+    model = load_model(args.model, device=args.device, precision=args.precision)
     sr = model.sample_rate
     window_seconds = model.window_frames / model.codec.frame_rate
     if not 0 <= args.overlap <= window_seconds / 2:  # generate would clamp it, and the result would misstate it
         raise SystemExit(f"--overlap must be between 0 and half the model's window ({window_seconds / 2:g} s), "
                          f"got {args.overlap:g}")
-    songs = held_out_chorales(args.data, args.songs, sr, max(args.ce_seconds, args.seconds), args.seconds,
-                              args.context_drums, args.split)
+    if args.songs_file is not None:
+        songs = read_songs(args.songs_file, sr, args.split, args.context_drums, max(args.ce_seconds, args.seconds))
+    else:
+        songs = held_out_chorales(args.data, args.songs, sr, max(args.ce_seconds, args.seconds), args.seconds,
+                                  args.context_drums, args.split)
+    if args.write_songs_file is not None:
+        write_songs(args.write_songs_file, songs, sr, args.split, args.context_drums)
+        print(f"wrote {len(songs)} {args.split} chorales to {args.write_songs_file}")
+        return
     if len(songs) < 2:
         raise SystemExit(f"need at least 2 {args.split} chorales with a bass under {args.data}, found {len(songs)}")
     start = time.perf_counter()
@@ -251,6 +302,7 @@ def main() -> None:
         ce = cross_entropies(model, songs)
         result = {"benchmark": "listening", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
                   "model": repr(model), "songs": len(songs), "split": args.split, "context_drums": args.context_drums,
+                  **({"songs_file": str(args.songs_file)} if args.songs_file else {}),
                   "ce_crops": ce["crops"],
                   "uniform_nats": round(math.log(model.model.cfg.cardinality), 4),
                   "context_gain_nats": round(ce["context_gain"], 4),

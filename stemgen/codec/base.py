@@ -104,8 +104,7 @@ class Codec(nn.Module):
         second of zeros (edge frames aside, every frame of silence gets the same code). Computed
         once per codec; the sampler's silence gate needs it (``SamplingSettings.silence_gate``)."""
         if getattr(self, "_silence_codes", None) is None:
-            device = next(iter([*self.parameters(), *self.buffers()]), torch.empty(0)).device
-            tokens = self.encode(torch.zeros(1, self.sample_rate, device=device))[0]  # (Q, T)
+            tokens = self.encode(torch.zeros(1, self.sample_rate, device=self.device))[0]  # (Q, T)
             self._silence_codes = tuple(int(level.mode().values) for level in tokens.cpu())
         return self._silence_codes
 
@@ -114,8 +113,13 @@ class Codec(nn.Module):
         """Encode and decode mono audio ``(N,)`` at :attr:`sample_rate`; returns ``(N,)`` float32."""
         import numpy as np
 
-        x = torch.as_tensor(np.asarray(wav, dtype=np.float32))[None]
+        x = torch.as_tensor(np.asarray(wav, dtype=np.float32))[None].to(self.device)
         return self.decode(self.encode(x))[0, : x.shape[-1]].float().cpu().numpy()
+
+    @property
+    def device(self) -> torch.device:
+        """Where the codec's weights are (CPU for a codec without any)."""
+        return next(iter([*self.parameters(), *self.buffers()]), torch.empty(0)).device
 
     def describe(self) -> dict:
         """The token contract as a plain dict (for configs, logs and compatibility checks).
