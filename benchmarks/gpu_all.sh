@@ -16,7 +16,8 @@
 # timeline.txt. With PACK=1 each arm is put into a tar archive cut into files of 15 MiB as soon as it
 # ends ($OUT/NAME.tar.aa, .ab, ...: `cat NAME.tar.* | tar x`), and the rest into results.tar.*, for a
 # transport that takes few files.
-# PERF=0 leaves the performance part out.
+# PERF=0 leaves the performance part out; EVAL_SONGS (gpu_train.sh's) scores every arm on the validation
+# chorales before it is packed.
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
 DEADLINE=${DEADLINE:-560}
