@@ -277,11 +277,11 @@ def main() -> None:
     if not 0 <= args.overlap <= window_seconds / 2:  # generate would clamp it, and the result would misstate it
         raise SystemExit(f"--overlap must be between 0 and half the model's window ({window_seconds / 2:g} s), "
                          f"got {args.overlap:g}")
+    loaded = max(args.ce_seconds, args.seconds)  # seconds of each chorale that parts 1 and 2 read
     if args.songs_file is not None:
-        songs = read_songs(args.songs_file, sr, args.split, args.context_drums, max(args.ce_seconds, args.seconds))
+        songs = read_songs(args.songs_file, sr, args.split, args.context_drums, loaded)
     else:
-        songs = held_out_chorales(args.data, args.songs, sr, max(args.ce_seconds, args.seconds), args.seconds,
-                                  args.context_drums, args.split)
+        songs = held_out_chorales(args.data, args.songs, sr, loaded, args.seconds, args.context_drums, args.split)
     if args.write_songs_file is not None:
         write_songs(args.write_songs_file, songs, sr, args.split, args.context_drums)
         print(f"wrote {len(songs)} {args.split} chorales to {args.write_songs_file}")
