@@ -290,7 +290,8 @@ def main() -> None:
         raise SystemExit(f"need at least 2 {args.split} chorales with a bass under {args.data}, found {len(songs)}")
     start = time.perf_counter()
     done = previous_result(args.out, repr(model), len(songs), args.seconds, args.steps,
-                           args.overlap, args.context_drums, args.split) if args.resume else {}
+                           args.overlap, args.context_drums, args.split,
+                           str(args.songs_file) if args.songs_file else None) if args.resume else {}
     seeds_before = list(done.get("seeds", [0]))
     for arm in done.values():  # each arm keeps the seeds it was generated with; the run's may change below
         if isinstance(arm, dict) and "chroma_generated_own" in arm:
@@ -422,19 +423,22 @@ def result_file(out: Path, ext: str) -> Path:
 
 
 def previous_result(out: Path, model: str, songs: int, seconds: float, steps, overlap: float = 1.0,
-                    context_drums: bool = False, split: str = "test") -> dict:
-    """``OUT.json`` if it holds a run of the same model on the same songs and contexts, length, steps
-    and window overlap (its seeds may differ: :func:`seeds_done` picks what it can reuse), else {}."""
+                    context_drums: bool = False, split: str = "test", songs_file: str | None = None) -> dict:
+    """``OUT.json`` if it holds a run of the same model on the same songs and contexts, length, steps,
+    window overlap and audio source (``songs_file``: the float16 .npz of ``--songs-file``, or None: the
+    rendered chorales; the two differ in the last bits of every sample) (its seeds may differ:
+    :func:`seeds_done` picks what it can reuse), else {}."""
     path = result_file(out, ".json")
     if not path.exists():
         return {}
     old = json.loads(path.read_text())
     same = (old.get("model"), old.get("songs"), old.get("seconds", seconds), old.get("steps"),
-            old.get("overlap_seconds", 1.0), old.get("context_drums", False), old.get("split", "test")) \
-        == (model, songs, seconds, steps, overlap, context_drums, split)
+            old.get("overlap_seconds", 1.0), old.get("context_drums", False), old.get("split", "test"),
+            old.get("songs_file")) \
+        == (model, songs, seconds, steps, overlap, context_drums, split, songs_file)
     if not same:
-        print(f"--resume: {path} holds another run (model, songs, split, contexts, seconds, steps or overlap "
-              "differ): "
+        print(f"--resume: {path} holds another run (model, songs, split, contexts, seconds, steps, overlap "
+              "or audio source differ): "
               "starting over", flush=True)
     return old if same else {}
 

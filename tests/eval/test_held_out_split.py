@@ -2,6 +2,7 @@
 validation (for choosing between models without choosing on the test chorales)."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -42,3 +43,15 @@ def test_paired_comparison_refuses_runs_on_different_splits(listening):
     assert "chroma_heard_own" in listening_paired.compare(run, seeds, {**run, "split": "test"}, seeds)
     with pytest.raises(SystemExit, match="split"):
         listening_paired.compare(run, seeds, {**run, "split": "validation"}, seeds)
+
+
+def test_resume_keeps_a_run_only_on_the_same_split_and_audio(listening, tmp_path):
+    out = tmp_path / "run"
+    run = {"model": "m", "songs": 16, "seconds": 8.0, "steps": [32, 16, 8, 8], "overlap_seconds": 1.0,
+           "context_drums": False, "split": "validation", "songs_file": "songs.npz", "ce_nats": {}}
+    listening.result_file(out, ".json").write_text(json.dumps(run))
+    args = ("m", 16, 8.0, [32, 16, 8, 8], 1.0, False)
+    assert listening.previous_result(out, *args, "validation", "songs.npz") == run
+    # the rendered audio differs from the float16 file in the last bits: not the same run
+    assert listening.previous_result(out, *args, "validation", None) == {}
+    assert listening.previous_result(out, *args, "test", "songs.npz") == {}
