@@ -3,12 +3,14 @@
 :func:`reference_attention` is the model's definition: rotary embedding on q and k
 (:func:`apply_rotary`), then softmax attention over every frame (no mask). The custom op
 ``torch.ops.stemgen.rotary_attention(qkv, cos, sin, n_heads) -> (B, T, D)`` computes the same
-from the ``(B, T, 3D)`` output of the qkv projection in one C++ kernel (``csrc/attention.cpp``:
-bf16 dot products with fp32 accumulation, 4-5.5x faster than the reference at the `small`
-preset's head size 32; docs/performance.md). It runs where :func:`fused_applies` holds (CPU,
-bf16, head size a multiple of 16, no gradient) and the CPU has AVX512-BF16; elsewhere the op
-runs the reference, so it exists on every machine. Its fake implementation makes it one opaque
-node for ``torch.compile``. ``STEMGEN_FUSED=0`` turns the kernel off.
+from the ``(B, T, 3D)`` output of the qkv projection in one C++ kernel (``csrc/attention.cpp``)
+per (example, head): in bf16 with AVX512-BF16 dot products and fp32 accumulation (4-5.5x faster
+than the reference at the `small` preset's head size 32), or in float32 with AVX2 FMA chains,
+for CPUs without native bf16, where inference runs in float32 (docs/performance.md). It runs
+where :func:`fused_applies` holds (CPU, bf16 or float32, head size a multiple of 16, no gradient)
+and the CPU has the kernel's instructions (:func:`kernel_runs`); elsewhere the op runs the
+reference, so it exists on every machine. Its fake implementation makes it one opaque node for
+``torch.compile``. ``STEMGEN_FUSED=0`` turns the kernel off.
 """
 
 from __future__ import annotations
@@ -42,23 +44,31 @@ def reference_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
 
 @lru_cache(maxsize=None)
 def cpu_extension():
-    """The compiled kernel, or None (no compiler, ``STEMGEN_FUSED=0``, or a CPU without AVX512-BF16)."""
-    ext = load_extension("stemgen_attention", CSRC, "fused CPU attention kernel")
-    return ext if ext is not None and ext.supported() else None
+    """The compiled kernels, or None (no compiler, or ``STEMGEN_FUSED=0``)."""
+    return load_extension("stemgen_attention", CSRC, "fused CPU attention kernel")
+
+
+def kernel_runs(dtype: torch.dtype) -> bool:
+    """Whether the fused kernel computes ``dtype`` on this CPU: bf16 needs AVX512-BF16, float32 AVX2
+    and FMA (and a build for ATen's AVX2 or AVX512 dispatch)."""
+    ext = cpu_extension()
+    if ext is None:
+        return False
+    return bool(ext.supported()) if dtype == torch.bfloat16 else dtype == torch.float32 and bool(ext.supported_float32())
 
 
 def fused_applies(qkv: torch.Tensor, n_heads: int) -> bool:
     """Whether the fused op is meant for ``qkv (B, T, 3D)``: inference (no gradient) on the CPU in
-    bf16 with a head size the kernel handles. Depends on the tensor's properties only, so a
-    compiled caller decides it once per graph."""
+    bf16 or float32 with a head size the kernel handles. Depends on the tensor's properties only,
+    so a compiled caller decides it once per graph."""
     head = qkv.shape[-1] // 3 // n_heads
-    return (qkv.device.type == "cpu" and qkv.dtype == torch.bfloat16 and head % 16 == 0
+    return (qkv.device.type == "cpu" and qkv.dtype in (torch.bfloat16, torch.float32) and head % 16 == 0
             and not (torch.is_grad_enabled() and qkv.requires_grad))
 
 
 @torch.library.custom_op("stemgen::rotary_attention", mutates_args=())
 def rotary_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, n_heads: int) -> torch.Tensor:
-    if fused_applies(qkv, n_heads) and cpu_extension() is not None:
+    if fused_applies(qkv, n_heads) and kernel_runs(qkv.dtype):
         return cpu_extension().rotary_attention(qkv, cos, sin, n_heads)
     return reference_attention(qkv, cos, sin, n_heads)
 

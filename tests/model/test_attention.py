@@ -9,8 +9,10 @@ from stemgen.model import ModelConfig, StemGenModel
 from stemgen.model import attention
 from stemgen.model.transformer import rotary_tables
 
-kernel = pytest.mark.skipif(attention.cpu_extension() is None,
-                            reason="the fused attention kernel needs a C++ compiler and a CPU with AVX512-BF16")
+kernel = pytest.mark.skipif(not attention.kernel_runs(torch.bfloat16),
+                            reason="the fused bf16 attention kernel needs a C++ compiler and a CPU with AVX512-BF16")
+kernel_f32 = pytest.mark.skipif(not attention.kernel_runs(torch.float32),
+                                reason="the fused float32 attention kernel needs a C++ compiler and a CPU with AVX2")
 
 
 def qkv_and_tables(b, t, d, h, seed=0, scale=2.0):
@@ -56,25 +58,95 @@ def test_the_kernel_softmax_is_over_every_frame_and_only_real_ones():
 def test_the_op_runs_the_reference_where_the_kernel_does_not_apply(monkeypatch):
     qkv, cos, sin = qkv_and_tables(2, 30, 64, 4)
     with torch.no_grad():
-        f32 = torch.ops.stemgen.rotary_attention(qkv.float(), cos, sin, 4)  # float32: not the kernel's
-        assert torch.equal(f32, attention.reference_attention(qkv.float(), cos, sin, 4))
+        half = torch.ops.stemgen.rotary_attention(qkv.half(), cos, sin, 4)  # float16: not the kernel's
+        assert torch.equal(half, attention.reference_attention(qkv.half(), cos, sin, 4))
         odd = qkv_and_tables(1, 9, 24, 2)  # head size 12: not a multiple of 16
         assert torch.equal(torch.ops.stemgen.rotary_attention(*odd, 2), attention.reference_attention(*odd, 2))
-    assert not attention.fused_applies(qkv.float(), 4) and attention.fused_applies(qkv, 4)
+    assert not attention.fused_applies(qkv.half(), 4)
+    assert attention.fused_applies(qkv, 4) and attention.fused_applies(qkv.float(), 4)
     grad = qkv.float().requires_grad_()
     assert not attention.fused_applies(grad.bfloat16(), 4)  # training: the reference, with its gradient
-    monkeypatch.setattr(attention, "cpu_extension", lambda: None)  # no compiler, or no AVX512-BF16
+    assert not attention.fused_applies(grad, 4)
+    monkeypatch.setattr(attention, "cpu_extension", lambda: None)  # no compiler
+    assert not attention.kernel_runs(torch.bfloat16) and not attention.kernel_runs(torch.float32)
     with torch.no_grad():
-        assert torch.equal(torch.ops.stemgen.rotary_attention(qkv, cos, sin, 4),
-                           attention.reference_attention(qkv, cos, sin, 4))
+        for x in (qkv, qkv.float()):
+            assert torch.equal(torch.ops.stemgen.rotary_attention(x, cos, sin, 4),
+                               attention.reference_attention(x, cos, sin, 4))
+
+
+@kernel_f32
+@pytest.mark.parametrize("b,t,d,h", [(3, 200, 256, 8), (1, 37, 64, 2), (2, 50, 64, 4), (1, 33, 192, 4),
+                                     (2, 17, 128, 2), (1, 1, 32, 1), (2, 64, 96, 3)])
+def test_the_float32_kernel_matches_the_reference_to_float32_rounding(b, t, d, h):
+    qkv, cos, sin = qkv_and_tables(b, t, d, h)
+    qkv = qkv.float()
+    with torch.no_grad():
+        out = torch.ops.stemgen.rotary_attention(qkv, cos, sin, h)
+        ref = attention.reference_attention(qkv, cos, sin, h)
+        exact = attention.reference_attention(qkv.double(), cos.double(), sin.double(), h)
+    assert out.dtype == torch.float32 and out.shape == (b, t, d)
+    # as close to the float64 result as the reference is (another summation order and 2^x, not bf16)
+    assert (out.double() - exact).abs().max() <= 3 * (ref.double() - exact).abs().max() + 1e-6
+    torch.testing.assert_close(out, ref, atol=2e-5, rtol=1e-5)
+
+
+@kernel_f32
+def test_the_float32_kernel_softmax_is_over_every_frame_and_only_real_ones():
+    # T = 21: the keys padded to 24 must get weight exactly 0, every row must sum to 1
+    b, t, h, d = 1, 21, 1, 32
+    qkv, cos, sin = qkv_and_tables(b, t, d, h, scale=0.5)
+    qkv = qkv.float()
+    qkv[..., 2 * d:] = 0.0
+    qkv[0, torch.arange(t), 2 * d + torch.arange(t)] = 1.0  # v = one-hot frame index
+    with torch.no_grad():
+        weights = torch.ops.stemgen.rotary_attention(qkv, cos, sin, h)[0, :, :t]  # (T queries, T keys)
+        q, k = attention.apply_rotary(qkv[0, :, :2 * d].reshape(t, 2, 1, d).permute(1, 2, 0, 3), cos[:t], sin[:t])
+    expected = ((q[0] @ k[0].T) / d ** 0.5).softmax(-1)  # (T, T)
+    assert (weights >= 0).all() and (weights[:, t:] == 0).all()
+    torch.testing.assert_close(weights.sum(-1), torch.ones(t), atol=1e-5, rtol=0)
+    torch.testing.assert_close(weights, expected, atol=1e-6, rtol=1e-5)
+
+
+@kernel_f32
+def test_the_float32_kernel_rejects_what_it_cannot_compute():
+    ext = attention.cpu_extension()
+    qkv, cos, sin = qkv_and_tables(1, 8, 64, 4)
+    qkv = qkv.float()
+    with pytest.raises(RuntimeError, match="bfloat16 or float32"):
+        ext.rotary_attention(qkv.half(), cos, sin, 4)
+    with pytest.raises(RuntimeError, match="multiple of 16"):
+        ext.rotary_attention(qkv, cos, sin, 8)  # head size 8
+    with pytest.raises(RuntimeError, match="cos and sin"):
+        ext.rotary_attention(qkv, cos[:4], sin[:4], 4)  # tables shorter than T
+
+
+@kernel_f32
+def test_the_float32_model_with_fused_attention_gives_the_reference_logits_and_compiles():
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_name("tiny", num_levels=2, cardinality=32)  # head size 16
+    model = StemGenModel(cfg).eval()
+    ctx, tgt, inst = model_inputs(cfg)
+    with torch.no_grad():
+        ref = model(ctx, tgt, inst, level=1)
+        out = model(ctx, tgt, inst, level=1, fused=True)
+        torch._dynamo.reset()
+        counters.clear()
+        compiled = torch.compile(lambda c, t, i: model(c, t, i, level=1, fused=True), fullgraph=True)(ctx, tgt, inst)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert torch.equal(out.argmax(-1), ref.argmax(-1))
+    torch.testing.assert_close(compiled, out, atol=1e-4, rtol=1e-4)
 
 
 @kernel
 def test_the_kernel_rejects_what_it_cannot_compute():
     ext = attention.cpu_extension()
     qkv, cos, sin = qkv_and_tables(1, 8, 64, 4)
-    with pytest.raises(RuntimeError, match="bfloat16"):
-        ext.rotary_attention(qkv.float(), cos, sin, 4)
+    with pytest.raises(RuntimeError, match="bfloat16 or float32"):
+        ext.rotary_attention(qkv.half(), cos, sin, 4)
     with pytest.raises(RuntimeError, match="multiple of 16"):
         ext.rotary_attention(qkv, cos, sin, 8)  # head size 8
     with pytest.raises(RuntimeError, match="cos and sin"):
@@ -148,3 +220,10 @@ def test_the_kernel_source_builds_for_an_avx2_cpu_and_declines_there():
     qkv, cos, sin = qkv_and_tables(1, 8, 64, 4)
     with pytest.raises(RuntimeError, match="AVX512-BF16"):
         ext.rotary_attention(qkv, cos, sin, 4)
+    # its float32 kernel is there, and runs wherever the CPU has AVX2
+    has_avx2 = torch.backends.cpu.get_cpu_capability().startswith(("AVX2", "AVX512"))
+    assert ext.supported_float32() is has_avx2
+    if has_avx2:
+        with torch.no_grad():
+            torch.testing.assert_close(ext.rotary_attention(qkv.float(), cos, sin, 4),
+                                       attention.reference_attention(qkv.float(), cos, sin, 4), atol=2e-5, rtol=1e-5)

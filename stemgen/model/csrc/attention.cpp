@@ -15,6 +15,13 @@
 // (many tiny GEMM calls per head); this kernel is 4-5.5x faster there (docs/performance.md).
 // Only built where ATen dispatches to AVX512 and only run where the CPU has AVX512-BF16
 // (checked at run time: `supported()`); elsewhere stemgen.model.attention runs the reference.
+//
+// The same for float32 qkv (-> float32 out), for CPUs without native bf16 (AVX2 laptops and
+// servers, where inference runs in float32): rotary in fp32 with the reference's roundings, q k^T
+// and p v as fp32 FMA chains over 8 lanes (AVX2), softmax in fp32 with the same 2^x; no rounding
+// to bf16 anywhere. Built where ATen dispatches to AVX2 or AVX512, run where the CPU has AVX2 and
+// FMA (`supported_float32()`). At head size 32 ATen's fp32 flash attention and the reference's
+// rotary took 5.7 of a layer's ~21 ms on one AVX2 core (docs/performance.md).
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -183,6 +190,159 @@ void head_attention(const uint16_t* qkv, int64_t T, int64_t row_stride, int64_t 
 }
 #endif
 
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+#define F32_TARGET __attribute__((target("avx2,fma")))
+
+// 2^x for x <= 0 (-inf included: 0) in 8 lanes: Cephes' exp2f polynomial as above, 2^n built in
+// the exponent field; x is clamped at -127, where 2^n's field is 0, so that far below the
+// maximum (and at -inf: padded keys) the result is exactly 0, as exp's underflow.
+F32_TARGET inline __m256 exp2_nonpositive8(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-127.0f));
+  const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 f = _mm256_sub_ps(x, n);
+  __m256 p = _mm256_set1_ps(1.535336188319500e-4f);
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.339887440266574e-3f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618437357674640e-3f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550332471162809e-2f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402264791363012e-1f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931472028550421e-1f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+F32_TARGET inline float hmax8(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+}
+
+F32_TARGET inline float hsum8(__m256 v) {
+  __m128 m = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_add_ss(m, _mm_shuffle_ps(m, m, 1)));
+}
+
+// scores of R query rows (rotated, (R, hd)) against NB blocks of 8 keys from j (k_t: (hd, Tp))
+template <int R, int NB>
+F32_TARGET inline void rows_scores_f32(const float* q, int64_t hd, const float* k_t, int64_t Tp, int64_t j,
+                                       float scale, float* scores) {
+  __m256 acc[R][NB];
+  for (int r = 0; r < R; ++r) for (int n = 0; n < NB; ++n) acc[r][n] = _mm256_setzero_ps();
+  for (int64_t m = 0; m < hd; ++m) {
+    const float* kr = k_t + m * Tp + j;
+    __m256 k[NB];
+    for (int n = 0; n < NB; ++n) k[n] = _mm256_loadu_ps(kr + 8 * n);
+    for (int r = 0; r < R; ++r) {
+      const __m256 qb = _mm256_broadcast_ss(q + r * hd + m);
+      for (int n = 0; n < NB; ++n) acc[r][n] = _mm256_fmadd_ps(qb, k[n], acc[r][n]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int n = 0; n < NB; ++n) _mm256_storeu_ps(scores + r * Tp + j + 8 * n, _mm256_mul_ps(acc[r][n], _mm256_set1_ps(scale)));
+}
+
+template <int R>
+F32_TARGET inline void block_scores_f32(const float* q, int64_t hd, const float* k_t, int64_t Tp, float scale, float* scores) {
+  int64_t j = 0;
+  for (; j + 16 <= Tp; j += 16) rows_scores_f32<R, 2>(q, hd, k_t, Tp, j, scale, scores);
+  if (j < Tp) rows_scores_f32<R, 1>(q, hd, k_t, Tp, j, scale, scores);
+}
+
+// out rows = p rows (unnormalised, (R, >= T)) @ v ((T, hd) rows of qkv), times inv, hd in blocks of 16
+template <int R>
+F32_TARGET inline void rows_pv_f32(const float* p, int64_t Tp, const float* v, int64_t row_stride, int64_t T, int64_t hd,
+                                   const float* inv, float* const* out) {
+  for (int64_t d = 0; d < hd; d += 16) {
+    __m256 a0[R], a1[R];
+    for (int r = 0; r < R; ++r) { a0[r] = _mm256_setzero_ps(); a1[r] = _mm256_setzero_ps(); }
+    for (int64_t j = 0; j < T; ++j) {
+      const float* vr = v + j * row_stride + d;
+      const __m256 v0 = _mm256_loadu_ps(vr), v1 = _mm256_loadu_ps(vr + 8);
+      for (int r = 0; r < R; ++r) {
+        const __m256 pr = _mm256_broadcast_ss(p + r * Tp + j);
+        a0[r] = _mm256_fmadd_ps(pr, v0, a0[r]);
+        a1[r] = _mm256_fmadd_ps(pr, v1, a1[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m256 s = _mm256_set1_ps(inv[r]);
+      _mm256_storeu_ps(out[r] + d, _mm256_mul_ps(a0[r], s));
+      _mm256_storeu_ps(out[r] + d + 8, _mm256_mul_ps(a1[r], s));
+    }
+  }
+}
+
+// query rows per block: 6 rows x 2 vectors of accumulators (12 of the 16 ymm registers), so that
+// each loaded key or value vector feeds 6 FMAs
+constexpr int kRowsF32 = 6;
+
+F32_TARGET
+void head_attention_f32(const float* qkv, int64_t T, int64_t row_stride, int64_t q_off, int64_t k_off, int64_t v_off,
+                        int64_t hd, const float* cs, float scale, float* out, int64_t out_stride,
+                        float* q_rot, float* k_t, float* scores) {
+  const int64_t Tp = (T + 7) / 8 * 8;
+  // rotary, 4 pairs at a time: x * (c, c) + swap(x) * (-s, s), the reference's products and add
+  alignas(32) float kt[8];
+  for (int64_t t = 0; t < T; ++t) {
+    const float* row = qkv + t * row_stride;
+    const float* c = cs + t * 2 * hd;
+    for (int64_t d = 0; d < hd; d += 8) {
+      const __m256 cc = _mm256_loadu_ps(c + d), ss = _mm256_loadu_ps(c + hd + d);
+      for (int which = 0; which < 2; ++which) {
+        const __m256 x = _mm256_loadu_ps(row + (which ? k_off : q_off) + d);
+        const __m256 xs = _mm256_permute_ps(x, 0xB1);  // (x1, x0, x3, x2, ...)
+        const __m256 r = _mm256_add_ps(_mm256_mul_ps(x, cc), _mm256_mul_ps(xs, ss));
+        if (!which) {
+          _mm256_storeu_ps(q_rot + t * hd + d, r);
+        } else {
+          _mm256_store_ps(kt, r);
+          for (int m = 0; m < 8; ++m) k_t[(d + m) * Tp + t] = kt[m];
+        }
+      }
+    }
+  }
+  for (int64_t m = 0; m < hd; ++m) for (int64_t t = T; t < Tp; ++t) k_t[m * Tp + t] = 0.0f;
+  const float* v = qkv + v_off;
+  for (int64_t i0 = 0; i0 < T; i0 += kRowsF32) {
+    const int rows = int(std::min<int64_t>(kRowsF32, T - i0));
+    const float* qb = q_rot + i0 * hd;
+    switch (rows) {
+      case 6: block_scores_f32<6>(qb, hd, k_t, Tp, scale, scores); break;
+      case 5: block_scores_f32<5>(qb, hd, k_t, Tp, scale, scores); break;
+      case 4: block_scores_f32<4>(qb, hd, k_t, Tp, scale, scores); break;
+      case 3: block_scores_f32<3>(qb, hd, k_t, Tp, scale, scores); break;
+      case 2: block_scores_f32<2>(qb, hd, k_t, Tp, scale, scores); break;
+      default: block_scores_f32<1>(qb, hd, k_t, Tp, scale, scores);
+    }
+    float inv[kRowsF32]; float* orow[kRowsF32];
+    for (int r = 0; r < rows; ++r) {
+      float* sc = scores + r * Tp;
+      for (int64_t t = T; t < Tp; ++t) sc[t] = -std::numeric_limits<float>::infinity();
+      __m256 mx = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+      for (int64_t jj = 0; jj < Tp; jj += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(sc + jj));
+      const __m256 vmax = _mm256_set1_ps(hmax8(mx));
+      __m256 sum = _mm256_setzero_ps();
+      for (int64_t jj = 0; jj < Tp; jj += 8) {
+        const __m256 e = exp2_nonpositive8(_mm256_sub_ps(_mm256_loadu_ps(sc + jj), vmax));
+        sum = _mm256_add_ps(sum, e);
+        _mm256_storeu_ps(sc + jj, e);
+      }
+      inv[r] = 1.0f / hsum8(sum);
+      orow[r] = out + (i0 + r) * out_stride;
+    }
+    switch (rows) {
+      case 6: rows_pv_f32<6>(scores, Tp, v, row_stride, T, hd, inv, orow); break;
+      case 5: rows_pv_f32<5>(scores, Tp, v, row_stride, T, hd, inv, orow); break;
+      case 4: rows_pv_f32<4>(scores, Tp, v, row_stride, T, hd, inv, orow); break;
+      case 3: rows_pv_f32<3>(scores, Tp, v, row_stride, T, hd, inv, orow); break;
+      case 2: rows_pv_f32<2>(scores, Tp, v, row_stride, T, hd, inv, orow); break;
+      default: rows_pv_f32<1>(scores, Tp, v, row_stride, T, hd, inv, orow);
+    }
+  }
+}
+#endif
+
 bool supported() {
 #if defined(CPU_CAPABILITY_AVX512)
   return __builtin_cpu_supports("avx512bf16");
@@ -191,10 +351,21 @@ bool supported() {
 #endif
 }
 
+bool supported_float32() {
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
 at::Tensor rotary_attention(const at::Tensor& qkv_in, const at::Tensor& cos_in, const at::Tensor& sin_in, int64_t n_heads) {
-  TORCH_CHECK(supported(), "rotary_attention: this CPU lacks AVX512-BF16 (use the reference path)");
-  TORCH_CHECK(qkv_in.dim() == 3 && qkv_in.scalar_type() == at::kBFloat16 && qkv_in.size(2) % 3 == 0,
-              "rotary_attention: qkv must be (B, T, 3D) bfloat16");
+  TORCH_CHECK(qkv_in.dim() == 3 && qkv_in.size(2) % 3 == 0 &&
+              (qkv_in.scalar_type() == at::kBFloat16 || qkv_in.scalar_type() == at::kFloat),
+              "rotary_attention: qkv must be (B, T, 3D) bfloat16 or float32");
+  const bool bf16 = qkv_in.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(!bf16 || supported(), "rotary_attention: this CPU lacks AVX512-BF16 (use the reference path)");
+  TORCH_CHECK(bf16 || supported_float32(), "rotary_attention: float32 needs AVX2 and FMA (use the reference path)");
   const auto qkv = qkv_in.contiguous();
   const int64_t B = qkv.size(0), T = qkv.size(1), D = qkv.size(2) / 3;
   TORCH_CHECK(n_heads > 0 && D % n_heads == 0 && (D / n_heads) % 16 == 0,
@@ -217,10 +388,26 @@ at::Tensor rotary_attention(const at::Tensor& qkv_in, const at::Tensor& cos_in, 
         cs[t * 2 * hd + hd + 2 * m + 1] = s[t * ch + m];
       }
   }
-  const uint16_t* src = reinterpret_cast<const uint16_t*>(qkv.data_ptr<at::BFloat16>());
-  uint16_t* dst = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
   // softmax as 2^(s log2(e) - max): the scores carry the factor log2(e) (see exp2_nonpositive)
   const float scale = 1.0f / std::sqrt(float(hd)) * 1.4426950408889634f;
+  if (!bf16) {
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+    const float* src = qkv.data_ptr<float>();
+    float* dst = out.data_ptr<float>();
+    const int64_t Tp = (T + 7) / 8 * 8;
+    at::parallel_for(0, B * n_heads, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> qr(T * hd), kt(hd * Tp), sc(kRowsF32 * Tp);
+      for (int64_t bh = begin; bh < end; ++bh) {
+        const int64_t b = bh / n_heads, h = bh % n_heads;
+        head_attention_f32(src + b * T * 3 * D, T, 3 * D, h * hd, D + h * hd, 2 * D + h * hd, hd,
+                           cs.data(), scale, dst + b * T * D + h * hd, D, qr.data(), kt.data(), sc.data());
+      }
+    });
+#endif
+    return out;
+  }
+  const uint16_t* src = reinterpret_cast<const uint16_t*>(qkv.data_ptr<at::BFloat16>());
+  uint16_t* dst = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
   const int64_t Tp = (T + 15) / 16 * 16;
   at::parallel_for(0, B * n_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<uint32_t> qp(T * hd / 2), kp(Tp * hd / 2), vp(Tp / 2 * hd), pp(4 * Tp / 2);
@@ -239,7 +426,9 @@ at::Tensor rotary_attention(const at::Tensor& qkv_in, const at::Tensor& cos_in, 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "stemgen fused rotary self-attention (CPU, bf16)";
-  m.def("supported", &supported, "whether this CPU runs the kernel (AVX512-BF16, and an AVX512 build)");
-  m.def("rotary_attention", &rotary_attention, "rotary + softmax attention of (B, T, 3D) bf16 qkv -> (B, T, D)");
+  m.doc() = "stemgen fused rotary self-attention (CPU, bf16 and float32)";
+  m.def("supported", &supported, "whether this CPU runs the bf16 kernel (AVX512-BF16, and an AVX512 build)");
+  m.def("supported_float32", &supported_float32, "whether this CPU runs the float32 kernel (AVX2 and FMA, and an "
+        "AVX2 or AVX512 build)");
+  m.def("rotary_attention", &rotary_attention, "rotary + softmax attention of (B, T, 3D) bf16 or float32 qkv -> (B, T, D)");
 }
