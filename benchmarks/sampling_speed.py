@@ -20,7 +20,8 @@
     commits none skips its forward pass (every variant).
 (e) CPU: one attention layer (rotary + softmax attention) of a 4 s window, the reference
     (``stemgen.model.attention.reference_attention``: what the eager sampler runs) against the fused
-    op ``torch.ops.stemgen.rotary_attention`` (what the fused and compiled samplers run), bf16.
+    op ``torch.ops.stemgen.rotary_attention`` (what the fused and compiled samplers run), in float32
+    (AVX2 kernel) and, where the CPU has native bf16, in bf16 (AVX512-BF16 kernel).
 
 Writes benchmarks/results/sampling_speed_<device>.json and .md.
 """
@@ -94,25 +95,28 @@ def step_work(device, repeats: int) -> list[dict]:
 
 
 def attention_work(device, repeats: int) -> list[dict]:
-    """(e) one attention layer, reference vs the fused op, bf16, at the presets' head sizes."""
-    from stemgen.model import attention
+    """(e) one attention layer, reference vs the fused op, in float32 and, where the CPU has native bf16,
+    in bf16 (what generation runs on each kind of CPU), at the presets' head sizes (``kernel``: whether
+    the op ran the kernel for that dtype on this CPU, else the reference)."""
+    from stemgen.model import attention, native_bf16
     from stemgen.model.transformer import rotary_tables
 
     rows = []
-    for preset, dim, heads in (("small", 256, 8), ("paper", 1024, 16)):
-        for batch in (1, 3):  # naive, and guidance's three branches
-            g = torch.Generator(device=device).manual_seed(0)
-            frames = 200
-            qkv = torch.randn(batch, frames, 3 * dim, generator=g, device=device).bfloat16()
-            cos, sin = rotary_tables(frames, dim // heads, 10000.0, device)
-            with torch.no_grad():
-                ref, fast = median_seconds([lambda: attention.reference_attention(qkv, cos, sin, heads),
-                                            lambda: torch.ops.stemgen.rotary_attention(qkv, cos, sin, heads)],
-                                           device, repeats)
-            rows.append({"preset": preset, "batch": batch, "frames": frames, "head_size": dim // heads,
-                         "kernel": attention.cpu_extension() is not None,
-                         "reference_ms": 1e3 * ref, "fused_ms": 1e3 * fast, "ratio": ref / fast})
-            print(rows[-1], flush=True)
+    for dtype in (torch.bfloat16, torch.float32) if native_bf16(device) else (torch.float32,):
+        for preset, dim, heads in (("small", 256, 8), ("paper", 1024, 16)):
+            for batch in (1, 3):  # naive, and guidance's three branches
+                g = torch.Generator(device=device).manual_seed(0)
+                frames = 200
+                qkv = torch.randn(batch, frames, 3 * dim, generator=g, device=device).to(dtype)
+                cos, sin = rotary_tables(frames, dim // heads, 10000.0, device)
+                with torch.no_grad():
+                    ref, fast = median_seconds([lambda: attention.reference_attention(qkv, cos, sin, heads),
+                                                lambda: torch.ops.stemgen.rotary_attention(qkv, cos, sin, heads)],
+                                               device, repeats)
+                rows.append({"preset": preset, "dtype": str(dtype)[6:], "batch": batch, "frames": frames,
+                             "head_size": dim // heads, "kernel": attention.kernel_runs(dtype),
+                             "reference_ms": 1e3 * ref, "fused_ms": 1e3 * fast, "ratio": ref / fast})
+                print(rows[-1], flush=True)
     return rows
 
 
@@ -286,12 +290,12 @@ def markdown(result: dict) -> str:
                   f"(the others skip the forward pass); estimated {r['estimated_stem_seconds'][0]:.1f} s every "
                   f"step eager vs {r['estimated_stem_seconds'][1]:.1f} s committing steps fused."]
     if result.get("attention"):
-        lines += ["", "## (e) One attention layer (rotary + softmax attention), 200 frames, bf16", "",
-                  "| preset | batch | head size | kernel built | reference ms | fused ms | reference / fused |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", "## (e) One attention layer (rotary + softmax attention), 200 frames", "",
+                  "| preset | dtype | batch | head size | kernel ran | reference ms | fused ms | reference / fused |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in result["attention"]:
-            lines.append(f"| {r['preset']} | {r['batch']} | {r['head_size']} | {r['kernel']} | {r['reference_ms']:.3f} | "
-                         f"{r['fused_ms']:.3f} | {r['ratio']:.2f}x |")
+            lines.append(f"| {r['preset']} | {r.get('dtype', 'bfloat16')} | {r['batch']} | {r['head_size']} | {r['kernel']} | "
+                         f"{r['reference_ms']:.3f} | {r['fused_ms']:.3f} | {r['ratio']:.2f}x |")
     if result.get("ratios"):
         lines += ["", "Ratios (same run): " + ", ".join(f"{k} {v:.2f}x" for k, v in result["ratios"].items())]
     return "\n".join(lines) + "\n"
