@@ -181,9 +181,9 @@ class StemModel:
                 make silence the likeliest draw (on by default; a no-op at temperature 1).
             silence_temperature: the gate's own temperature (default: the level's); lower keeps
                 a stem that the model thinks probably sounds from falling silent.
-            sampler: ``"fused"`` (the fused step ops, and the fused attention on a CPU with
-                AVX512-BF16) or ``"eager"`` (the reference functions): the same tokens from the
-                same seed, except in bf16 where the fused attention's rounding tips a near-tie.
+            sampler: ``"fused"`` (the fused step ops, and the fused attention on a CPU: bf16 with
+                AVX512-BF16, float32 with AVX2) or ``"eager"`` (the reference functions): the same
+                tokens from the same seed, except where the fused attention's rounding tips a near-tie.
             compile: compile each decoding step with ``torch.compile``.
             num_samples: stems per context (a batch); more than one returns a list.
             keep: a :class:`Stem`, path or array of a stem to keep (continuation: a stem shorter

@@ -210,9 +210,9 @@ def generate(context: Path, instrument: str = "bass", output: Optional[Path] = N
         plot: also write a PNG of the context, stem and mix spectrograms here.
         device: cpu or cuda (default: cuda when available).
         sampler: "fused" (default: the torch.ops.stemgen kernels, and the fused attention on a
-            CPU with AVX512-BF16) or "eager" (the reference functions); the same seed gives the
-            same stem with either, except in bf16 where the fused attention's rounding tips a
-            near-tie (about 0.5% of a stem's tokens).
+            CPU: bf16 with AVX512-BF16, float32 with AVX2) or "eager" (the reference functions); the
+            same seed gives the same stem with either, except where the fused attention's rounding
+            tips a near-tie (in bf16 about 0.5% of a stem's tokens; far fewer in float32).
         compile: compile each decoding step with torch.compile (CUDA: captured as a CUDA graph);
             the first level pays the compilation.
     """

@@ -44,10 +44,10 @@ class SamplingSettings:
         w_random: ranking weight of the uniform noise, w_r (paper: 1.0).
         sampler: how the per-step work after the forward pass runs: "fused" (the
             ``torch.ops.stemgen`` ops: compiled C++ on CPU, Triton on CUDA, the eager reference where
-            neither builds), with the model's fused attention kernel where it applies (CPU, bf16,
-            AVX512-BF16: :mod:`stemgen.model.attention`), or "eager" (the reference functions of
-            :mod:`.steps` and the reference attention). Both commit the same tokens from the same
-            noise, except where the fused attention's bf16 rounding tips a near-tie.
+            neither builds), with the model's fused attention kernel where it applies (CPU: bf16
+            with AVX512-BF16, float32 with AVX2; :mod:`stemgen.model.attention`), or "eager" (the
+            reference functions of :mod:`.steps` and the reference attention). Both commit the same
+            tokens from the same noise, except where the fused attention's rounding tips a near-tie.
         compile: run each decoding step (forward pass of all branches + the step ops) through
             ``torch.compile``; on CUDA with CUDA graphs ("reduce-overhead"). The first level pays the
             compilation.
