@@ -109,19 +109,6 @@ def test_the_float32_kernel_softmax_is_over_every_frame_and_only_real_ones():
 
 
 @kernel_f32
-def test_the_float32_kernel_rejects_what_it_cannot_compute():
-    ext = attention.cpu_extension()
-    qkv, cos, sin = qkv_and_tables(1, 8, 64, 4)
-    qkv = qkv.float()
-    with pytest.raises(RuntimeError, match="bfloat16 or float32"):
-        ext.rotary_attention(qkv.half(), cos, sin, 4)
-    with pytest.raises(RuntimeError, match="multiple of 16"):
-        ext.rotary_attention(qkv, cos, sin, 8)  # head size 8
-    with pytest.raises(RuntimeError, match="cos and sin"):
-        ext.rotary_attention(qkv, cos[:4], sin[:4], 4)  # tables shorter than T
-
-
-@kernel_f32
 def test_the_float32_model_with_fused_attention_gives_the_reference_logits_and_compiles():
     from torch._dynamo.utils import counters
 
@@ -141,10 +128,12 @@ def test_the_float32_model_with_fused_attention_gives_the_reference_logits_and_c
     torch.testing.assert_close(compiled, out, atol=1e-4, rtol=1e-4)
 
 
-@kernel
-def test_the_kernel_rejects_what_it_cannot_compute():
+@pytest.mark.parametrize("dtype", [pytest.param(torch.bfloat16, marks=kernel),
+                                   pytest.param(torch.float32, marks=kernel_f32)])
+def test_the_kernel_rejects_what_it_cannot_compute(dtype):
     ext = attention.cpu_extension()
     qkv, cos, sin = qkv_and_tables(1, 8, 64, 4)
+    qkv = qkv.to(dtype)
     with pytest.raises(RuntimeError, match="bfloat16 or float32"):
         ext.rotary_attention(qkv.half(), cos, sin, 4)
     with pytest.raises(RuntimeError, match="multiple of 16"):
