@@ -5,7 +5,8 @@
 ``torch.ops.stemgen.rotary_attention(qkv, cos, sin, n_heads) -> (B, T, D)`` computes the same
 from the ``(B, T, 3D)`` output of the qkv projection in one C++ kernel (``csrc/attention.cpp``)
 per (example, head): in bf16 with AVX512-BF16 dot products and fp32 accumulation (4-5.5x faster
-than the reference at the `small` preset's head size 32), or in float32 with AVX2 FMA chains,
+than the reference at the `small` preset's head size 32), on AMX tiles where the CPU has them
+(Intel Xeon from Sapphire Rapids; head sizes 32 and 64: :func:`amx_runs`), or in float32 with AVX2 FMA chains,
 for CPUs without native bf16, where inference runs in float32 (docs/performance.md). It runs
 where :func:`fused_applies` holds (CPU, bf16 or float32, head size a multiple of 16, no gradient)
 and the CPU has the kernel's instructions (:func:`kernel_runs`); elsewhere the op runs the
@@ -55,6 +56,13 @@ def kernel_runs(dtype: torch.dtype) -> bool:
     if ext is None:
         return False
     return bool(ext.supported()) if dtype == torch.bfloat16 else dtype == torch.float32 and bool(ext.supported_float32())
+
+
+def amx_runs() -> bool:
+    """Whether the bf16 kernel runs its products on AMX tiles here (for head sizes 32 and 64): a CPU
+    with AMX-BF16 whose OS lets this process use the tile registers."""
+    ext = cpu_extension()
+    return ext is not None and bool(ext.amx_supported())
 
 
 def fused_applies(qkv: torch.Tensor, n_heads: int) -> bool:

@@ -11,6 +11,7 @@ from stemgen.model.transformer import rotary_tables
 
 kernel = pytest.mark.skipif(not attention.kernel_runs(torch.bfloat16),
                             reason="the fused bf16 attention kernel needs a C++ compiler and a CPU with AVX512-BF16")
+amx = pytest.mark.skipif(not attention.amx_runs(), reason="the AMX path needs a CPU with AMX-BF16 (Intel Xeon)")
 kernel_f32 = pytest.mark.skipif(not attention.kernel_runs(torch.float32),
                                 reason="the fused float32 attention kernel needs a C++ compiler and a CPU with AVX2")
 
@@ -23,12 +24,15 @@ def qkv_and_tables(b, t, d, h, seed=0, scale=2.0):
 
 
 @kernel
+@pytest.mark.parametrize("use_amx", [pytest.param(True, marks=amx), False])
 @pytest.mark.parametrize("b,t,d,h", [(3, 200, 256, 8), (1, 37, 64, 2), (2, 50, 64, 4), (1, 33, 192, 4),
-                                     (2, 17, 128, 2), (1, 1, 32, 1), (2, 64, 96, 3)])
-def test_the_kernel_matches_the_reference_to_bf16_rounding(b, t, d, h):
+                                     (2, 17, 128, 2), (1, 1, 32, 1), (2, 64, 96, 3), (1, 70, 256, 4)])
+def test_the_kernel_matches_the_reference_to_bf16_rounding(b, t, d, h, use_amx):
+    # head sizes 32 and 64 run on AMX tiles where the CPU has them (use_amx), the others and
+    # use_amx=False on AVX512-BF16 dot products
     qkv, cos, sin = qkv_and_tables(b, t, d, h)
     with torch.no_grad():
-        out = torch.ops.stemgen.rotary_attention(qkv, cos, sin, h)
+        out = attention.cpu_extension().rotary_attention(qkv, cos, sin, h, use_amx)
         ref = attention.reference_attention(qkv, cos, sin, h)
         exact = attention.reference_attention(qkv.float(), cos, sin, h)  # float32 throughout
     assert out.dtype == torch.bfloat16 and out.shape == (b, t, d)
@@ -40,7 +44,8 @@ def test_the_kernel_matches_the_reference_to_bf16_rounding(b, t, d, h):
 
 
 @kernel
-def test_the_kernel_softmax_is_over_every_frame_and_only_real_ones():
+@pytest.mark.parametrize("use_amx", [pytest.param(True, marks=amx), False])
+def test_the_kernel_softmax_is_over_every_frame_and_only_real_ones(use_amx):
     # v = one-hot frame index: the output is the attention weights of each query, which must be
     # a distribution over the T real frames (T = 21: padded keys and odd frame pairs must not leak)
     b, t, h = 1, 21, 1
@@ -50,9 +55,26 @@ def test_the_kernel_softmax_is_over_every_frame_and_only_real_ones():
     v[0, torch.arange(t), torch.arange(t)] = 1.0
     qkv[..., 2 * d:] = v.bfloat16()
     with torch.no_grad():
-        weights = torch.ops.stemgen.rotary_attention(qkv, cos, sin, h).float()[0, :, :t]  # (T queries, T keys)
+        weights = attention.cpu_extension().rotary_attention(qkv, cos, sin, h, use_amx).float()[0]  # (T, d)
     assert (weights >= 0).all() and (weights[:, t:] == 0).all()
     torch.testing.assert_close(weights.sum(-1), torch.ones(t), atol=0.02, rtol=0)
+
+
+@pytest.mark.parametrize("dtype,use_amx", [pytest.param(torch.bfloat16, True, marks=[kernel, amx]),
+                                           pytest.param(torch.bfloat16, False, marks=kernel),
+                                           pytest.param(torch.float32, False, marks=kernel_f32)])
+def test_the_kernel_gives_far_below_maximum_keys_exactly_zero_weight(dtype, use_amx):
+    # one key scores far above the others (differences of ~1000 in log2 units): every other weight
+    # is exactly 0 and the winner exactly 1 (the kernel's 2^x is 0 below 2^-125, never subnormal)
+    b, t, h, d = 1, 40, 1, 32
+    qkv = torch.zeros(b, t, 3 * d)
+    qkv[0, :, :d] = 30.0  # every query alike
+    qkv[0, 7, d:2 * d] = 30.0  # key 7 scores 32 * 900 / sqrt(32): the others 0
+    qkv[0, :, 2 * d:] = torch.arange(t, dtype=torch.float32)[:, None]  # v = the frame index
+    cos, sin = torch.ones(t, d // 2), torch.zeros(t, d // 2)  # rotary off
+    with torch.no_grad():
+        out = attention.cpu_extension().rotary_attention(qkv.to(dtype), cos, sin, h, use_amx).float()
+    assert torch.equal(out, torch.full_like(out, 7.0))
 
 
 def test_the_op_runs_the_reference_where_the_kernel_does_not_apply(monkeypatch):
@@ -205,7 +227,7 @@ def test_the_kernel_source_builds_for_an_avx2_cpu_and_declines_there():
 
     ext = cpu_kernels.load_extension("stemgen_attention_check", attention.CSRC, "attention kernel (AVX2 build)",
                                      capability="AVX2")
-    assert ext is not None and ext.supported() is False
+    assert ext is not None and ext.supported() is False and ext.amx_supported() is False
     qkv, cos, sin = qkv_and_tables(1, 8, 64, 4)
     with pytest.raises(RuntimeError, match="AVX512-BF16"):
         ext.rotary_attention(qkv, cos, sin, 4)

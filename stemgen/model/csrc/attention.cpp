@@ -25,7 +25,10 @@
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -42,16 +45,18 @@ constexpr float kExp2Poly[kExp2Terms] = {1.535336188319500e-4f, 1.33988744026657
 #define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
 // 2^x for x <= 0 (-inf included: 0), within a few ulp of fp32: 2^n * p(f) with n the nearest
-// integer and f = x - n in [-1/2, 1/2], p Cephes' exp2f polynomial; below -150 the result
-// rounds to 0 as exp does. Half the instructions of ATen's exp_u20, which took a fifth of the
-// kernel's time at head size 32 (the scores arrive already multiplied by log2(e)).
+// integer and f = x - n in [-1/2, 1/2], p Cephes' exp2f polynomial. Where n < -125 the result
+// (< 2^-125) is 0: no subnormal is ever made, which on Intel cores costs a microcode assist of
+// ~100 cycles per instruction (padded keys, far-below-maximum scores: most rows have some; it
+// made the softmax 3-4x slower on a Xeon). Half the instructions of ATen's exp_u20, which took a
+// fifth of the kernel's time at head size 32 (the scores arrive already multiplied by log2(e)).
 BF16_TARGET inline __m512 exp2_nonpositive(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-151.0f));
   const __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 f = _mm512_sub_ps(x, n);
   __m512 p = _mm512_set1_ps(kExp2Poly[0]);
   for (int c = 1; c < kExp2Terms; ++c) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2Poly[c]));
-  return _mm512_scalef_ps(p, n);
+  return _mm512_maskz_scalef_ps(_mm512_cmp_ps_mask(n, _mm512_set1_ps(-125.0f), _CMP_GE_OQ), p, n);
 }
 
 // scores of R query rows against NB blocks of 16 keys from j: R x NB independent dot-product chains
@@ -106,11 +111,13 @@ BF16_TARGET inline void rows_pv(const uint32_t* const* p, const float* inv, cons
   }
 }
 
+// rotary q and k and the packing of one head: q_pairs (Tq, hd/2) rotated q rows as bf16 pairs (rows
+// T..Tq zero), k_pack (hd/2, Tp) rotated keys as pairs of features (VNNI layout: key columns,
+// padded with zeros to Tp), v_pack (Tp/2, hd) v as pairs of consecutive frames (zero beyond T)
 BF16_TARGET
-void head_attention(const uint16_t* qkv, int64_t T, int64_t row_stride, int64_t q_off, int64_t k_off, int64_t v_off,
-                    int64_t hd, const float* cs, float scale, uint16_t* out, int64_t out_stride,
-                    uint32_t* q_pairs, uint32_t* k_pack, uint32_t* v_pack, float* scores, uint32_t* p_pairs) {
-  const int64_t half = hd / 2, Tp = (T + 15) / 16 * 16, T2 = Tp / 2;
+void pack_head(const uint16_t* qkv, int64_t T, int64_t Tq, int64_t Tp, int64_t row_stride, int64_t q_off, int64_t k_off,
+               int64_t v_off, int64_t hd, const float* cs, uint32_t* q_pairs, uint32_t* k_pack, uint32_t* v_pack) {
+  const int64_t half = hd / 2, T2 = Tp / 2;
   // rotary for q and k, 8 pairs at a time: x * (c, c) + swap(x) * (-s, s) is the model's
   // apply_rotary (x1 c - x2 s, x1 s + x2 c) in fp32 with the same roundings, then bf16 (RNE)
   const __m512i swap_idx = _mm512_set_epi32(14, 15, 12, 13, 10, 11, 8, 9, 6, 7, 4, 5, 2, 3, 0, 1);
@@ -135,6 +142,7 @@ void head_attention(const uint16_t* qkv, int64_t T, int64_t row_stride, int64_t 
       }
     }
   }
+  std::fill(q_pairs + T * half, q_pairs + Tq * half, 0u);
   for (int64_t m = 0; m < half; ++m) for (int64_t t = T; t < Tp; ++t) k_pack[m * Tp + t] = 0;
   // v as pairs of consecutive frames: v_pack[j2][d] = (v[2 j2][d], v[2 j2 + 1][d])
   const __m512i pair_idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
@@ -150,7 +158,31 @@ void head_attention(const uint16_t* qkv, int64_t T, int64_t row_stride, int64_t 
       _mm512_storeu_si512(v_pack + j2 * hd + d, _mm512_permutexvar_epi16(pair_idx, ab));
     }
   }
-  const __m512 neg_inf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+}
+
+// softmax numerator of one row of raw scores sc (T real, padded to Tp with anything): 2^(sc scale -
+// max), scale carrying log2(e), rounded to bf16 into p (Tp values, 0 beyond T); returns 1 / sum
+BF16_TARGET inline float softmax_row(float* sc, int64_t T, int64_t Tp, float scale, uint16_t* p) {
+  for (int64_t t = T; t < Tp; ++t) sc[t] = -std::numeric_limits<float>::infinity();
+  const __m512 s = _mm512_set1_ps(scale);
+  __m512 mx = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t jj = 0; jj < Tp; jj += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(sc + jj));
+  const __m512 vmax = _mm512_mul_ps(_mm512_set1_ps(_mm512_reduce_max_ps(mx)), s);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t jj = 0; jj < Tp; jj += 16) {
+    const __m512 e = exp2_nonpositive(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(sc + jj), s), vmax));
+    sum = _mm512_add_ps(sum, e);
+    _mm256_storeu_si256((__m256i*)(p + jj), (__m256i)_mm512_cvtneps_pbh(e));
+  }
+  return 1.0f / _mm512_reduce_add_ps(sum);
+}
+
+BF16_TARGET
+void head_attention(const uint16_t* qkv, int64_t T, int64_t row_stride, int64_t q_off, int64_t k_off, int64_t v_off,
+                    int64_t hd, const float* cs, float scale, uint16_t* out, int64_t out_stride,
+                    uint32_t* q_pairs, uint32_t* k_pack, uint32_t* v_pack, float* scores, uint32_t* p_pairs) {
+  const int64_t half = hd / 2, Tp = (T + 15) / 16 * 16, T2 = Tp / 2;
+  pack_head(qkv, T, T, Tp, row_stride, q_off, k_off, v_off, hd, cs, q_pairs, k_pack, v_pack);
   constexpr int R = 4;
   for (int64_t i0 = 0; i0 < T; i0 += R) {
     const int rows = int(std::min<int64_t>(R, T - i0));
@@ -164,19 +196,8 @@ void head_attention(const uint16_t* qkv, int64_t T, int64_t row_stride, int64_t 
     }
     for (int r = 0; r < rows; ++r) {
       const int64_t i = i0 + r;
-      float* sc = scores + r * Tp;
-      for (int64_t t = T; t < Tp; ++t) sc[t] = -std::numeric_limits<float>::infinity();
-      __m512 mx = neg_inf;
-      for (int64_t jj = 0; jj < Tp; jj += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(sc + jj));
-      const __m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-      __m512 sum = _mm512_setzero_ps();
-      uint16_t* pb = reinterpret_cast<uint16_t*>(p_pairs + r * T2);
-      for (int64_t jj = 0; jj < Tp; jj += 16) {
-        const __m512 e = exp2_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(sc + jj), vmax));
-        sum = _mm512_add_ps(sum, e);
-        _mm256_storeu_si256((__m256i*)(pb + jj), (__m256i)_mm512_cvtneps_pbh(e));
-      }
-      inv[r] = 1.0f / _mm512_reduce_add_ps(sum);
+      // the scores are already scaled (rows_scores)
+      inv[r] = softmax_row(scores + r * Tp, T, Tp, 1.0f, reinterpret_cast<uint16_t*>(p_pairs + r * T2));
       prow[r] = p_pairs + r * T2;
       orow[r] = out + i * out_stride;
     }
@@ -188,21 +209,111 @@ void head_attention(const uint16_t* qkv, int64_t T, int64_t row_stride, int64_t 
     }
   }
 }
+
+// The same head on AMX tiles (Intel Xeon from Sapphire Rapids): q k^T and p v as 16 x 16 tile
+// products with 32 bf16 per row (TDPBF16PS: 16 x 16 x 32 multiply-adds into fp32, the VNNI pair
+// layouts of pack_head being AMX's B operand), the softmax as above on 16 rows at a time. Head sizes
+// 32 and 64 (one or two K tiles); Tp a multiple of 32 (p v runs over 32 frames a tile).
+// Tile registers: 0-3 accumulators, 4-5 q (two K halves) or p, 6 k or v.
+#define AMX_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,amx-tile,amx-bf16")))
+
+struct alignas(64) TileConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+// every tile 16 rows x 64 bytes (16 fp32, or 32 bf16 as 16 pairs)
+AMX_TARGET void amx_configure() {
+  TileConfig cfg{};
+  cfg.palette = 1;
+  for (int i = 0; i < 8; ++i) { cfg.colsb[i] = 64; cfg.rows[i] = 16; }
+  // not _tile_loadconfig: GCC 12's declares only 8 of the 64 bytes as read, and drops the rest's stores
+  asm volatile("ldtilecfg %0" :: "m"(cfg));
+}
+
+AMX_TARGET void amx_release() { _tile_release(); }
+
+// the compiler must not move plain stores that a tile load reads past it (the tile intrinsics are
+// asm statements that do not declare the memory they read)
+#define MEMORY_BARRIER() asm volatile("" ::: "memory")
+
+AMX_TARGET
+void head_attention_amx(const uint16_t* qkv, int64_t T, int64_t row_stride, int64_t q_off, int64_t k_off, int64_t v_off,
+                        int64_t hd, const float* cs, float scale, uint16_t* out, int64_t out_stride,
+                        uint32_t* q_pairs, uint32_t* k_pack, uint32_t* v_pack, float* scores, uint32_t* p_pairs,
+                        float* o_tile) {
+  const int64_t half = hd / 2, Tq = (T + 15) / 16 * 16, Tp = (T + 31) / 32 * 32, T2 = Tp / 2;
+  pack_head(qkv, T, Tq, Tp, row_stride, q_off, k_off, v_off, hd, cs, q_pairs, k_pack, v_pack);
+  MEMORY_BARRIER();
+  const bool wide = hd == 64;
+  const long q_stride = half * 4, k_stride = Tp * 4, s_stride = Tp * 4, p_stride = T2 * 4, v_stride = hd * 4;
+  for (int64_t i0 = 0; i0 < Tq; i0 += 16) {
+    const int rows = int(std::min<int64_t>(16, T - i0));
+    _tile_loadd(4, q_pairs + i0 * half, q_stride);
+    if (wide) _tile_loadd(5, q_pairs + i0 * half + 16, q_stride);
+    for (int64_t j = 0; j < Tp; j += 32) {  // two blocks of 16 keys
+      _tile_zero(0); _tile_zero(1);
+      _tile_loadd(6, k_pack + j, k_stride);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_loadd(6, k_pack + j + 16, k_stride);
+      _tile_dpbf16ps(1, 4, 6);
+      if (wide) {
+        _tile_loadd(6, k_pack + 16 * Tp + j, k_stride);
+        _tile_dpbf16ps(0, 5, 6);
+        _tile_loadd(6, k_pack + 16 * Tp + j + 16, k_stride);
+        _tile_dpbf16ps(1, 5, 6);
+      }
+      _tile_stored(0, scores + j, s_stride);
+      _tile_stored(1, scores + j + 16, s_stride);
+    }
+    float inv[16];
+    for (int r = 0; r < 16; ++r)  // rows past T: zero q, finite scores, outputs never written
+      inv[r] = softmax_row(scores + r * Tp, T, Tp, scale, reinterpret_cast<uint16_t*>(p_pairs + r * T2));
+    MEMORY_BARRIER();
+    _tile_zero(0); _tile_zero(1);
+    if (wide) { _tile_zero(2); _tile_zero(3); }
+    for (int64_t f = 0; f < T2; f += 16) {  // 32 frames: 16 frame pairs
+      _tile_loadd(4, p_pairs + f, p_stride);
+      _tile_loadd(6, v_pack + f * hd, v_stride);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_loadd(6, v_pack + f * hd + 16, v_stride);
+      _tile_dpbf16ps(1, 4, 6);
+      if (wide) {
+        _tile_loadd(6, v_pack + f * hd + 32, v_stride);
+        _tile_dpbf16ps(2, 4, 6);
+        _tile_loadd(6, v_pack + f * hd + 48, v_stride);
+        _tile_dpbf16ps(3, 4, 6);
+      }
+    }
+    _tile_stored(0, o_tile, v_stride);
+    _tile_stored(1, o_tile + 16, v_stride);
+    if (wide) { _tile_stored(2, o_tile + 32, v_stride); _tile_stored(3, o_tile + 48, v_stride); }
+    for (int r = 0; r < rows; ++r) {
+      const __m512 s = _mm512_set1_ps(inv[r]);
+      uint16_t* o = out + (i0 + r) * out_stride;
+      for (int64_t d = 0; d < hd; d += 16)
+        _mm256_storeu_si256((__m256i*)(o + d), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(o_tile + r * hd + d), s)));
+    }
+  }
+}
 #endif
 
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
 #define F32_TARGET __attribute__((target("avx2,fma")))
 
 // 2^x for x <= 0 (-inf included: 0) in 8 lanes: Cephes' exp2f polynomial as above, 2^n built in
-// the exponent field; x is clamped at -127, where 2^n's field is 0, so that far below the
-// maximum (and at -inf: padded keys) the result is exactly 0, as exp's underflow.
+// the exponent field; where n < -125 the field is 0 and the result exactly 0, never a subnormal
+// (as exp2_nonpositive; x is clamped at -127 first so that -inf, padded keys, stays finite).
 F32_TARGET inline __m256 exp2_nonpositive8(__m256 x) {
   x = _mm256_max_ps(x, _mm256_set1_ps(-127.0f));
   const __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m256 f = _mm256_sub_ps(x, n);
   __m256 p = _mm256_set1_ps(kExp2Poly[0]);
   for (int c = 1; c < kExp2Terms; ++c) p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(kExp2Poly[c]));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  const __m256 low = _mm256_cmp_ps(n, _mm256_set1_ps(-125.0f), _CMP_LT_OQ);
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(_mm256_blendv_ps(n, _mm256_set1_ps(-127.0f), low)),
+                                                       _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 
@@ -346,6 +457,21 @@ bool supported() {
 #endif
 }
 
+// AMX-TILE and AMX-BF16 (CPUID leaf 7: EDX bits 24 and 22), and Linux's permission for this process
+// to use the tile data (asked once: arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA)
+bool amx_supported() {
+#if defined(CPU_CAPABILITY_AVX512)
+  static const bool ok = [] {
+    unsigned a, b, c, d;
+    if (!supported() || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(d & (1u << 24)) || !(d & (1u << 22))) return false;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+  }();
+  return ok;
+#else
+  return false;
+#endif
+}
+
 bool supported_float32() {
 #if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -354,7 +480,8 @@ bool supported_float32() {
 #endif
 }
 
-at::Tensor rotary_attention(const at::Tensor& qkv_in, const at::Tensor& cos_in, const at::Tensor& sin_in, int64_t n_heads) {
+at::Tensor rotary_attention(const at::Tensor& qkv_in, const at::Tensor& cos_in, const at::Tensor& sin_in, int64_t n_heads,
+                            bool allow_amx) {
   TORCH_CHECK(qkv_in.dim() == 3 && qkv_in.size(2) % 3 == 0 &&
               (qkv_in.scalar_type() == at::kBFloat16 || qkv_in.scalar_type() == at::kFloat),
               "rotary_attention: qkv must be (B, T, 3D) bfloat16 or float32");
@@ -403,6 +530,23 @@ at::Tensor rotary_attention(const at::Tensor& qkv_in, const at::Tensor& cos_in, 
   }
   const uint16_t* src = reinterpret_cast<const uint16_t*>(qkv.data_ptr<at::BFloat16>());
   uint16_t* dst = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
+#if defined(CPU_CAPABILITY_AVX512)
+  if (allow_amx && (hd == 32 || hd == 64) && amx_supported()) {
+    const int64_t Tq = (T + 15) / 16 * 16, Tp = (T + 31) / 32 * 32;
+    at::parallel_for(0, B * n_heads, 1, [&](int64_t begin, int64_t end) {
+      std::vector<uint32_t> qp(Tq * hd / 2), kp(Tp * hd / 2), vp(Tp / 2 * hd), pp(16 * Tp / 2);
+      std::vector<float> sc(16 * Tp), ot(16 * hd);
+      amx_configure();  // tile state is per thread
+      for (int64_t bh = begin; bh < end; ++bh) {
+        const int64_t b = bh / n_heads, h = bh % n_heads;
+        head_attention_amx(src + b * T * 3 * D, T, 3 * D, h * hd, D + h * hd, 2 * D + h * hd, hd, cs.data(), scale,
+                           dst + b * T * D + h * hd, D, qp.data(), kp.data(), vp.data(), sc.data(), pp.data(), ot.data());
+      }
+      amx_release();
+    });
+    return out;
+  }
+#endif
   const int64_t Tp = (T + 15) / 16 * 16;
   at::parallel_for(0, B * n_heads, 1, [&](int64_t begin, int64_t end) {
     std::vector<uint32_t> qp(T * hd / 2), kp(Tp * hd / 2), vp(Tp / 2 * hd), pp(4 * Tp / 2);
@@ -425,5 +569,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supported", &supported, "whether this CPU runs the bf16 kernel (AVX512-BF16, and an AVX512 build)");
   m.def("supported_float32", &supported_float32, "whether this CPU runs the float32 kernel (AVX2 and FMA, and an "
         "AVX2 or AVX512 build)");
-  m.def("rotary_attention", &rotary_attention, "rotary + softmax attention of (B, T, 3D) bf16 or float32 qkv -> (B, T, D)");
+  m.def("amx_supported", &amx_supported, "whether this CPU and OS run the bf16 kernel on AMX tiles (head sizes 32 and 64)");
+  m.def("rotary_attention", &rotary_attention, "rotary + softmax attention of (B, T, 3D) bf16 or float32 qkv -> (B, T, D); "
+        "allow_amx: bf16 on AMX tiles where the CPU has them", py::arg("qkv"), py::arg("cos"), py::arg("sin"),
+        py::arg("n_heads"), py::arg("allow_amx") = true);
 }
