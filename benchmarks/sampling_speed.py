@@ -21,7 +21,8 @@
 (e) CPU: one attention layer (rotary + softmax attention) of a 4 s window, the reference
     (``stemgen.model.attention.reference_attention``: what the eager sampler runs) against the fused
     op ``torch.ops.stemgen.rotary_attention`` (what the fused and compiled samplers run), in float32
-    (AVX2 kernel) and, where the CPU has native bf16, in bf16 (AVX512-BF16 kernel).
+    (AVX2 kernel) and, where the CPU has native bf16, in bf16 (AVX512-BF16 kernel, on AMX tiles where
+    the CPU has them: `amx`).
 
 Writes benchmarks/results/sampling_speed_<device>.json and .md.
 """
@@ -115,6 +116,7 @@ def attention_work(device, repeats: int) -> list[dict]:
                                                device, repeats)
                 rows.append({"preset": preset, "dtype": str(dtype)[6:], "batch": batch, "frames": frames,
                              "head_size": dim // heads, "kernel": attention.kernel_runs(dtype),
+                             "amx": dtype == torch.bfloat16 and dim // heads in (32, 64) and attention.amx_runs(),
                              "reference_ms": 1e3 * ref, "fused_ms": 1e3 * fast, "ratio": ref / fast})
                 print(rows[-1], flush=True)
     return rows
@@ -265,7 +267,8 @@ def alternating(device, preset: str, variants, profile: Path | None = None) -> l
 def markdown(result: dict) -> str:
     m = result["machine"]
     lines = [f"# Sampling speed ({result['device']})", "",
-             f"Machine: {m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}, GPU {m.get('gpu')}; "
+             f"Machine: {m.get('cpu')}, {m.get('cores')} cores ({m.get('cpu_capability', '?')}, native bf16 "
+             f"{m.get('cpu_native_bf16')}, AMX {m.get('cpu_amx_bf16', '?')}), torch {m.get('torch')}, GPU {m.get('gpu')}; "
              f"CPU kernels: {result['cpu_kernels']}.", "",
              "## (a) Step work after the forward pass (V = 2048)", "",
              "| frames | batch | guidance | logits | eager ms | fused ms | eager / fused |", "|---|---|---|---|---|---|---|"]
@@ -291,10 +294,11 @@ def markdown(result: dict) -> str:
                   f"step eager vs {r['estimated_stem_seconds'][1]:.1f} s committing steps fused."]
     if result.get("attention"):
         lines += ["", "## (e) One attention layer (rotary + softmax attention), 200 frames", "",
-                  "| preset | dtype | batch | head size | kernel ran | reference ms | fused ms | reference / fused |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| preset | dtype | batch | head size | kernel ran | on AMX tiles | reference ms | fused ms | reference / fused |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in result["attention"]:
             lines.append(f"| {r['preset']} | {r.get('dtype', 'bfloat16')} | {r['batch']} | {r['head_size']} | {r['kernel']} | "
+                         f"{r.get('amx', False)} | "
                          f"{r['reference_ms']:.3f} | {r['fused_ms']:.3f} | {r['ratio']:.2f}x |")
     if result.get("ratios"):
         lines += ["", "Ratios (same run): " + ", ".join(f"{k} {v:.2f}x" for k, v in result["ratios"].items())]
