@@ -50,7 +50,7 @@ constexpr float kExp2Poly[kExp2Terms] = {1.535336188319500e-4f, 1.33988744026657
 // integer and f = x - n in [-1/2, 1/2], p Cephes' exp2f polynomial. Where n < -125 the result
 // (< 2^-125) is 0: no subnormal is ever made, which on Intel cores costs a microcode assist of
 // ~100 cycles per instruction (padded keys, far-below-maximum scores: most rows have some; it
-// made the softmax 3-4x slower on a Xeon). Half the instructions of ATen's exp_u20, which took a
+// made the whole kernel 1.6-1.9x slower on a Xeon). Half the instructions of ATen's exp_u20, which took a
 // fifth of the kernel's time at head size 32 (the scores arrive already multiplied by log2(e)).
 BF16_TARGET inline __m512 exp2_nonpositive(__m512 x) {
   x = _mm512_max_ps(x, _mm512_set1_ps(-151.0f));
