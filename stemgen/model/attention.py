@@ -58,11 +58,16 @@ def kernel_runs(dtype: torch.dtype) -> bool:
     return bool(ext.supported()) if dtype == torch.bfloat16 else dtype == torch.float32 and bool(ext.supported_float32())
 
 
-def amx_runs() -> bool:
-    """Whether the bf16 kernel runs its products on AMX tiles here (for head sizes 32 and 64): a CPU
-    with AMX-BF16 whose OS lets this process use the tile registers."""
+#: head sizes whose bf16 products the kernel runs on AMX tiles (``csrc/attention.cpp``'s dispatch)
+AMX_HEAD_SIZES = (32, 64)
+
+
+def amx_runs(head_size: int | None = None) -> bool:
+    """Whether the bf16 kernel runs its products on AMX tiles here: a CPU with AMX-BF16 whose OS
+    lets this process use the tile registers, and (if given) a head size in :data:`AMX_HEAD_SIZES`."""
     ext = cpu_extension()
-    return ext is not None and bool(ext.amx_supported())
+    return (ext is not None and bool(ext.amx_supported())
+            and (head_size is None or head_size in AMX_HEAD_SIZES))
 
 
 def fused_applies(qkv: torch.Tensor, n_heads: int) -> bool:
