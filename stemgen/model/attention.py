@@ -58,16 +58,13 @@ def kernel_runs(dtype: torch.dtype) -> bool:
     return bool(ext.supported()) if dtype == torch.bfloat16 else dtype == torch.float32 and bool(ext.supported_float32())
 
 
-#: head sizes whose bf16 products the kernel runs on AMX tiles (``csrc/attention.cpp``'s dispatch)
-AMX_HEAD_SIZES = (32, 64)
-
-
 def amx_runs(head_size: int | None = None) -> bool:
     """Whether the bf16 kernel runs its products on AMX tiles here: a CPU with AMX-BF16 whose OS
-    lets this process use the tile registers, and (if given) a head size in :data:`AMX_HEAD_SIZES`."""
+    lets this process use the tile registers, and (if given) a head size the kernel runs there (32, 64:
+    the kernel's own ``amx_head_size``)."""
     ext = cpu_extension()
     return (ext is not None and bool(ext.amx_supported())
-            and (head_size is None or head_size in AMX_HEAD_SIZES))
+            and (head_size is None or bool(ext.amx_head_size(head_size))))
 
 
 def fused_applies(qkv: torch.Tensor, n_heads: int) -> bool:

@@ -60,6 +60,13 @@ def test_the_kernel_softmax_is_over_every_frame_and_only_real_ones(use_amx):
     torch.testing.assert_close(weights.sum(-1), torch.ones(t), atol=0.02, rtol=0)
 
 
+@amx
+def test_amx_runs_names_the_head_sizes_the_kernel_tiles():
+    # the kernel's own dispatch answers (amx_head_size): 32 and 64 on tiles, any other on dot products
+    assert attention.amx_runs(32) and attention.amx_runs(64)
+    assert not attention.amx_runs(16) and not attention.amx_runs(48) and not attention.amx_runs(128)
+
+
 @pytest.mark.parametrize("dtype,use_amx", [pytest.param(torch.bfloat16, True, marks=[kernel, amx]),
                                            pytest.param(torch.bfloat16, False, marks=kernel),
                                            pytest.param(torch.float32, False, marks=kernel_f32)])

@@ -460,6 +460,10 @@ bool supported() {
 #endif
 }
 
+// the head sizes whose bf16 products run on AMX tiles (one 16 x 32 bf16 tile row holds 32 or 64 of them
+// in one or two k-steps); the one place that says so, read by Python through the binding
+bool amx_head_size(int64_t hd) { return hd == 32 || hd == 64; }
+
 // AMX-TILE and AMX-BF16 (CPUID leaf 7: EDX bits 24 and 22), and Linux's permission for this process
 // to use the tile data (asked once: arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA)
 bool amx_supported() {
@@ -534,7 +538,7 @@ at::Tensor rotary_attention(const at::Tensor& qkv_in, const at::Tensor& cos_in, 
   const uint16_t* src = reinterpret_cast<const uint16_t*>(qkv.data_ptr<at::BFloat16>());
   uint16_t* dst = reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>());
 #if defined(CPU_CAPABILITY_AVX512)
-  if (allow_amx && (hd == 32 || hd == 64) && amx_supported()) {
+  if (allow_amx && amx_head_size(hd) && amx_supported()) {
     const int64_t Tq = (T + 15) / 16 * 16, Tp = (T + 31) / 32 * 32;
     at::parallel_for(0, B * n_heads, 1, [&](int64_t begin, int64_t end) {
       std::vector<uint32_t> qp(Tq * hd / 2), kp(Tp * hd / 2), vp(Tp / 2 * hd), pp(16 * Tp / 2);
@@ -573,6 +577,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("supported_float32", &supported_float32, "whether this CPU runs the float32 kernel (AVX2 and FMA, and an "
         "AVX2 or AVX512 build)");
   m.def("amx_supported", &amx_supported, "whether this CPU and OS run the bf16 kernel on AMX tiles (head sizes 32 and 64)");
+  m.def("amx_head_size", &amx_head_size, "whether the bf16 kernel runs this head size on AMX tiles (where amx_supported)");
   m.def("rotary_attention", &rotary_attention, "rotary + softmax attention of (B, T, 3D) bf16 or float32 qkv -> (B, T, D); "
         "allow_amx: bf16 on AMX tiles where the CPU has them", py::arg("qkv"), py::arg("cos"), py::arg("sin"),
         py::arg("n_heads"), py::arg("allow_amx") = true);
