@@ -59,7 +59,7 @@ def polyphony(out: Optional[Path] = None, limit: Optional[int] = None, seed: int
 
 def tokens(out: Path, data: str = "chorales", root: Optional[Path] = None, codec: str = "embedded",
            crop_seconds: float = 8.0, draws: int = 8, harmonic_context: bool = False, full_context: float = 0.0,
-           min_target_active: float = 0.0, seed: int = 0) -> None:
+           min_target_active: float = 0.0, pitched_context: float = 0.0, seed: int = 0) -> None:
     """Compute the tokens of training pairs once, for training without audio (`stemgen-train
     --data tokens --data.root OUT`, e.g. on a GPU machine without the audio packages).
 
@@ -79,6 +79,8 @@ def tokens(out: Path, data: str = "chorales", root: Optional[Path] = None, codec
             mix but the target) instead of a random subset.
         min_target_active: the least fraction of a training crop in which the target sounds (0: only
             a silent target is redrawn, as in the paper; e.g. 0.5 for parts that rest for long).
+        pitched_context: probability that a training pair with a pitched target leaves the drums out
+            of its context (a mix without a kit; 1 keeps the crops and targets drawn at 0).
         seed: seed of the crops and submixes.
     """
     from .data.datamodule import ChoralesData, SlakhData, StemsData
@@ -87,7 +89,8 @@ def tokens(out: Path, data: str = "chorales", root: Optional[Path] = None, codec
     if data not in kinds:
         raise ValueError(f"data must be one of {', '.join(kinds)}, got {data!r}.")
     dm = kinds[data](root, codec=codec, crop_seconds=crop_seconds, seed=seed, harmonic_context=harmonic_context,
-                     full_context=full_context, min_target_active=min_target_active)
+                     full_context=full_context, min_target_active=min_target_active,
+                     pitched_context=pitched_context)
     dm.prepare_data()  # renders the chorales if they are not there yet
     folder = dm.export_tokens(out, draws)
     meta = json.loads((folder / "tokens.json").read_text())

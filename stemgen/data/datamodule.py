@@ -109,6 +109,8 @@ class PairDataModule(StemgenData):
             instead of a random subset (validation and test keep the paper's distribution).
         min_target_active: the least fraction of a training crop in which the target sounds (0: only
             a silent target is redrawn, as in the paper; validation and test keep that).
+        pitched_context: probability that a training pair with a pitched target leaves the drums out
+            of its context (a mix without a kit; validation and test keep the paper's distribution).
     """
 
     layout = "auto"
@@ -118,7 +120,7 @@ class PairDataModule(StemgenData):
                  segment_seconds: float = 60.0, silence_db: float = -50.0, batch_size: int = 8,
                  num_workers: int = 2, seed: int = 0, tokens: bool = True, cache_eval_tokens: bool = True,
                  train_token_epochs: int = 0, harmonic_context: bool = False, full_context: float = 0.0,
-                 min_target_active: float = 0.0):
+                 min_target_active: float = 0.0, pitched_context: float = 0.0):
         super().__init__()
         self.root = Path(root).expanduser() if root is not None else None
         self.codec_name = codec
@@ -134,6 +136,7 @@ class PairDataModule(StemgenData):
         self.harmonic_context = harmonic_context
         self.full_context = full_context
         self.min_target_active = min_target_active
+        self.pitched_context = pitched_context
         self._codec = None
         self.datasets: dict[str, torch.utils.data.Dataset] = {}
         self.skipped: dict[str, int] = {}
@@ -180,7 +183,8 @@ class PairDataModule(StemgenData):
                           "silence": self.silence_db, "seed": pairs.seed, "n": n,
                           "harmonic": pairs.harmonic_context,
                           **({"full_context": pairs.full_context} if pairs.full_context else {}),
-                          **({"min_target_active": pairs.min_target_active} if pairs.min_target_active else {})},
+                          **({"min_target_active": pairs.min_target_active} if pairs.min_target_active else {}),
+                          **({"pitched_context": pairs.pitched_context} if pairs.pitched_context else {})},
                          sort_keys=True)
         return home() / "tokens" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.safetensors"
 
@@ -190,7 +194,8 @@ class PairDataModule(StemgenData):
                            self.silence_db, seed=self.seed + {"train": 0}.get(split, 1),
                            harmonic_context=self.harmonic_context and split == "train",
                            full_context=self.full_context if split == "train" else 0.0,
-                           min_target_active=self.min_target_active if split == "train" else 0.0)
+                           min_target_active=self.min_target_active if split == "train" else 0.0,
+                           pitched_context=self.pitched_context if split == "train" else 0.0)
 
     def export_tokens(self, out: str | Path, draws: int = 8, splits: tuple[str, ...] = ("train", "validation"),
                       progress: bool = True) -> Path:
@@ -210,7 +215,7 @@ class PairDataModule(StemgenData):
         meta = {"codec": {"name": str(self.codec_name), **self.codec.describe()}, "crop_seconds": self.crop_seconds,
                 "draws_per_segment": draws, "examples": counts, "harmonic_context": self.harmonic_context,
                 "full_context": self.full_context, "min_target_active": self.min_target_active,
-                "root": str(self.root), "seed": self.seed}
+                "pitched_context": self.pitched_context, "root": str(self.root), "seed": self.seed}
         atomic_write(out / TOKENS_META, lambda tmp: tmp.write_text(json.dumps(meta, indent=1)))
         return out
 

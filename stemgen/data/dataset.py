@@ -37,6 +37,8 @@ class PairDataset(torch.utils.data.Dataset):
             :func:`stemgen.data.pairs.sample_pair`).
         min_target_active: the least fraction of a crop in which the target sounds (see
             :func:`stemgen.data.pairs.sample_pair`; 0: only a silent target is rejected).
+        pitched_context: probability that a pitched target's context leaves out the drums (see
+            :func:`stemgen.data.pairs.sample_pair`).
 
     Items are dicts: ``context`` and ``target`` float32 ``(L,)``, ``instrument`` int64 (),
     ``song`` str, ``song_index`` int64 () (its position in ``songs``: tells examples of one song
@@ -45,9 +47,11 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __init__(self, songs: list[Song], sample_rate: int, crop_seconds: float = 20.0,
                  segment_seconds: float = 60.0, silence_db: float = -50.0, seed: int = 0,
-                 harmonic_context: bool = False, full_context: float = 0.0, min_target_active: float = 0.0):
-        if not 0.0 <= full_context <= 1.0:
-            raise ValueError(f"full_context is a probability in [0, 1], got {full_context}.")
+                 harmonic_context: bool = False, full_context: float = 0.0, min_target_active: float = 0.0,
+                 pitched_context: float = 0.0):
+        for name, p in (("full_context", full_context), ("pitched_context", pitched_context)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1], got {p}.")
         if not 0.0 <= min_target_active <= 1.0:
             raise ValueError(f"min_target_active is a fraction of the crop in [0, 1], got {min_target_active}.")
         self.songs = list(songs)
@@ -58,6 +62,7 @@ class PairDataset(torch.utils.data.Dataset):
         self.harmonic_context = harmonic_context
         self.full_context = full_context
         self.min_target_active = min_target_active
+        self.pitched_context = pitched_context
         self.index = [(s, seg) for s, song in enumerate(self.songs)
                       for seg in segments(song, segment_seconds, min_seconds=min(crop_seconds, segment_seconds) / 2)]
         if not self.index:
@@ -81,7 +86,7 @@ class PairDataset(torch.utils.data.Dataset):
                 pair = sample_pair(song, seg, (i + k) % len(self.index), rng, sample_rate=self.sample_rate,
                                    crop_seconds=self.crop_seconds, silence_db=self.silence_db,
                                    harmonic_context=self.harmonic_context, full_context=self.full_context,
-                                   min_target_active=self.min_target_active)
+                                   min_target_active=self.min_target_active, pitched_context=self.pitched_context)
             except DatasetError as err:
                 self.broken.add(song_idx)
                 log.warning("skipping song %s from now on: %s (%d broken songs)", song.id, err, len(self.broken))

@@ -96,10 +96,19 @@ def with_harmony(song: Song, context: tuple[int, ...], target: int, rng: np.rand
     return tuple(sorted(context + (pitched[int(rng.integers(len(pitched)))],))) if pitched else context
 
 
+def without_drums(song: Song, context: tuple[int, ...], target: int) -> tuple[int, ...]:
+    """``context`` without its drum stems when the target is pitched (a mix without a kit, e.g. a
+    choir or a string quartet); unchanged for a drums target or when only drums would be left."""
+    if song.stems[target].instrument == DRUMS_ID:
+        return context
+    pitched = tuple(i for i in context if song.stems[i].instrument != DRUMS_ID)
+    return pitched or context
+
+
 def sample_pair(song: Song, segment: tuple[int, int], segment_index: int, rng: np.random.Generator, *,
                 sample_rate: int, crop_seconds: float, silence_db: float = -50.0,
                 max_tries: int = 8, harmonic_context: bool = False, full_context: float = 0.0,
-                min_target_active: float = 0.0) -> Pair | None:
+                min_target_active: float = 0.0, pitched_context: float = 0.0) -> Pair | None:
     """Draw a non-silent pair from a random crop of one segment; ``None`` after ``max_tries``
     silent draws (the caller moves to another segment).
 
@@ -107,7 +116,10 @@ def sample_pair(song: Song, segment: tuple[int, int], segment_index: int, rng: n
     of its stems as stored, peak-normalised only if it would clip. ``harmonic_context``: a
     pitched target never gets a drums-only context (see :func:`with_harmony`). ``full_context``:
     the probability that the context is every other stem of the song (the whole mix but the
-    target, as a user's context is) instead of the paper's random subset. ``min_target_active``: the
+    target, as a user's context is) instead of the paper's random subset. ``pitched_context``: the
+    probability that a pitched target's context then leaves out the drums (:func:`without_drums`: a
+    context without a kit, as a choir's or a quartet's; at 1 no random number is drawn for it, so the
+    crops and targets are those drawn at 0). ``min_target_active``: the
     least fraction of the crop's 100 ms blocks in which the target must sound (above ``silence_db``);
     0, the paper's rule, rejects only a target silent over the whole crop, so a stem that enters after
     6 of 8 s is kept and teaches the model to stay silent while the music plays.
@@ -122,6 +134,8 @@ def sample_pair(song: Song, segment: tuple[int, int], segment_index: int, rng: n
         ctx_idx, tgt_idx = draw_pair(len(song.stems), rng)
         if full_context > 0 and rng.random() < full_context:
             ctx_idx = tuple(i for i in range(len(song.stems)) if i != tgt_idx)
+        if pitched_context >= 1.0 or (pitched_context > 0 and rng.random() < pitched_context):
+            ctx_idx = without_drums(song, ctx_idx, tgt_idx)
         if harmonic_context:
             ctx_idx = with_harmony(song, ctx_idx, tgt_idx, rng)
 

@@ -150,6 +150,41 @@ def test_full_context_makes_the_context_every_other_stem(tmp_path):
         PairDataset(songs, 32000, crop_seconds=1.0, segment_seconds=1.5, full_context=1.5)
 
 
+def test_pitched_context_leaves_the_drums_out_for_pitched_targets_only(tmp_path):
+    from stemgen.data.pairs import without_drums
+    from stemgen.instruments import DRUMS_ID
+
+    songs = [s for s in scan(make_slakh(tmp_path), "train").songs if s.id == "Track00001"]  # bass, piano, drums, guitar
+    song = songs[0]
+    names = {s.name: i for i, s in enumerate(song.stems)}
+    drums = next(s.name for s in song.stems if s.instrument == DRUMS_ID)
+    assert without_drums(song, (names["S01"], names[drums]), names["S00"]) == (names["S01"],)
+    assert without_drums(song, (names[drums],), names["S00"]) == (names[drums],)  # nothing pitched left: kept
+    assert without_drums(song, (names["S00"], names["S01"]), names[drums]) == (names["S00"], names["S01"])
+    full = PairDataset(songs, 32000, crop_seconds=1.0, segment_seconds=1.5, seed=3, full_context=1.0)
+    kitless = PairDataset(songs, 32000, crop_seconds=1.0, segment_seconds=1.5, seed=3, full_context=1.0,
+                          pitched_context=1.0)
+    targets = set()
+    for i in range(30):
+        a, b = full.draw(i), kitless.draw(i)
+        # at 1 no random number is drawn: the same crop and target, the kit gone from a pitched target's context
+        assert (a.start_seconds, a.target_stem) == (b.start_seconds, b.target_stem)
+        expected = set(a.context_stems) - ({drums} if a.target_stem != drums else set())
+        assert set(b.context_stems) == expected
+        if a.target_stem == drums:
+            assert np.array_equal(a.context, b.context)
+        else:
+            assert drums in a.context_stems and not np.allclose(a.context, b.context)
+        targets.add(a.target_stem)
+    assert drums in targets and len(targets) > 2
+    half = PairDataset(songs, 32000, crop_seconds=1.0, segment_seconds=1.5, seed=3, full_context=1.0,
+                       pitched_context=0.5)
+    pitched = [p for p in (half.draw(i) for i in range(60)) if p.target_stem != drums]
+    assert 0 < sum(drums in p.context_stems for p in pitched) < len(pitched)
+    with pytest.raises(ValueError, match="pitched_context is a probability"):
+        PairDataset(songs, 32000, crop_seconds=1.0, segment_seconds=1.5, pitched_context=-0.1)
+
+
 def test_min_target_active_rejects_targets_that_sound_in_only_part_of_the_crop(tmp_path):
     from stemgen.audio import silent_fraction
 
