@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence, Union
 
+import dataclasses
+import math
+
 import torch
 
 from ..instruments import NULL_ID
@@ -154,6 +157,50 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     return target
 
 
+@torch.no_grad()
+def refine_level(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor, level: int,
+                 free: torch.Tensor, settings: SamplingSettings, generator: Generators = None,
+                 silence: Silence = None) -> torch.Tensor:
+    """One corrector pass over a decoded level (``settings.refine[level]``, see
+    :class:`SamplingSettings`); returns new target tokens ``(B, Q, T)``.
+
+    ``free (B, T)`` marks the positions the level decoded (the others, a prefix, are kept and never
+    scored). Blocks of ``settings.refine_block`` frames are scored in two passes, the even blocks
+    masked and then the odd ones, so a block is judged by the context and its neighbours, not by
+    itself: its score is the mean guided log-probability of its tokens. The worst
+    ``ceil(fraction x blocks)`` blocks with a free position are masked again and decoded with
+    ``ceil(fraction x steps)`` steps.
+    """
+    fraction = float(settings.refine[level]) if settings.refine else 0.0
+    if fraction <= 0 or not bool(free.any()):
+        return target
+    mask_id = model.cfg.mask_id
+    b, _, t = target.shape
+    block = torch.arange(t, device=target.device) // int(settings.refine_block)  # (T,)
+    n_blocks = int(block[-1]) + 1
+    tokens = target[:, level]  # (B, T)
+    score = torch.zeros(b, t, device=target.device)
+    for parity in (0, 1):
+        hide = free & (block % 2 == parity)  # (B, T)
+        probe = target.clone()
+        probe[:, level] = tokens.masked_fill(hide, mask_id)
+        log_probs = level_log_probs(model, context, probe, instrument, level, settings)  # (B, T, V)
+        score = torch.where(hide, log_probs.gather(-1, tokens.unsqueeze(-1))[..., 0], score)
+    counts = torch.zeros(b, n_blocks, device=target.device).index_add_(1, block, free.float())
+    sums = torch.zeros(b, n_blocks, device=target.device).index_add_(1, block, score * free)
+    mean = torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, math.inf))  # (B, n_blocks)
+    remask = torch.zeros_like(free)
+    for i in range(b):
+        k = math.ceil(fraction * int((counts[i] > 0).sum()))
+        worst = mean[i].argsort()[:k]
+        remask[i] = free[i] & torch.isin(block, worst)
+    target = target.clone()
+    target[:, level] = tokens.masked_fill(remask, mask_id)
+    steps = tuple(math.ceil(fraction * s) if q == level else s for q, s in enumerate(settings.steps))
+    return decode_level(model, context, target, instrument, level, dataclasses.replace(settings, steps=steps),
+                        generator, None, silence)
+
+
 def _step_noise(generator: Generators, shape: tuple[int, int], step: int, own_steps: list[int],
                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The randomness of one step: ``seeds (B,)`` int64 in [0, 2^32) for the candidates' noise
@@ -188,5 +235,7 @@ def decode_tokens(model, context: torch.Tensor, instrument: torch.Tensor, settin
     settings = (settings or SamplingSettings()).check(context.shape[1])
     target = torch.full_like(context, model.cfg.mask_id) if prefix is None else prefix.clone()
     for q in range(context.shape[1]):
+        free = target[:, q] == model.cfg.mask_id  # (B, T)
         target = decode_level(model, context, target, instrument, q, settings, generator, callback, silence)
+        target = refine_level(model, context, target, instrument, q, free, settings, generator, silence)
     return target

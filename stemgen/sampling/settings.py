@@ -42,6 +42,13 @@ class SamplingSettings:
         w_confidence: ranking weight of the candidate's probability, w_c (paper: 0.1).
         w_position: causal-bias weight, w_s (paper: 0.1; 0 is VampNet-like).
         w_random: ranking weight of the uniform noise, w_r (paper: 1.0).
+        refine: per level (or empty: none), the fraction of a window's decoded blocks that are
+            decoded once more after the level is complete: each block of ``refine_block`` frames is
+            scored by the guided log-probability of its tokens with the block masked and its
+            neighbours given, and the worst-fitting fraction is masked again and re-decoded with
+            that fraction of the level's steps (a corrector pass: tokens committed early, with
+            little of the stem known, are revisited once the rest is there).
+        refine_block: frames per block of ``refine`` (25: half a second at 50 Hz).
         sampler: how the per-step work after the forward pass runs: "fused" (the
             ``torch.ops.stemgen`` ops: compiled C++ on CPU, Triton on CUDA, the eager reference where
             neither builds), with the model's fused attention kernel where it applies (CPU: bf16
@@ -64,6 +71,8 @@ class SamplingSettings:
     w_confidence: float = 0.1
     w_position: float = 0.1
     w_random: float = 1.0
+    refine: tuple[float, ...] = ()
+    refine_block: int = 25
     sampler: str = "fused"
     compile: bool = False
 
@@ -84,6 +93,10 @@ class SamplingSettings:
             raise ValueError(f"every level needs at least one decoding step, got steps={self.steps}.")
         if any(not t >= 0 for t in self.temperature):
             raise ValueError(f"temperatures must be >= 0, got {self.temperature}.")
+        if len(self.refine) not in (0, num_levels) or any(not 0.0 <= r <= 1.0 for r in self.refine):
+            raise ValueError(f"refine needs one fraction in [0, 1] per level ({num_levels}) or none; got {self.refine}.")
+        if int(self.refine_block) < 1:
+            raise ValueError(f"refine_block must be at least one frame, got {self.refine_block}.")
         if self.silence_temperature is not None and not self.silence_temperature > 0:
             raise ValueError(f"silence_temperature must be > 0 (or None: the level's temperature), got "
                              f"{self.silence_temperature}.")

@@ -271,3 +271,44 @@ def test_the_silence_gate_keeps_a_sharpened_stem_from_falling_silent():
     assert silent_fraction(sure) < 0.5 * silent_fraction(warm)
     with pytest.raises(ValueError, match="silence_temperature"):
         SamplingSettings(silence_temperature=0.0).check(4)
+
+
+def test_refine_redecodes_the_worst_fitting_blocks_and_keeps_the_rest():
+    model, ctx, inst = setup()
+    plain = SamplingSettings(steps=(4, 2, 2, 2))
+    refined = dataclasses.replace(plain, refine=(0.5, 0.0, 0.0, 0.0), refine_block=4)  # 6 blocks of 4 frames
+    before = decode_tokens(model, ctx, inst, plain, torch.Generator().manual_seed(3))
+    rec = Recorder(model)
+    after = decode_tokens(rec, ctx, inst, refined, torch.Generator().manual_seed(3))
+    assert (after != V).all()
+    level0 = [tgt for level, tgt, _ in rec.calls if int(level) == 0]
+    assert len(level0) == 4 + 2 + 2  # the decoding, two scoring passes, ceil(0.5 x 4) steps again
+    block = torch.arange(T) // 4
+    for parity, probe in zip((0, 1), level0[4:6]):  # each pass masks one parity of blocks, nothing else
+        assert torch.equal(probe[:2, 0] == V, (block % 2 == parity).expand(2, T))
+        assert torch.equal(probe[:2, 0][:, block % 2 != parity], before[:, 0][:, block % 2 != parity])
+    again = level0[6][:2, 0] == V  # (B, T): the blocks masked for the second decoding
+    for i in range(2):
+        chosen = block[again[i]].unique()
+        assert len(chosen) == 3 and torch.equal(again[i], torch.isin(block, chosen))
+        # the chosen blocks are those whose tokens the scoring passes found least likely
+        scores = torch.zeros(T)
+        for parity, probe in zip((0, 1), level0[4:6]):
+            lp = level_log_probs(model, ctx[i:i + 1], probe[i:i + 1], inst[i:i + 1], 0, refined)[0]
+            hide = block % 2 == parity
+            scores[hide] = lp.gather(-1, before[i, 0].unsqueeze(-1))[hide, 0]
+        means = torch.stack([scores[block == j].mean() for j in range(6)])
+        assert set(chosen.tolist()) == set(means.argsort()[:3].tolist())
+        assert torch.equal(after[i, 0][~again[i]], before[i, 0][~again[i]])  # the rest kept
+    # nothing to refine: the plain decoder's tokens; a prefix is never scored nor changed
+    assert torch.equal(decode_tokens(model, ctx, inst, dataclasses.replace(plain, refine=(0.0,) * 4),
+                                     torch.Generator().manual_seed(3)), before)
+    prefix = torch.full_like(ctx, V)
+    prefix[:, :, :6] = before[:, :, :6]
+    rec = Recorder(model)
+    kept = decode_tokens(rec, ctx, inst, refined, torch.Generator().manual_seed(5), prefix=prefix)
+    assert torch.equal(kept[..., :6], before[..., :6])
+    assert all(not (tgt[:2, 0, :6] == V).any() for level, tgt, _ in rec.calls if int(level) == 0)
+    for bad in ({"refine": (0.5,)}, {"refine": (1.5, 0, 0, 0)}, {"refine_block": 0}):
+        with pytest.raises(ValueError, match="refine"):
+            dataclasses.replace(plain, **bad).check(4)
