@@ -9,10 +9,9 @@ p(t|a,i). Shapes: B batch, Q levels, T frames, V codes.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
-
 import dataclasses
 import math
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
