@@ -122,12 +122,14 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     itself, so its tokens do not depend on the other examples of the batch (up to the
     floating-point rounding of batched matrix products). ``silence``: the codec's silence code
     per level (``Codec.silence_codes()``), for ``settings.silence_gate``; without it the
-    temperature is not gated.
+    temperature is not gated. With ``settings.refine`` the level then gets its corrector pass
+    (:func:`refine_level`).
     """
     mask_id = model.cfg.mask_id
     b, _, t = context.shape
     target = target.clone()
-    total = (target[:, level] == mask_id).sum(-1)  # (B,) positions this level decodes
+    free = target[:, level] == mask_id  # (B, T) positions this level decodes
+    total = free.sum(-1)  # (B,)
     steps = int(settings.steps[level])
     totals = total.tolist()  # the level's one host synchronisation
     rows, own_steps, commits = level_schedule(totals, t, steps)  # rows: (S, B) left masked
@@ -153,7 +155,7 @@ def decode_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
             callback(level, step + 1, steps)
     if n_steps < steps and callback is not None:
         callback(level, steps, steps)
-    return target
+    return refine_level(model, context, target, instrument, level, free, settings, generator, silence)
 
 
 @torch.no_grad()
@@ -188,16 +190,15 @@ def refine_level(model, context: torch.Tensor, target: torch.Tensor, instrument:
     counts = torch.zeros(b, n_blocks, device=target.device).index_add_(1, block, free.float())
     sums = torch.zeros(b, n_blocks, device=target.device).index_add_(1, block, score * free)
     mean = torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, math.inf))  # (B, n_blocks)
-    remask = torch.zeros_like(free)
-    for i in range(b):
-        k = math.ceil(fraction * int((counts[i] > 0).sum()))
-        worst = mean[i].argsort()[:k]
-        remask[i] = free[i] & torch.isin(block, worst)
+    k = ((counts > 0).sum(1).double() * fraction).ceil()  # (B,) blocks to decode again (as math.ceil)
+    worst = mean.argsort(1).argsort(1) < k[:, None]  # (B, n_blocks): a block's rank below k
+    remask = free & worst.gather(1, block.expand(b, t))
     target = target.clone()
     target[:, level] = tokens.masked_fill(remask, mask_id)
     steps = tuple(math.ceil(fraction * s) if q == level else s for q, s in enumerate(settings.steps))
-    return decode_level(model, context, target, instrument, level, dataclasses.replace(settings, steps=steps),
-                        generator, None, silence)
+    # once: the second decoding is not refined again
+    return decode_level(model, context, target, instrument, level,
+                        dataclasses.replace(settings, steps=steps, refine=()), generator, None, silence)
 
 
 def _step_noise(generator: Generators, shape: tuple[int, int], step: int, own_steps: list[int],
@@ -234,7 +235,5 @@ def decode_tokens(model, context: torch.Tensor, instrument: torch.Tensor, settin
     settings = (settings or SamplingSettings()).check(context.shape[1])
     target = torch.full_like(context, model.cfg.mask_id) if prefix is None else prefix.clone()
     for q in range(context.shape[1]):
-        free = target[:, q] == model.cfg.mask_id  # (B, T)
         target = decode_level(model, context, target, instrument, q, settings, generator, callback, silence)
-        target = refine_level(model, context, target, instrument, q, free, settings, generator, silence)
     return target

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from .decode import Generators, Silence, StepCallback, decode_level, refine_level
+from .decode import Generators, Silence, StepCallback, decode_level
 from .settings import SamplingSettings
 
 
@@ -53,12 +53,9 @@ def decode_windows(model, context: torch.Tensor, instrument: torch.Tensor, windo
                 if callback is not None:
                     callback(level, done + step, steps * len(starts))
 
-            free = target[:, q, span] == mask_id  # (B, window)
-            if free.any():
+            if (target[:, q, span] == mask_id).any():
                 target[..., span] = decode_level(model, context[..., span], target[..., span], instrument, q,
                                                  settings, generator, window_callback, silence)
-                target[..., span] = refine_level(model, context[..., span], target[..., span], instrument, q,
-                                                 free, settings, generator, silence)
             else:
                 window_callback(q, steps, steps)
     return target
