@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional, Union
+from typing import List, Optional, Union
 
 
 def chorales(out: Optional[Path] = None, limit: Optional[int] = None, seed: int = 0,
@@ -287,6 +287,27 @@ def export(checkpoint: Path, out_dir: Path, half: bool = False, max_shard_mib: O
     print(f"exported {checkpoint} -> {folder}")
 
 
+def ensemble(out_dir: Path, members: List[Path], combine: str = "mixture") -> None:
+    """Join exported models into one ensemble export: at every decoding step the members'
+    distributions are combined, so training runs that err differently answer together (at one
+    forward pass per member).
+
+    The members must be trained on the same codec's tokens and window (runs of one recipe with
+    other seeds); the ensemble takes the first member's codec and sampling settings. Load it as
+    any export (stemgen.load_model(OUT_DIR), stemgen generate --model OUT_DIR).
+
+    Args:
+        out_dir: output folder (config.json, codec/, member-1/, member-2/, ...).
+        members: exported model folders (stemgen export), the first one's settings kept.
+        combine: "mixture" (the mean of the members' probabilities) or "product" (their
+            normalised geometric mean: sharper where they agree).
+    """
+    from .model.io import save_ensemble
+
+    folder = save_ensemble(members, out_dir, combine=combine)
+    print(f"wrote an ensemble of {len(members)} models ({combine}) -> {folder}")
+
+
 def bench_mirdd(grid: Path, out: Path = Path("bench_out"), model: Optional[str] = None,
                 data: Optional[Path] = None, n: int = 40, seconds: float = 8.0, split: str = "test",
                 batch_size: int = 8, seed: int = 0, rounds: int = 200, vggish: Optional[str] = None,
@@ -357,6 +378,7 @@ COMMANDS = {
               "mirdd": bench_mirdd, "folders": bench_folders},
     "demo": demo,
     "export": export,
+    "ensemble": ensemble,
 }
 
 

@@ -1,10 +1,12 @@
 """What a model records beside its weights (:class:`ModelRecord`), and exported models:
-``model.safetensors`` + ``config.json`` (no pickles, safe to share)."""
+``model.safetensors`` + ``config.json`` (no pickles, safe to share), or an ensemble of such
+exports (:func:`save_ensemble`)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -13,6 +15,7 @@ from ..codec.base import FINGERPRINT_SCHEME, Codec
 from ..errors import CheckpointError, InstrumentError, MissingWeightsError
 from ..instruments import resolve as resolve_instrument
 from ..paths import atomic_write
+from .ensemble import COMBINES, EnsembleModel
 from .transformer import ModelConfig, StemGenModel
 
 log = logging.getLogger(__name__)
@@ -23,6 +26,9 @@ WEIGHTS_INDEX = "model.safetensors.index.json"
 CONFIG = "config.json"
 CODEC_DIR = "codec"  # an export's own codec (fitted embedded codecs travel with their model)
 FORMAT = "stemgen-model-v1"
+#: an ensemble export: ``config.json`` (the record, the members' folders, how they combine), the
+#: shared ``codec/`` and one export per member in ``member-k/``
+ENSEMBLE_FORMAT = "stemgen-ensemble-v1"
 #: the key of the :class:`ModelRecord` in a training checkpoint
 CHECKPOINT_KEY = "stemgen"
 
@@ -154,12 +160,14 @@ def _shards(tensors: dict, max_bytes: int | None) -> list[list[str]]:
     return shards
 
 
-def load_exported(folder: str | Path) -> tuple[StemGenModel, ModelRecord, dict]:
-    """Load an exported model; returns ``(model in eval mode, its record, info dict)``."""
+def load_exported(folder: str | Path) -> tuple[StemGenModel | EnsembleModel, ModelRecord, dict]:
+    """Load an exported model or ensemble; returns ``(model in eval mode, its record, info dict)``."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
     sharded = (folder / WEIGHTS_INDEX).exists()
+    if (folder / CONFIG).exists() and _format(folder) == ENSEMBLE_FORMAT:
+        return _load_ensemble(folder, json.loads((folder / CONFIG).read_text()))
     if not (folder / CONFIG).exists() or not ((folder / WEIGHTS).exists() or sharded):
         raise MissingWeightsError(f"no exported stemgen model in {folder} (need {CONFIG} and {WEIGHTS}); "
                                   f"export a training checkpoint with `stemgen export CKPT {folder}`.")
@@ -181,3 +189,89 @@ def load_exported(folder: str | Path) -> tuple[StemGenModel, ModelRecord, dict]:
     except Exception as err:
         raise CheckpointError(f"cannot load the weights in {folder}: {err}") from err
     return model.eval(), record, info
+
+
+def _format(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / CONFIG).read_text()).get("format")
+    except (OSError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{folder / CONFIG} is not readable JSON ({err}).") from err
+
+
+def _codec_id(record: ModelRecord) -> dict:
+    """What identifies a record's codec's tokens: its description without the name it is loaded by."""
+    return {k: v for k, v in record.codec.items() if k != "name"}
+
+
+def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = "mixture",
+                  info: dict | None = None) -> Path:
+    """Write an ensemble export of the exported models ``members`` (folders written by
+    ``stemgen export``) to ``folder``: each member's files into ``member-k/``, the first member's
+    codec into ``codec/`` and ``config.json`` (the first member's record: codec, window and
+    sampling settings; the members' folders; ``combine``, see
+    :func:`~stemgen.model.ensemble.combine_log_probs`). Every member must record the same codec
+    and training window. :func:`load_exported` reads it back as an :class:`EnsembleModel`."""
+    if combine not in COMBINES:
+        raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}.")
+    if not members:
+        raise ValueError("an ensemble needs at least one member: give exported model folders.")
+    folder = Path(folder)
+    loaded = []
+    for m in map(Path, members):
+        if m.resolve() == folder.resolve() or folder.resolve() in m.resolve().parents:
+            raise ValueError(f"member {m} lies inside the output folder {folder}: write the ensemble elsewhere.")
+        model, record, member_info = load_exported(m)  # checks each member loads before anything is written
+        if isinstance(model, EnsembleModel):
+            raise CheckpointError(f"{m} is itself an ensemble; give the exported models it is made of.")
+        loaded.append((m, model, record, member_info))
+    first = loaded[0][2]
+    for m, _, record, _ in loaded[1:]:
+        if _codec_id(record) != _codec_id(first):
+            raise CheckpointError(f"{m} was trained on another codec's tokens than {loaded[0][0]} "
+                                  f"({_codec_id(record).get('fingerprint')} vs {_codec_id(first).get('fingerprint')}): "
+                                  f"an ensemble's members must read the same tokens.")
+        if record.window_seconds != first.window_seconds:
+            raise CheckpointError(f"{m} was trained on {record.window_seconds} s windows, {loaded[0][0]} on "
+                                  f"{first.window_seconds} s: an ensemble generates in one window length.")
+    EnsembleModel([model for _, model, _, _ in loaded], combine)  # the members' token contract
+    names = [f"member-{k}" for k in range(1, len(loaded) + 1)]
+    for old in [folder / CONFIG, folder / CODEC_DIR, *folder.glob("member-*")]:
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink(missing_ok=True)
+    for name, (m, _, _, _) in zip(names, loaded):
+        shutil.copytree(m, folder / name, ignore=shutil.ignore_patterns(CODEC_DIR, "*.tmp"))
+    if (loaded[0][0] / CODEC_DIR).is_dir():
+        shutil.copytree(loaded[0][0] / CODEC_DIR, folder / CODEC_DIR)
+    config = {"format": ENSEMBLE_FORMAT, **first.to_dict(), "ensemble": {"combine": combine, "members": names},
+              "info": {**(info or {}), "members": {name: {"source": str(m), **member_info}
+                                                   for name, (m, _, _, member_info) in zip(names, loaded)}}}
+    atomic_write(folder / CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=1)))
+    return folder
+
+
+def _load_ensemble(folder: Path, cfg: dict) -> tuple[EnsembleModel, ModelRecord, dict]:
+    """Read an ensemble export (see :func:`save_ensemble`)."""
+    spec = cfg.get("ensemble") or {}
+    names, combine = spec.get("members"), spec.get("combine", "mixture")
+    if not names or not isinstance(names, list) or combine not in COMBINES:
+        raise CheckpointError(f"{folder / CONFIG} is an ensemble export without a valid member list and combine "
+                              f"({spec!r}); write it with `stemgen ensemble`.")
+    record = ModelRecord.from_dict(cfg, str(folder / CONFIG))
+    members = []
+    for name in names:
+        if Path(name).name != name:  # a member is a folder of this export, never a path elsewhere
+            raise CheckpointError(f"{folder / CONFIG} names member {name!r}, not a folder of the export.")
+        model, member_record, _ = load_exported(folder / name)
+        if isinstance(model, EnsembleModel):
+            raise CheckpointError(f"{folder / name} is an ensemble inside an ensemble; not supported.")
+        if _codec_id(member_record) != _codec_id(record):
+            raise CheckpointError(f"{folder / name} records another codec than {folder / CONFIG}: re-write the "
+                                  f"ensemble with `stemgen ensemble`.")
+        members.append(model)
+    try:
+        ensemble = EnsembleModel(members, combine)
+    except ValueError as err:
+        raise CheckpointError(f"{folder}: {err}") from err
+    return ensemble.eval(), record, cfg.get("info", {})

@@ -1,0 +1,150 @@
+"""Ensembles: combining the members' distributions, the export format, loading and generating."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stemgen.cli import main
+from stemgen.errors import CheckpointError
+from stemgen.model import ModelConfig, StemGenModel
+from stemgen.model.ensemble import EnsembleModel, combine_log_probs
+from stemgen.model.io import ModelRecord, load_exported, save_ensemble, save_exported
+
+from ..conftest import SR, melody
+
+
+def _tiny(seed, **kw):
+    torch.manual_seed(seed)
+    return StemGenModel(ModelConfig.from_name("tiny", **{"cardinality": 64, **kw})).eval()
+
+
+def _inputs(cfg, b=2, t=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ctx = torch.randint(0, cfg.cardinality, (b, cfg.num_levels, t), generator=g)
+    tgt = torch.randint(0, cfg.cardinality, (b, cfg.num_levels, t), generator=g)
+    tgt[:, 1:] = cfg.mask_id
+    tgt[:, 0, ::2] = cfg.mask_id
+    return ctx, tgt, torch.tensor([1, 3])
+
+
+def test_mixture_is_the_mean_probability_and_product_the_normalised_geometric_mean():
+    a = torch.tensor([[2.0, 0.0, -1.0]])
+    b = torch.tensor([[0.0, 1.0, 3.0]])
+    pa, pb = a.softmax(-1), b.softmax(-1)
+    mix = combine_log_probs([a, b], "mixture")
+    torch.testing.assert_close(mix.exp(), (pa + pb) / 2)
+    geo = (pa * pb).sqrt()
+    torch.testing.assert_close(combine_log_probs([a, b], "product").exp(), geo / geo.sum(-1, keepdim=True))
+    # where one member rules a code out, the product does too; the mixture keeps half its mass
+    c, d = torch.tensor([[0.0, -30.0]]), torch.tensor([[0.0, 0.0]])
+    assert combine_log_probs([c, d], "product").exp()[0, 1] < 1e-6 < 0.2 < combine_log_probs([c, d], "mixture").exp()[0, 1]
+    for combine in ("mixture", "product"):
+        same = combine_log_probs([a, a, a], combine)  # identical members: the member itself
+        torch.testing.assert_close(same, a.log_softmax(-1))
+        assert torch.logsumexp(combine_log_probs([a, b], combine), -1).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="combine must be one of"):
+        combine_log_probs([a], "mean")
+
+
+def test_one_member_ensemble_is_the_member_and_the_scoring_path_matches_forward():
+    m1, m2 = _tiny(0), _tiny(1)
+    ctx, tgt, inst = _inputs(m1.cfg)
+    with torch.no_grad():
+        alone = EnsembleModel([m1])
+        torch.testing.assert_close(alone(ctx, tgt, inst, level=0), m1(ctx, tgt, inst, level=0).log_softmax(-1))
+        ens = EnsembleModel([m1, m2], "mixture")
+        full = ens(ctx, tgt, inst)  # (B, Q, T, V)
+        assert full.shape == (2, m1.cfg.num_levels, 12, 64)
+        expect = torch.logsumexp(torch.stack([m1(ctx, tgt, inst).log_softmax(-1),
+                                              m2(ctx, tgt, inst).log_softmax(-1)]), 0) - math.log(2)
+        torch.testing.assert_close(full, expect)
+        # a 0-dim level (the compiled sampler's) and the loss's per-example levels give the same
+        torch.testing.assert_close(ens(ctx, tgt, inst, level=torch.tensor(1)), full[:, 1])
+        level = torch.tensor([0, 2])
+        scored = ens.level_logits(ens.hidden(ctx, tgt, inst), level)
+        torch.testing.assert_close(scored, torch.stack([full[0, 0], full[1, 2]]))
+        # the members disagree, so the ensemble differs from each
+        assert not torch.allclose(full, m1(ctx, tgt, inst).log_softmax(-1), atol=1e-3)
+    assert ens.cfg is m1.cfg and ens.num_parameters() == 2 * m1.num_parameters()
+
+
+def test_members_must_read_the_same_tokens():
+    with pytest.raises(ValueError, match="cardinality 32 vs 64"):
+        EnsembleModel([_tiny(0), StemGenModel(ModelConfig.from_name("tiny", cardinality=32))])
+    with pytest.raises(ValueError, match="at least one"):
+        EnsembleModel([])
+    with pytest.raises(ValueError, match="combine must be one of"):
+        EnsembleModel([_tiny(0)], "vote")
+    EnsembleModel([_tiny(0), _tiny(1, dim=32, n_heads=2)])  # other shapes, one contract: fine
+
+
+def _export(folder, model, codec, window=0.5, sampling=None, fingerprint=None):
+    codec.save(folder / "codec")
+    record = ModelRecord.for_codec(model.cfg, codec, "codec", window)
+    if fingerprint:
+        record.codec["fingerprint"] = fingerprint
+    record.sampling = dict(sampling or {})
+    save_exported(model, folder, record, {"global_step": 7}, half=True)
+    return folder
+
+
+def test_ensemble_export_roundtrip_and_generation(tmp_path, tiny_codec):
+    import stemgen
+    from stemgen.api import load_model
+
+    m1, m2 = _tiny(0, cardinality=tiny_codec.cardinality), _tiny(1, cardinality=tiny_codec.cardinality)
+    a = _export(tmp_path / "a", m1, tiny_codec, sampling={"guidance_form": "nested"})
+    b = _export(tmp_path / "b", m2, tiny_codec)
+    assert main(["ensemble", str(tmp_path / "ens"), json.dumps([str(a), str(b)]), "--combine", "product"]) == 0
+    ens, record, info = load_exported(tmp_path / "ens")
+    assert isinstance(ens, EnsembleModel) and ens.combine == "product" and len(ens.members) == 2
+    assert record.sampling == {"guidance_form": "nested"} and record.window_seconds == 0.5  # the first member's
+    assert info["members"]["member-2"]["source"] == str(b) and info["members"]["member-1"]["global_step"] == 7
+    loaded = [load_exported(a)[0], load_exported(b)[0]]
+    for mine, theirs in zip(ens.members, loaded):
+        assert all(torch.equal(mine.state_dict()[k], v) for k, v in theirs.state_dict().items())
+    ctx, tgt, inst = _inputs(m1.cfg)
+    with torch.no_grad():
+        torch.testing.assert_close(ens(ctx, tgt, inst, level=0),
+                                   combine_log_probs([m(ctx, tgt, inst, level=0) for m in loaded], "product"))
+
+    sm = load_model(tmp_path / "ens", device="cpu", precision="fp32")
+    assert sm.model.num_parameters() == 2 * m1.num_parameters()
+    assert sm.default_settings.guidance_form == "nested"
+    context = melody([60, 64, 67, 72], sr=SR)  # 1 s
+    one = stemgen.generate(context, "bass", model=sm, sample_rate=SR, steps=(3, 2, 2, 1), seed=0)
+    two = stemgen.generate(context, "bass", model=sm, sample_rate=SR, steps=(3, 2, 2, 1), seed=0)
+    assert one.audio.shape == (SR,) and np.isfinite(one.audio).all()
+    assert np.array_equal(one.tokens, two.tokens)  # seeded: the ensemble samples reproducibly
+    # a rewrite replaces the old members
+    save_ensemble([a], tmp_path / "ens")
+    assert not (tmp_path / "ens" / "member-2").exists() and len(load_exported(tmp_path / "ens")[0].members) == 1
+
+
+def test_ensemble_errors_name_the_problem(tmp_path, tiny_codec):
+    m1 = _tiny(0, cardinality=tiny_codec.cardinality)
+    a = _export(tmp_path / "a", m1, tiny_codec)
+    other = _export(tmp_path / "other", _tiny(1, cardinality=tiny_codec.cardinality), tiny_codec,
+                    fingerprint="0" * 16)
+    with pytest.raises(CheckpointError, match="another codec's tokens"):
+        save_ensemble([a, other], tmp_path / "ens")
+    longer = _export(tmp_path / "longer", _tiny(1, cardinality=tiny_codec.cardinality), tiny_codec, window=1.0)
+    with pytest.raises(CheckpointError, match="one window length"):
+        save_ensemble([a, longer], tmp_path / "ens")
+    with pytest.raises(ValueError, match="inside the output folder"):
+        save_ensemble([a], tmp_path)
+    save_ensemble([a], tmp_path / "ens")
+    with pytest.raises(CheckpointError, match="itself an ensemble"):
+        save_ensemble([tmp_path / "ens"], tmp_path / "ens2")
+    cfg = json.loads((tmp_path / "ens" / "config.json").read_text())
+    cfg["ensemble"]["members"] = ["../a"]  # a member must be a folder of the export, never a path elsewhere
+    (tmp_path / "ens" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="not a folder of the export"):
+        load_exported(tmp_path / "ens")
+    cfg["ensemble"] = {"members": []}
+    (tmp_path / "ens" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="without a valid member list"):
+        load_exported(tmp_path / "ens")
