@@ -166,15 +166,17 @@ OPTIONAL_KEYS = ("pitch_match", "pitch_chord_tone", "pitch_clash", "chroma_focus
 
 
 def arm_scores(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int, reals: list[np.ndarray]) -> dict:
-    """:data:`ARM_KEYS` and ``pitch_match`` for one seed's generated basses."""
+    """:data:`ARM_KEYS` and ``pitch_match`` for one seed's generated basses, and under ``per_song``
+    the heard own-context agreement and gap of each song (lists, the songs' order), for comparisons
+    over songs (``listening_paired.py``)."""
     from stemgen.audio import silent_fraction
 
-    own, mismatched, heard_own, heard_mismatched = agreement(stems, contexts, sr)
+    own, mismatched, heard_own, heard_mismatched, songs = agreement(stems, contexts, sr, per_song=True)
     return {"chroma_generated_own": own, "chroma_generated_mismatched": mismatched, "chroma_gap": own - mismatched,
             "chroma_heard_own": heard_own, "chroma_heard_mismatched": heard_mismatched,
             "chroma_heard_gap": heard_own - heard_mismatched,
             "silent_fraction": float(np.mean([silent_fraction(s, sr) for s in stems])),
-            **pitch_scores(stems, reals, contexts, sr), "chroma_focus": chroma_focus(stems, sr)}
+            **pitch_scores(stems, reals, contexts, sr), "chroma_focus": chroma_focus(stems, sr), "per_song": songs}
 
 
 def chroma_focus(stems: list[np.ndarray], sr: int) -> float:
@@ -216,15 +218,22 @@ def by_window(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int, seco
     return {"chroma_heard_own_by_window": own, "chroma_heard_gap_by_window": gap}
 
 
-def agreement(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> tuple[float, float, float, float]:
+def agreement(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int, per_song: bool = False) -> tuple:
     """Chroma agreement with the own and the mismatched (next song's) context, then the same as
-    heard (a frame where the stem is silent scores 0)."""
+    heard (a frame where the stem is silent scores 0): the means over the songs; with ``per_song``
+    also ``{"chroma_heard_own": [...], "chroma_heard_gap": [...]}``, each song's (rounded to 4 places)."""
     from stemgen.eval.context_agreement import ContextAgreement
 
     m = ContextAgreement(beats=False)
     m.update(stems, contexts, sr)
-    r = m.compute()
-    return tuple(float(r[k]) for k in ("chroma", "chroma_mismatched", "chroma_heard", "chroma_heard_mismatched"))
+    each = m.per_example()
+    means = tuple(float(np.mean(each[k])) for k in ("chroma", "chroma_mismatched", "chroma_heard",
+                                                    "chroma_heard_mismatched"))
+    if not per_song:
+        return means
+    songs = {"chroma_heard_own": each["chroma_heard"],
+             "chroma_heard_gap": each["chroma_heard"] - each["chroma_heard_mismatched"]}
+    return means + ({k: [round(float(x), 4) for x in v] for k, v in songs.items()},)
 
 
 def main() -> None:
@@ -371,7 +380,9 @@ def main() -> None:
                                             steps=args.steps or None, overlap_seconds=args.overlap)
                 audio = [s.audio for s in stems]
                 settings_used = stems[0].settings
-                per_seed[str(seed)] = {k: round(v, 4) for k, v in arm_scores(audio, harmonies, sr, reals).items()}
+                scores = arm_scores(audio, harmonies, sr, reals)
+                per_seed[str(seed)] = {k: round(v, 4) for k, v in scores.items() if k != "per_song"}
+                per_seed[str(seed)]["per_song"] = scores["per_song"]
                 per_seed[str(seed)]["by_window"] = by_window(audio, harmonies, sr, window_seconds)
             per_seed = {str(seed): per_seed[str(seed)] for seed in args.seeds}  # in the order asked
             mean = {k: round(float(np.mean([r[k] for r in per_seed.values()])), 4) for k in ARM_KEYS

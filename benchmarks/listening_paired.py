@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from listening import write_result  # noqa: E402
 
-from stemgen.eval.paired import Rule, paired_difference, passes  # noqa: E402
+from stemgen.eval.paired import Rule, paired_difference, passes, song_paired_difference  # noqa: E402
 
 #: the per-seed keys compared, in the table's order (those present in both runs)
 KEYS = ("chroma_heard_own", "chroma_heard_gap", "pitch_match", "pitch_chord_tone", "pitch_clash",
@@ -60,6 +60,21 @@ def compare(run_a: dict, seeds_a: dict, run_b: dict, seeds_b: dict) -> dict:
             for k in keys}
 
 
+#: the keys compared over songs too, where both runs scored each song (listening.py runs from the
+#: thirty-fourth session on)
+SONG_KEYS = ("chroma_heard_own", "chroma_heard_gap")
+
+
+def compare_songs(seeds_a: dict, seeds_b: dict) -> dict:
+    """:func:`~stemgen.eval.paired.song_paired_difference` of :data:`SONG_KEYS` over the seeds both
+    runs have, if every one of them holds its per-song scores; else ``{}``."""
+    common = sorted(set(seeds_a) & set(seeds_b), key=int)
+    if not common or not all("per_song" in seeds_a[s] and "per_song" in seeds_b[s] for s in common):
+        return {}
+    return {k: song_paired_difference({s: seeds_a[s]["per_song"][k] for s in common},
+                                      {s: seeds_b[s]["per_song"][k] for s in common}) for k in SONG_KEYS}
+
+
 def markdown(r: dict) -> str:
     lines = [f"# Paired: {r['a']['arm']} of `{r['a']['file']}` (A) against {r['b']['arm']} of `{r['b']['file']}` (B)",
              "", f"Seeds in both: {r['seeds']}; per seed A - B, mean +- its standard error.", "",
@@ -67,6 +82,11 @@ def markdown(r: dict) -> str:
     for k, p in r["keys"].items():
         lines.append(f"| {k} | {p['mean_a']:.4f} | {p['mean_b']:.4f} | {p['diff']:+.4f} +- {p['se']:.4f} "
                      f"| {p['n_up']}/{p['n']} |")
+    if r.get("songs"):
+        lines += ["", "Over the songs (each song's A - B averaged over the seeds; the error is over songs: how far "
+                  "other pieces would move it, which the seeds' error above does not see):", "",
+                  "| key | A - B over songs | songs up |", "|---|---|---|"]
+        lines += [f"| {k} | {p['diff']:+.4f} +- {p['se']:.4f} | {p['n_up']}/{p['n']} |" for k, p in r["songs"].items()]
     rule, ok = r["rule"]["settings"], r["rule"]["passes"]
     verdict = ("A passes" if ok else "A fails: " if ok is False else "not applied: ") + "; ".join(r["rule"]["reasons"])
     lines += ["", f"The shipping rule (heard own up by more than {rule['z']:g} standard errors, gap and pitch match "
@@ -98,6 +118,8 @@ def main() -> None:
               "seeds": sorted(set(seeds_a) & set(seeds_b), key=int),
               "keys": {k: {f: (round(v, 4) if isinstance(v, float) else v) for f, v in dataclasses.asdict(d).items()}
                        for k, d in compared.items()},
+              "songs": {k: {f: (round(v, 4) if isinstance(v, float) else v) for f, v in dataclasses.asdict(d).items()}
+                        for k, d in compare_songs(seeds_a, seeds_b).items()},
               "rule": {"settings": dataclasses.asdict(Rule()), "passes": ok, "reasons": reasons}}
     if args.out is None:
         print(markdown(result))

@@ -91,22 +91,29 @@ class BeatTracker:
             return np.zeros(0)
 
 
-def agreement_table(stems: Sequence[dict], contexts: Sequence[dict]) -> dict[str, float]:
-    """Mean chroma and beat agreement of each stem with its own context and with the next
-    example's context. ``stems``/``contexts``: per example ``{"chroma", "energy", "beats"}``; a stem's
-    ``"level"`` (dBFS per frame) adds the agreement as heard (``chroma_heard*``)."""
+def agreement_per_example(stems: Sequence[dict], contexts: Sequence[dict]) -> dict[str, np.ndarray]:
+    """Chroma and beat agreement ``(n,)`` of each stem with its own context and with the next
+    example's context (``*_mismatched``). ``stems``/``contexts``: per example ``{"chroma", "energy",
+    "beats"}``; a stem's ``"level"`` (dBFS per frame) adds the agreement as heard (``chroma_heard*``).
+    Per example, so that a comparison can say how much of a difference is which pieces were scored."""
     n = len(stems)
     if n < 2 or len(contexts) != n:
         raise ValueError(f"context agreement needs at least 2 (stem, context) pairs, got {n} stems and {len(contexts)} contexts")
     out = {}
     for key, shift in (("", 0), ("_mismatched", 1)):
         pairs = [(stems[i], contexts[(i + shift) % n]) for i in range(n)]
-        out["chroma" + key] = float(np.mean([frame_cosine(c["chroma"], s["chroma"], c["energy"]) for s, c in pairs]))
-        out["beat" + key] = float(np.mean([beat_f_measure(c["beats"], s["beats"]) for s, c in pairs]))
+        out["chroma" + key] = np.array([frame_cosine(c["chroma"], s["chroma"], c["energy"]) for s, c in pairs])
+        out["beat" + key] = np.array([beat_f_measure(c["beats"], s["beats"]) for s, c in pairs])
         if all("level" in s for s in stems):
-            out["chroma_heard" + key] = float(np.mean([
+            out["chroma_heard" + key] = np.array([
                 frame_cosine(c["chroma"], s["chroma"], c["energy"], est_sounding=s["level"] >= SILENT_FRAME_DB)
-                for s, c in pairs]))
+                for s, c in pairs])
+    return out
+
+
+def agreement_table(stems: Sequence[dict], contexts: Sequence[dict]) -> dict[str, float]:
+    """The means of :func:`agreement_per_example` over the examples, and the gaps (own - mismatched)."""
+    out = {k: float(np.mean(v)) for k, v in agreement_per_example(stems, contexts).items()}
     out["chroma_gap"] = out["chroma"] - out["chroma_mismatched"]
     if "chroma_heard" in out:
         out["chroma_heard_gap"] = out["chroma_heard"] - out["chroma_heard_mismatched"]
@@ -155,3 +162,8 @@ class ContextAgreement(Metric):
         if self.tracker is None:
             table = {k: v for k, v in table.items() if not k.startswith("beat")}
         return {k: torch.tensor(v) for k, v in table.items()}
+
+    def per_example(self) -> dict[str, np.ndarray]:
+        """:func:`agreement_per_example` of the examples so far, in the order they came (``(n,)`` each)."""
+        table = agreement_per_example(self._examples("stem"), self._examples("context"))
+        return {k: v for k, v in table.items() if self.tracker is not None or not k.startswith("beat")}

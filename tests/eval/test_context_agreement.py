@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stemgen.eval.context_agreement import ContextAgreement, agreement_table, beat_f_measure
+from stemgen.eval.context_agreement import ContextAgreement, agreement_per_example, agreement_table, beat_f_measure
 
 SR = 22050
 
@@ -47,6 +47,11 @@ def test_table_gap_on_fabricated_features():
                             [own, other])
     assert heard["chroma"] == 1.0 and heard["chroma_heard"] == 0.75  # (0.5 + 1.0) / 2
     assert heard["chroma_heard_mismatched"] == 0.0 and heard["chroma_heard_gap"] == 0.75
+    # per example, in order: the means above are theirs
+    each = agreement_per_example([dict(own, level=np.array([-20.0, -20.0, -80.0, -80.0])), dict(other, level=np.full(4, -20.0))],
+                                 [own, other])
+    assert each["chroma_heard"].tolist() == [0.5, 1.0] and each["chroma_heard_mismatched"].tolist() == [0.0, 0.0]
+    assert each["chroma"].tolist() == [1.0, 1.0] and each["beat"].shape == (2,)
 
 
 @pytest.mark.slow
@@ -60,6 +65,8 @@ def test_matched_stems_beat_mismatched_ones():
     # the basses sound throughout (only their note onsets' first frames can fall below the floor)
     assert out["chroma_heard"] == pytest.approx(out["chroma"], abs=0.03)
     assert out["beat_gap"] > 0.2 and out["beat"] > 0.35
+    each = metric.per_example()
+    assert each["chroma_heard"].shape == (3,) and each["chroma_heard"].mean() == pytest.approx(out["chroma_heard"])
 
 
 def test_beats_are_cached_by_content_and_the_tracker_shared(tmp_path, monkeypatch):

@@ -55,3 +55,29 @@ def test_resume_keeps_a_run_only_on_the_same_split_and_audio(listening, tmp_path
     # the rendered audio differs from the float16 file in the last bits: not the same run
     assert listening.previous_result(out, *args, "validation", None) == {}
     assert listening.previous_result(out, *args, "test", "songs.npz") == {}
+
+
+def test_each_song_is_scored_and_comparisons_run_over_songs(listening):
+    from ..conftest import SR, melody
+
+    basses = [melody([48, 48, 55, 55]), melody([50, 50, 45, 45]), melody([43, 47, 50, 43])]
+    voices = [melody([60, 64, 67, 72]), melody([62, 66, 69, 74]), melody([55, 59, 62, 67])]
+    r = listening.arm_scores(basses, voices, SR, basses)
+    own, gap = r["per_song"]["chroma_heard_own"], r["per_song"]["chroma_heard_gap"]
+    assert len(own) == len(gap) == 3
+    assert sum(own) / 3 == pytest.approx(r["chroma_heard_own"], abs=1e-4)
+    assert sum(gap) / 3 == pytest.approx(r["chroma_heard_gap"], abs=1e-4)
+    assert r["pitch_match"] > 0.9  # the real basses themselves
+
+    sys.path.insert(0, str(BENCH))
+    try:
+        import listening_paired
+    finally:
+        sys.path.remove(str(BENCH))
+    song = lambda own, gap: {"chroma_heard_own": own, "chroma_heard_gap": gap}  # noqa: E731
+    a = {"1": {"per_song": song([0.5, 0.4, 0.3], [0.1, 0.1, 0.1])}, "2": {"per_song": song([0.7, 0.4, 0.1], [0.1, 0.1, 0.1])}}
+    b = {"1": {"per_song": song([0.4, 0.3, 0.4], [0.0, 0.1, 0.1])}, "2": {"per_song": song([0.4, 0.3, 0.2], [0.0, 0.1, 0.1])}}
+    songs = listening_paired.compare_songs(a, b)
+    assert songs["chroma_heard_own"].diff == pytest.approx((0.2 + 0.1 - 0.1) / 3) and songs["chroma_heard_own"].n == 3
+    assert songs["chroma_heard_gap"].n_up == 1
+    assert listening_paired.compare_songs(a, {"1": {}, "2": {}}) == {}  # older runs: seeds only

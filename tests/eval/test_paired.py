@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from stemgen.eval.paired import Paired, Rule, paired_difference, passes
+from stemgen.eval.paired import Paired, Rule, paired_difference, passes, song_paired_difference
 
 
 def test_paired_difference_values():
@@ -51,3 +51,25 @@ def test_rule():
                    "pitch_match": _p(0.0, 0.01)}, Rule(z=1.0))[0]
     with pytest.raises(ValueError, match="pitch_match"):
         passes({"chroma_heard_own": _p(0.03, 0.005), "chroma_heard_gap": _p(0.0, 0.01)})
+
+
+def test_song_paired_difference_is_over_songs():
+    # three songs, two seeds (seed 5 only in A: left out); A is better on two songs, worse on one
+    a = {"0": [0.5, 0.4, 0.3], "1": [0.7, 0.4, 0.1], "5": [9.0, 9.0, 9.0]}
+    b = {"0": [0.4, 0.3, 0.4], "1": [0.4, 0.3, 0.2]}
+    p = song_paired_difference(a, b)
+    d = [0.2, 0.1, -0.1]  # per song, over seeds 0 and 1
+    mean = sum(d) / 3
+    assert p.n == 3 and p.n_up == 2 and p.diff == pytest.approx(mean)
+    assert p.se == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in d) / 2 / 3))
+    assert p.mean_a == pytest.approx(sum(a["0"] + a["1"]) / 6) and p.mean_b == pytest.approx(sum(b["0"] + b["1"]) / 6)
+    # the seed-paired error of the same runs is far smaller when every seed moves alike: it does not
+    # see that the songs disagree
+    seed_level = paired_difference({s: sum(v) / 3 for s, v in a.items()}, {s: sum(v) / 3 for s, v in b.items()})
+    assert seed_level.diff == pytest.approx(p.diff) and seed_level.se < p.se
+    with pytest.raises(ValueError, match="no seed scored in both"):
+        song_paired_difference({"0": [0.1, 0.2]}, {"1": [0.1, 0.2]})
+    with pytest.raises(ValueError, match="same two or more songs"):
+        song_paired_difference({"0": [0.1, 0.2]}, {"0": [0.1, 0.2, 0.3]})
+    with pytest.raises(ValueError, match="non-finite"):
+        song_paired_difference({"0": [0.1, float("nan")]}, {"0": [0.1, 0.2]})
