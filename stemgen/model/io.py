@@ -165,13 +165,13 @@ def load_exported(folder: str | Path) -> tuple[StemGenModel | EnsembleModel, Mod
     from safetensors.torch import load_file
 
     folder = Path(folder)
+    cfg = _read_config(folder) if (folder / CONFIG).exists() else None
+    if cfg is not None and cfg.get("format") == ENSEMBLE_FORMAT:
+        return _load_ensemble(folder, cfg)
     sharded = (folder / WEIGHTS_INDEX).exists()
-    if (folder / CONFIG).exists() and _format(folder) == ENSEMBLE_FORMAT:
-        return _load_ensemble(folder, json.loads((folder / CONFIG).read_text()))
-    if not (folder / CONFIG).exists() or not ((folder / WEIGHTS).exists() or sharded):
+    if cfg is None or not ((folder / WEIGHTS).exists() or sharded):
         raise MissingWeightsError(f"no exported stemgen model in {folder} (need {CONFIG} and {WEIGHTS}); "
                                   f"export a training checkpoint with `stemgen export CKPT {folder}`.")
-    cfg = json.loads((folder / CONFIG).read_text())
     if cfg.get("format") != FORMAT:
         raise CheckpointError(f"{folder / CONFIG} is not a stemgen model export (format {cfg.get('format')!r}).")
     info = cfg.get("info", {})
@@ -191,11 +191,14 @@ def load_exported(folder: str | Path) -> tuple[StemGenModel | EnsembleModel, Mod
     return model.eval(), record, info
 
 
-def _format(folder: Path) -> str | None:
+def _read_config(folder: Path) -> dict:
     try:
-        return json.loads((folder / CONFIG).read_text()).get("format")
-    except (OSError, ValueError, AttributeError) as err:
-        raise CheckpointError(f"{folder / CONFIG} is not readable JSON ({err}).") from err
+        cfg = json.loads((folder / CONFIG).read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{folder / CONFIG} is not readable JSON ({err}); re-export the model.") from err
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{folder / CONFIG} holds no stemgen model record; re-export the model.")
+    return cfg
 
 
 def _codec_id(record: ModelRecord) -> dict:

@@ -148,3 +148,12 @@ def test_ensemble_errors_name_the_problem(tmp_path, tiny_codec):
     (tmp_path / "ens" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="without a valid member list"):
         load_exported(tmp_path / "ens")
+
+
+def test_a_corrupt_config_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not readable JSON"):
+        load_exported(tmp_path)
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match="no stemgen model record"):
+        load_exported(tmp_path)
