@@ -43,9 +43,9 @@ SCORES = {"own": "chroma_generated_own", "mismatched": "chroma_generated_mismatc
           "heard_gap": "chroma_heard_gap", "silent": "silent_fraction"}
 
 
-def scores(stems: list, contexts: list, sr: int) -> dict:
-    """:data:`SCORES` of one set of basses (one per piece), rounded."""
-    r = arm_scores(stems, contexts, sr)
+def scores(stems: list, contexts: list, sr: int, reals: list) -> dict:
+    """:data:`SCORES` of one set of basses (one per piece; ``reals``: the pieces' real basses), rounded."""
+    r = arm_scores(stems, contexts, sr, reals)
     return {k: round(r[v], 4) for k, v in SCORES.items()}
 
 
@@ -76,11 +76,11 @@ def main() -> None:
         songs = held_out_chorales(args.data, args.songs, sr, args.seconds, args.seconds)
     else:
         songs = unseen_pieces(args.songs, sr, args.seconds)
-    contexts = [s["context"] for s in songs]
+    contexts, reals = [s["context"] for s in songs], [s["bass"] for s in songs]
     result = {"benchmark": "listening_sampling", "date": time.strftime("%Y-%m-%d"), "machine": machine_info(),
               "models": [repr(m) for m in models], "music": args.music, "song_names": [s["name"] for s in songs],
               "songs": len(songs), "seconds": args.seconds,
-              "real": scores([s["bass"] for s in songs], contexts, sr), "arms": []}
+              "real": scores(reals, contexts, sr, reals), "arms": []}
     best = SamplingSettings.paper(levels)
     arms = []
     for mode in args.modes:
@@ -103,7 +103,7 @@ def main() -> None:
         start = time.perf_counter()
         stems = model.generate(contexts, "bass", sample_rate=sr, seed=0, settings=settings)
         arm = {"model": name, "mode": mode, "temperature_level0": t, "lambda_context": lam if mode != "naive" else None,
-               **scores([s.audio for s in stems], contexts, sr),
+               **scores([s.audio for s in stems], contexts, sr, reals),
                "settings": stems[0].settings, "seconds_to_generate": round(time.perf_counter() - start, 1)}
         result["arms"].append(arm)
         print(json.dumps(arm), flush=True)
