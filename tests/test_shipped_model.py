@@ -43,3 +43,27 @@ def test_the_demo_model_loads_and_generates_two_seconds():
     assert stemgen.audio.dbfs(model.codec.decode(silence)[0].numpy()) < -50  # the gate's codes are silence
     again = stemgen.generate(context, "bass", model=model, sample_rate=SR, seed=0, steps=1)
     assert torch.equal(again.tokens, stem.tokens)
+
+
+def test_the_kept_candidates_load_and_join_the_shipped_model_in_an_ensemble(tmp_path):
+    from pathlib import Path
+
+    from stemgen.model.ensemble import EnsembleModel
+    from stemgen.model.io import save_ensemble
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "candidates"
+    folders = sorted(p for p in root.iterdir() if (p / "config.json").exists())
+    assert len(folders) >= 6
+    shipped = load_exported(demo_model_dir())[1]
+    for folder in folders:  # each loads here (their codec is the shipped one's, linked)
+        model, record, _ = load_exported(folder)
+        assert record.codec["fingerprint"] == shipped.codec["fingerprint"], folder
+    # the product of the shipped model and the two seed-1 runs (docs/listening.md, thirty-fourth session)
+    save_ensemble([demo_model_dir(), root / "taskmix_seed1_bf16", root / "taskmix_seed1_fp32"], tmp_path / "ens",
+                  combine="product")
+    model = load_model(tmp_path / "ens", device="cpu", precision="fp32")
+    assert isinstance(model.model, EnsembleModel) and len(model.model.members) == 3
+    context = melody([60, 64, 67, 72, 67, 64, 60, 55]) + melody([48, 52, 55, 48, 43, 47, 50, 43])
+    stem = stemgen.generate(context, "bass", model=model, sample_rate=SR, seed=0, steps=1)
+    assert stem.tokens.shape == (4, 100) and np.isfinite(stem.audio).all() and np.abs(stem.audio).max() > 1e-3
+    assert stem.settings["guidance_form"] == "nested"  # the first member's defaults
