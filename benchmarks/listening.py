@@ -172,11 +172,13 @@ def arm_scores(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int, rea
     from stemgen.audio import silent_fraction
 
     own, mismatched, heard_own, heard_mismatched, songs = agreement(stems, contexts, sr, per_song=True)
+    pitch = pitch_scores(stems, reals, contexts, sr, per_song=True)
+    songs["pitch_match"] = pitch.pop("per_song")
     return {"chroma_generated_own": own, "chroma_generated_mismatched": mismatched, "chroma_gap": own - mismatched,
             "chroma_heard_own": heard_own, "chroma_heard_mismatched": heard_mismatched,
             "chroma_heard_gap": heard_own - heard_mismatched,
             "silent_fraction": float(np.mean([silent_fraction(s, sr) for s in stems])),
-            **pitch_scores(stems, reals, contexts, sr), "chroma_focus": chroma_focus(stems, sr), "per_song": songs}
+            **pitch, "chroma_focus": chroma_focus(stems, sr), "per_song": songs}
 
 
 def chroma_focus(stems: list[np.ndarray], sr: int) -> float:
@@ -195,15 +197,19 @@ def chroma_focus(stems: list[np.ndarray], sr: int) -> float:
     return float(np.mean(shares))
 
 
-def pitch_scores(stems: list[np.ndarray], reals: list[np.ndarray], contexts: list[np.ndarray], sr: int) -> dict:
+def pitch_scores(stems: list[np.ndarray], reals: list[np.ndarray], contexts: list[np.ndarray], sr: int,
+                 per_song: bool = False) -> dict:
     """Means over the pieces of what each bass plays where its real bass sounds
     (:func:`stemgen.spectra.pitch_class_breakdown`): ``pitch_match`` (the real bass's pitch class),
     ``pitch_chord_tone`` (another of the upper voices' three strongest classes), ``pitch_clash``
-    (any other class): the notes, not only their fit."""
+    (any other class): the notes, not only their fit. ``per_song`` adds each piece's match (a list)."""
     from stemgen.spectra import pitch_class_breakdown
 
     parts = [pitch_class_breakdown(s, r, c, sr) for s, r, c in zip(stems, reals, contexts)]
-    return {f"pitch_{k}": float(np.mean([p[k] for p in parts])) for k in ("match", "chord_tone", "clash")}
+    out = {f"pitch_{k}": float(np.mean([p[k] for p in parts])) for k in ("match", "chord_tone", "clash")}
+    if per_song:
+        out["per_song"] = [round(float(p["match"]), 4) for p in parts]
+    return out
 
 
 def by_window(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int, seconds: float) -> dict:

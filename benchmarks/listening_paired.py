@@ -62,7 +62,7 @@ def compare(run_a: dict, seeds_a: dict, run_b: dict, seeds_b: dict) -> dict:
 
 #: the keys compared over songs too, where both runs scored each song (listening.py runs from the
 #: thirty-fourth session on)
-SONG_KEYS = ("chroma_heard_own", "chroma_heard_gap")
+SONG_KEYS = ("chroma_heard_own", "chroma_heard_gap", "pitch_match")
 
 
 def compare_songs(seeds_a: dict, seeds_b: dict) -> dict:
@@ -71,8 +71,9 @@ def compare_songs(seeds_a: dict, seeds_b: dict) -> dict:
     common = sorted(set(seeds_a) & set(seeds_b), key=int)
     if not common or not all("per_song" in seeds_a[s] and "per_song" in seeds_b[s] for s in common):
         return {}
+    keys = [k for k in SONG_KEYS if all(k in seeds_a[s]["per_song"] and k in seeds_b[s]["per_song"] for s in common)]
     return {k: song_paired_difference({s: seeds_a[s]["per_song"][k] for s in common},
-                                      {s: seeds_b[s]["per_song"][k] for s in common}) for k in SONG_KEYS}
+                                      {s: seeds_b[s]["per_song"][k] for s in common}) for k in keys}
 
 
 def markdown(r: dict) -> str:

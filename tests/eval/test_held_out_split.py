@@ -68,6 +68,8 @@ def test_each_song_is_scored_and_comparisons_run_over_songs(listening):
     assert sum(own) / 3 == pytest.approx(r["chroma_heard_own"], abs=1e-4)
     assert sum(gap) / 3 == pytest.approx(r["chroma_heard_gap"], abs=1e-4)
     assert r["pitch_match"] > 0.9  # the real basses themselves
+    assert len(r["per_song"]["pitch_match"]) == 3
+    assert sum(r["per_song"]["pitch_match"]) / 3 == pytest.approx(r["pitch_match"], abs=1e-4)
 
     sys.path.insert(0, str(BENCH))
     try:
@@ -81,3 +83,4 @@ def test_each_song_is_scored_and_comparisons_run_over_songs(listening):
     assert songs["chroma_heard_own"].diff == pytest.approx((0.2 + 0.1 - 0.1) / 3) and songs["chroma_heard_own"].n == 3
     assert songs["chroma_heard_gap"].n_up == 1
     assert listening_paired.compare_songs(a, {"1": {}, "2": {}}) == {}  # older runs: seeds only
+    assert "pitch_match" not in songs  # compared over songs only where both runs scored it per song
