@@ -167,8 +167,8 @@ OPTIONAL_KEYS = ("pitch_match", "pitch_chord_tone", "pitch_clash", "chroma_focus
 
 def arm_scores(stems: list[np.ndarray], contexts: list[np.ndarray], sr: int, reals: list[np.ndarray]) -> dict:
     """:data:`ARM_KEYS` and ``pitch_match`` for one seed's generated basses, and under ``per_song``
-    the heard own-context agreement and gap of each song (lists, the songs' order), for comparisons
-    over songs (``listening_paired.py``)."""
+    the heard own-context agreement, gap and pitch match of each song (lists, the songs' order), for
+    comparisons over songs (``listening_paired.py``)."""
     from stemgen.audio import silent_fraction
 
     own, mismatched, heard_own, heard_mismatched, songs = agreement(stems, contexts, sr, per_song=True)

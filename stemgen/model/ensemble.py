@@ -38,6 +38,19 @@ def combine_log_probs(logits: Sequence[torch.Tensor], combine: str) -> torch.Ten
     return log_probs.mean(0).log_softmax(-1)
 
 
+def check_contract(configs: Sequence[ModelConfig]) -> None:
+    """Raise ``ValueError`` unless every config reads the tokens and instruments the first one reads
+    (:data:`CONTRACT`): members of one ensemble must be trained on one codec with one instrument table."""
+    first = configs[0]
+    for k, cfg in enumerate(configs[1:], 2):
+        differ = [f for f in CONTRACT if getattr(cfg, f) != getattr(first, f)]
+        if differ:
+            raise ValueError(
+                f"ensemble member {k} reads other tokens than member 1: "
+                + ", ".join(f"{f} {getattr(cfg, f)} vs {getattr(first, f)}" for f in differ)
+                + "; members must be trained on one codec's tokens with one instrument table.")
+
+
 class EnsembleModel(nn.Module):
     """``members`` (at least one :class:`StemGenModel`, any shapes, one token contract) answering
     as one model: :meth:`forward` gives the combined log-probabilities where a single model gives
@@ -53,14 +66,7 @@ class EnsembleModel(nn.Module):
             raise ValueError("an ensemble needs at least one member model.")
         if combine not in COMBINES:
             raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}.")
-        first = members[0].cfg
-        for k, m in enumerate(members[1:], 2):
-            differ = [f for f in CONTRACT if getattr(m.cfg, f) != getattr(first, f)]
-            if differ:
-                raise ValueError(
-                    f"ensemble member {k} reads other tokens than member 1: "
-                    + ", ".join(f"{f} {getattr(m.cfg, f)} vs {getattr(first, f)}" for f in differ)
-                    + "; members must be trained on one codec's tokens with one instrument table.")
+        check_contract([m.cfg for m in members])
         self.members = nn.ModuleList(members)
         self.combine = combine
 

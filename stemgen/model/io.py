@@ -15,7 +15,7 @@ from ..codec.base import FINGERPRINT_SCHEME, Codec
 from ..errors import CheckpointError, InstrumentError, MissingWeightsError
 from ..instruments import resolve as resolve_instrument
 from ..paths import atomic_write
-from .ensemble import COMBINES, EnsembleModel
+from .ensemble import COMBINES, EnsembleModel, check_contract
 from .transformer import ModelConfig, StemGenModel
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = 
         if record.window_seconds != first.window_seconds:
             raise CheckpointError(f"{m} was trained on {record.window_seconds} s windows, {loaded[0][0]} on "
                                   f"{first.window_seconds} s: an ensemble generates in one window length.")
-    EnsembleModel([model for _, model, _, _ in loaded], combine)  # the members' token contract
+    check_contract([model.cfg for _, model, _, _ in loaded])
     names = [f"member-{k}" for k in range(1, len(loaded) + 1)]
     for old in [folder / CONFIG, folder / CODEC_DIR, *folder.glob("member-*")]:
         if old.is_dir():
