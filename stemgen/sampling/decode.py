@@ -31,10 +31,12 @@ Silence = Optional[Sequence[int]]
 
 def level_logits(model, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
                  level: "int | torch.Tensor", guidance: bool, form: str = "paper",
-                 unconditional: bool = True, fused: bool = False) -> torch.Tensor:
+                 unconditional: bool = True, fused: bool = False, shift: int = 0) -> torch.Tensor:
     """Logits of level ``level``: ``(B, T, V)`` for p(t|a,i), or with guidance the three branches
     stacked as ``(3B, T, V)`` and run as one batch: p(t|a), p(t|i), p(t) for the paper's eq. 3
-    (``form="paper"``), p(t|a,i), p(t|i), p(t) for nested guidance (``form="nested"``).
+    (``form="paper"``), p(t|a,i), p(t|i), p(t) for nested guidance (``form="nested"``),
+    p(t|a,i), p(t|a',i), p(t) with ``a'`` the context rolled by ``shift`` frames along time
+    (``form="shifted"``).
 
     ``unconditional=False``: the p(t) branch is not run (a third less work) and its logits are
     zeros, for when the step ops weight it 0 (``SamplingSettings.unconditional_weight()``: nested
@@ -44,15 +46,26 @@ def level_logits(model, context: torch.Tensor, target: torch.Tensor, instrument:
         return model(context, target, instrument, level=level, fused=fused)
     b, n = context.shape[0], 3 if unconditional else 2
     null_inst = torch.full_like(instrument, NULL_ID)
-    ctx_n, tgt_n = context.repeat(n, 1, 1), target.repeat(n, 1, 1)
-    first = instrument if form == "nested" else null_inst
+    tgt_n = target.repeat(n, 1, 1)
+    first = null_inst if form == "paper" else instrument
     inst_n = torch.cat([first, instrument, null_inst][:n])
-    drop_n = torch.cat([torch.zeros(b, dtype=torch.bool, device=context.device),
-                        torch.ones((n - 1) * b, dtype=torch.bool, device=context.device)])
+    keep = torch.zeros(b, dtype=torch.bool, device=context.device)
+    if form == "shifted":  # the reference branch hears the same music, misaligned in time
+        ctx_n = torch.cat([context, context.roll(shift, -1), context][:n])
+        drop_n = torch.cat([keep, keep, ~keep][:n])
+    else:
+        ctx_n = context.repeat(n, 1, 1)
+        drop_n = torch.cat([keep, ~keep, ~keep][:n])
     logits = model(ctx_n, tgt_n, inst_n, drop_context=drop_n, level=level, fused=fused)  # (nB, T, V)
     if not unconditional:
         logits = torch.cat([logits, torch.zeros_like(logits[:b])])
     return logits  # (3B, T, V)
+
+
+def context_shift_frames(settings: SamplingSettings, frames: int) -> int:
+    """How many frames the "shifted" guidance form rolls the context by in a window of ``frames``
+    (``settings.context_shift`` of it, rounded); 0 for the other forms."""
+    return int(round(settings.context_shift * frames)) if settings.guidance_form == "shifted" else 0
 
 
 @torch.no_grad()
@@ -60,7 +73,8 @@ def level_log_probs(model, context: torch.Tensor, target: torch.Tensor, instrume
                     settings: SamplingSettings) -> torch.Tensor:
     """Log-probabilities ``(B, T, V)`` of level ``level`` given the current target tokens."""
     logits = level_logits(model, context, target, instrument, level, settings.guidance, settings.guidance_form,
-                          settings.unconditional_weight() != 0.0, settings.sampler == "fused")
+                          settings.unconditional_weight() != 0.0, settings.sampler == "fused",
+                          context_shift_frames(settings, context.shape[-1]))
     return branch_log_probs(logits, context.shape[0], *settings.branch_weights())
 
 
@@ -78,7 +92,8 @@ def decode_step(model, context: torch.Tensor, target: torch.Tensor, instrument: 
     nothing waits on the device, so the step can be compiled and captured.
     """
     logits = level_logits(model, context, target, instrument, level, settings.guidance, settings.guidance_form,
-                          settings.unconditional_weight() != 0.0, settings.sampler == "fused")
+                          settings.unconditional_weight() != 0.0, settings.sampler == "fused",
+                          context_shift_frames(settings, context.shape[-1]))
     t, v = logits.shape[1], logits.shape[2]
     if settings.sampler == "fused":
         step, noise = fused.sample_step, torch.ops.stemgen.hashed_uniform(seeds, t, v)

@@ -25,7 +25,12 @@ class SamplingSettings:
             lambda_a (log p(t|a,i) - log p(t|i))``, the context's guidance measured with the
             instrument given (as in InstructPix2Pix's two-condition guidance); scales of 1 give
             the naive p(t|a,i), lambda_a > 1 pushes towards what the context, not the instrument
-            alone, makes likely.
+            alone, makes likely. "shifted": nested guidance whose reference for the context is
+            the same context shifted in time (by ``context_shift`` of the window, wrapping round)
+            instead of no context: ``log p(t) + lambda_i (log p(t|a',i) - log p(t)) + lambda_a
+            (log p(t|a,i) - log p(t|a',i))``. The misaligned copy is the same music (key,
+            texture, instruments), so lambda_a > 1 pushes towards what fits this moment of the
+            context rather than the piece as a whole; the same cost as "nested".
         lambda_context: guidance scale of the audio context, lambda_a (paper: 3).
         lambda_instrument: guidance scale of the instrument, lambda_i (paper: 3).
         temperature: per level; 0 picks the most likely token.
@@ -49,6 +54,8 @@ class SamplingSettings:
             that fraction of the level's steps (a corrector pass: tokens committed early, with
             little of the stem known, are revisited once the rest is there).
         refine_block: frames per block of ``refine`` (25: half a second at 50 Hz).
+        context_shift: for ``guidance_form="shifted"``, how far the reference context is shifted,
+            as a fraction of the window (0.5: half a window, 2 s of a 4 s window), in (0, 1).
         sampler: how the per-step work after the forward pass runs: "fused" (the
             ``torch.ops.stemgen`` ops: compiled C++ on CPU, Triton on CUDA, the eager reference where
             neither builds), with the model's fused attention kernel where it applies (CPU: bf16
@@ -73,6 +80,7 @@ class SamplingSettings:
     w_random: float = 1.0
     refine: tuple[float, ...] = ()
     refine_block: int = 25
+    context_shift: float = 0.5
     sampler: str = "fused"
     compile: bool = False
 
@@ -97,6 +105,8 @@ class SamplingSettings:
             raise ValueError(f"refine needs one fraction in [0, 1] per level ({num_levels}) or none; got {self.refine}.")
         if int(self.refine_block) < 1:
             raise ValueError(f"refine_block must be at least one frame, got {self.refine_block}.")
+        if not 0.0 < self.context_shift < 1.0:
+            raise ValueError(f"context_shift is a fraction of the window in (0, 1), got {self.context_shift}.")
         if self.silence_temperature is not None and not self.silence_temperature > 0:
             raise ValueError(f"silence_temperature must be > 0 (or None: the level's temperature), got "
                              f"{self.silence_temperature}.")
@@ -113,16 +123,18 @@ class SamplingSettings:
         """The weights ``(w0, w1)`` of the first two guidance branches' log-probabilities as the
         step ops combine them, ``w0 b0 + w1 b1 + (1 - w0 - w1) b2`` (:func:`~.steps.guided_log_probs`):
         for "paper" the branches are p(t|a), p(t|i), p(t) and the weights the scales; for
-        "nested" they are p(t|a,i), p(t|i), p(t) and the weights ``(lambda_a, lambda_i - lambda_a)``.
+        "nested" they are p(t|a,i), p(t|i), p(t) and the weights ``(lambda_a, lambda_i - lambda_a)``;
+        "shifted" as "nested" with p(t|a',i) (the shifted context) in place of p(t|i).
         """
-        if self.guidance_form == "nested":
+        if self.guidance_form in NESTED_FORMS:
             return self.lambda_context, self.lambda_instrument - self.lambda_context
         return self.lambda_context, self.lambda_instrument
 
     def unconditional_weight(self) -> float:
         """The weight of the p(t) branch, ``1 - w0 - w1`` of :meth:`branch_weights`: ``1 - lambda_i``
-        for "nested", ``1 - lambda_a - lambda_i`` for "paper". Where it is 0 the branch need not be run."""
-        if self.guidance_form == "nested":
+        for "nested" and "shifted", ``1 - lambda_a - lambda_i`` for "paper". Where it is 0 the branch
+        need not be run."""
+        if self.guidance_form in NESTED_FORMS:
             return 1.0 - self.lambda_instrument
         return 1.0 - self.lambda_context - self.lambda_instrument
 
@@ -149,7 +161,9 @@ class SamplingSettings:
 
 
 #: how the guidance branches combine (:attr:`SamplingSettings.guidance_form`)
-GUIDANCE_FORMS = ("paper", "nested")
+GUIDANCE_FORMS = ("paper", "nested", "shifted")
+#: the forms weighted as nested guidance (:meth:`SamplingSettings.branch_weights`)
+NESTED_FORMS = ("nested", "shifted")
 
 #: the paper's decoding steps per level (section 3.2.1)
 PAPER_STEPS = (128, 64, 32, 32)

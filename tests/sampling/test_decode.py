@@ -144,6 +144,34 @@ def test_nested_guidance_combines_the_conditioned_branches_by_hand():
         SamplingSettings(guidance_form="cfg").check(4)
 
 
+def test_shifted_guidance_contrasts_the_context_with_itself_misaligned():
+    """The "shifted" form is nested guidance whose reference branch hears the same context rolled
+    along time by ``context_shift`` of the window: log p(t|a',i) + la (log p(t|a,i) - log p(t|a',i))
+    at li = 1, from the model's own branches; the fused and eager samplers commit the same tokens."""
+    model, ctx, inst = setup()
+    tgt, ai, _, none = all_masked_branches(model, ctx, inst)
+    for frac, frames in [(0.5, 12), (0.25, 6), (0.01, 0)]:
+        with torch.no_grad():
+            shifted = model(ctx.roll(frames, -1), tgt, inst, level=0).log_softmax(-1)
+        for la, li in [(3.0, 1.0), (2.0, 0.5)]:
+            s = SamplingSettings(guidance_form="shifted", lambda_context=la, lambda_instrument=li, context_shift=frac)
+            got = level_log_probs(model, ctx, tgt, inst, 0, s)
+            want = (none + li * (shifted - none) + la * (ai - shifted)).log_softmax(-1)
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    # a shift of no frames leaves the context's guidance nothing to push: the naive p(t|a,i)
+    s0 = SamplingSettings(guidance_form="shifted", lambda_context=3.0, lambda_instrument=1.0, context_shift=0.01)
+    torch.testing.assert_close(level_log_probs(model, ctx, tgt, inst, 0, s0), ai, atol=1e-4, rtol=0)
+    s = SamplingSettings(steps=(4, 3, 2, 2), guidance_form="shifted", lambda_instrument=1.0)
+    rec = Recorder(model)
+    out = decode_tokens(rec, ctx, inst, s, torch.Generator().manual_seed(0))
+    assert [n for _, _, n in rec.calls] == [2 * ctx.shape[0]] * len(rec.calls)  # two branches, as nested
+    eager = decode_tokens(model, ctx, inst, dataclasses.replace(s, sampler="eager"), torch.Generator().manual_seed(0))
+    assert torch.equal(out, eager) and (out != model.cfg.mask_id).all()
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="context_shift"):
+            dataclasses.replace(s, context_shift=bad).check(4)
+
+
 def test_a_branch_weighted_zero_is_not_run():
     """Nested guidance with lambda_i = 1 weights p(t) by 0: it is not run (two branches a step,
     not three), and the log-probabilities and the tokens are those of the three-branch step."""
