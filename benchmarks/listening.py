@@ -324,6 +324,7 @@ def main() -> None:
                   "context_gain_nats": round(ce["context_gain"], 4),
                   "context_gain_train_mask_nats": round(ce["context_gain_train_mask"], 4),
                   "context_gain_continuation_nats": round(ce["context_gain_continuation"], 4),
+                  "alignment_gain_nats": round(ce["alignment_gain"], 4),
                   "ce_nats": {k[3:]: round(v, 4) for k, v in ce.items() if k.startswith("ce/")},
                   "branch_ce_nats": {b: round(ce[f"ce/{c}"], 4) for b, c in BRANCHES.items()}}
         print(json.dumps(result, indent=1), flush=True)
@@ -348,6 +349,13 @@ def main() -> None:
         for k, v in pitch_scores(basses, reals, harmonies, sr).items():
             result[f"{k}_{name}"] = round(v, 4)
     result["chroma_focus_real"] = round(chroma_focus(reals, sr), 4)
+    # the real bass half a window late (wrapping round): the right music, not at the right moment;
+    # what a bass that knows the piece but not the beat scores
+    late = [np.roll(b, int(round(window_seconds / 2 * sr))) for b in reals]
+    (_, _, result["chroma_heard_real_shifted_own"], result["chroma_heard_real_shifted_mismatched"]) = (
+        round(x, 4) for x in agreement(late, harmonies, sr))
+    for k, v in pitch_scores(late, reals, harmonies, sr).items():
+        result[f"{k}_real_shifted"] = round(v, 4)
     write_result(args.out, result, markdown(result), quiet=True)  # a run stopped later keeps part 1
     if not args.skip_generation:
         q = model.model.cfg.num_levels
@@ -509,7 +517,9 @@ def markdown(r: dict) -> str:
     lines += ["", f"**Context gain** (another song's context minus the true one, all masked): "
               f"**{r['context_gain_nats']}** nats; at the training masking: {r['context_gain_train_mask_nats']}"
               + (f"; continuing level 0's first quarter: {r['context_gain_continuation_nats']}"
-                 if "context_gain_continuation_nats" in r else "") + ".", "",
+                 if "context_gain_continuation_nats" in r else "") + "."
+              + (f" **Alignment gain** (the own context half a window out of line minus in line, all masked): "
+                 f"{r['alignment_gain_nats']} nats." if "alignment_gain_nats" in r else ""), "",
               f"Chroma agreement of the bass with its own / another chorale's context (first {r['seconds']:g} s, "
               f"seeds {r.get('seeds', [0])}, the mean over them; +- its standard error over the seeds; windows "
               f"overlapping by {r.get('overlap_seconds', 1.0):g} s); "
@@ -531,6 +541,9 @@ def markdown(r: dict) -> str:
         c = [r[f"chroma_{k}real_codec_{m}"] for k in ("", "heard_") for m in ("own", "mismatched")]
         lines.append(f"| real, through the codec (reference) | {c[0]} | {c[1]} | {round(c[0] - c[1], 4)} | "
                      f"{c[2]} | {c[3]} | {round(c[2] - c[3], 4)} | - |")
+    if "chroma_heard_real_shifted_own" in r:
+        c = r["chroma_heard_real_shifted_own"], r["chroma_heard_real_shifted_mismatched"]
+        lines.append(f"| real, half a window late (reference) | - | - | - | {c[0]} | {c[1]} | {round(c[0] - c[1], 4)} | - |")
     matches = {name: g["pitch_match"] for name, g in r.items() if isinstance(g, dict) and "pitch_match" in g}
     if matches and "pitch_match_real_codec" in r:
         lines += ["", "Pitch match: how often the bass plays the real bass's pitch class (strongest chroma bin, any "
@@ -544,7 +557,9 @@ def markdown(r: dict) -> str:
         lines += [f"| {label} (reference) | {r[f'pitch_match_{key}']} | {r.get(f'pitch_chord_tone_{key}', '-')} | "
                   f"{r.get(f'pitch_clash_{key}', '-')} | - |"
                   for key, label in (("real_codec", "real, through the codec"),
-                                     ("real_mismatched", "another chorale's real bass"))]
+                                     ("real_mismatched", "another chorale's real bass"),
+                                     ("real_shifted", "the real bass half a window late"))
+                  if f"pitch_match_{key}" in r]
     windows = {name: g["by_window"] for name, g in r.items() if isinstance(g, dict) and "by_window" in g}
     if windows and "real_by_window" in r:
         windows["real (reference)"] = r["real_by_window"]

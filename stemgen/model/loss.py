@@ -81,7 +81,7 @@ def masked_token_loss(model: StemGenModel, context: torch.Tensor, target: torch.
 #: given its first quarter, scored on the rest, as generation continues a window's overlap):
 #: ``continuation_true`` and ``continuation_mismatched``.
 LISTENING_CONDITIONS = ("true", "mismatched", "null_instrument", "null_context", "null_both",
-                        "train_true", "train_mismatched", "continuation_true", "continuation_mismatched")
+                        "train_true", "train_mismatched", "continuation_true", "continuation_mismatched", "shifted")
 
 #: the share of the window a continuation condition is given (1 s of a 4 s window: the default overlap)
 CONTINUATION_GIVEN = 0.25
@@ -148,6 +148,8 @@ def listening_losses(model: StemGenModel, context: torch.Tensor, target: torch.T
         "train_mismatched": (other, masked.inputs, instrument, no_drop, masked.level, trained),
         "continuation_true": (context, cont_inputs, instrument, no_drop, level0, cont),
         "continuation_mismatched": (other, cont_inputs, instrument, no_drop, level0, cont),
+        # the example's own context rolled half a window along time: the same music, misaligned
+        "shifted": (context.roll(t // 2, -1), all_masked, instrument, no_drop, level0, every),
     }
     sums, counts = zip(*(nll(*runs[name]) for name in LISTENING_CONDITIONS))
     return torch.stack(sums), torch.tensor(counts, dtype=torch.long, device=dev)

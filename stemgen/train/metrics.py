@@ -35,7 +35,9 @@ class Listening(Metric):
     masked: mismatched minus true context; what the context alone tells the model) and
     ``context_gain_train_mask`` (the same at the training masking) and ``context_gain_continuation``
     (the same for level 0 given its first quarter: what the context adds to a prefix the model
-    could continue). NaN where nothing was scored.
+    could continue) and ``alignment_gain`` (level 0, every target token masked: the example's own
+    context rolled half a window along time minus the aligned one; what *when* the context plays
+    tells the model, beyond which music it is). NaN where nothing was scored.
     """
 
     full_state_update = False
@@ -56,4 +58,5 @@ class Listening(Metric):
         out["context_gain"] = out["ce/mismatched"] - out["ce/true"]
         out["context_gain_train_mask"] = out["ce/train_mismatched"] - out["ce/train_true"]
         out["context_gain_continuation"] = out["ce/continuation_mismatched"] - out["ce/continuation_true"]
+        out["alignment_gain"] = out["ce/shifted"] - out["ce/true"]
         return out

@@ -80,7 +80,7 @@ def test_listening_losses_score_each_condition_on_the_same_tokens():
     inst, songs = torch.tensor([0, 4, 16, 4]), torch.tensor([0, 0, 1, 2])
     r = _listening(m, ctx, tgt, inst, songs)
     assert {name: n for name, (_, n) in r.items() if not name.startswith(("train", "continuation"))} == {
-        "true": 40, "mismatched": 40, "null_instrument": 40, "null_context": 40, "null_both": 40}
+        "true": 40, "mismatched": 40, "null_instrument": 40, "null_context": 40, "null_both": 40, "shifted": 40}
     assert r["train_true"][1] == r["train_mismatched"][1] > 0
     # a continuation: level 0's first quarter (2 of 10 frames, rounded down) given, the other 8 scored
     assert r["continuation_true"][1] == r["continuation_mismatched"][1] == 4 * 8
@@ -100,6 +100,10 @@ def test_listening_losses_score_each_condition_on_the_same_tokens():
         logits = m(ctx, cont, inst, level=0)[:, 2:]  # (B, 8, V)
         expected = F.cross_entropy(logits.flatten(0, 1), tgt[:, 0, 2:].flatten(), reduction="sum").item()
         assert abs(r["continuation_true"][0] - expected) < 1e-3
+        # "shifted": the example's own context rolled half the window (5 of 10 frames) along time
+        logits = m(ctx.roll(5, -1), torch.full_like(tgt, m.cfg.mask_id), inst, level=0)
+        expected = F.cross_entropy(logits.flatten(0, 1), tgt[:, 0].flatten(), reduction="sum").item()
+        assert abs(r["shifted"][0] - expected) < 1e-3 and abs(r["shifted"][0] - r["true"][0]) > 1e-3
     # a model that cannot see its context: another song's context costs exactly nothing
     with torch.no_grad():
         for emb in m.context_embed:
@@ -107,6 +111,7 @@ def test_listening_losses_score_each_condition_on_the_same_tokens():
     deaf = _listening(m, ctx, tgt, inst, songs)
     assert deaf["mismatched"][0] == deaf["true"][0] and deaf["train_mismatched"][0] == deaf["train_true"][0]
     assert deaf["continuation_mismatched"][0] == deaf["continuation_true"][0]
+    assert deaf["shifted"][0] == deaf["true"][0]
     assert deaf["null_context"][0] != deaf["true"][0]  # the null context is a learned vector, not zeros
 
 
@@ -124,6 +129,8 @@ def test_a_model_that_copies_its_context_has_a_large_context_gain():
     assert r["context_gain"] == r["ce/mismatched"] - r["ce/true"] and r["context_gain"] > 1.0
     assert r["context_gain_train_mask"] > 0.5
     assert r["context_gain_continuation"] == r["ce/continuation_mismatched"] - r["ce/continuation_true"] > 0.5
+    # it copies frame by frame: its own context half a window out of line is as good as another's
+    assert r["alignment_gain"] == r["ce/shifted"] - r["ce/true"] > 1.0
 
 
 def test_masked_loss_is_the_mean_cross_entropy_of_the_masked_positions_of_each_level():
