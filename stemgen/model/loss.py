@@ -79,7 +79,8 @@ def masked_token_loss(model: StemGenModel, context: torch.Tensor, target: torch.
 #: ``null_context`` p(t|i), ``null_both`` p(t). At the training masking (a level and a cosine
 #: masking ratio drawn per example): ``train_true`` and ``train_mismatched``. As a continuation (level 0
 #: given its first quarter, scored on the rest, as generation continues a window's overlap):
-#: ``continuation_true`` and ``continuation_mismatched``.
+#: ``continuation_true`` and ``continuation_mismatched``. And ``shifted``: level 0 all masked with
+#: the example's own context rolled half a window along time (the same music, out of line).
 LISTENING_CONDITIONS = ("true", "mismatched", "null_instrument", "null_context", "null_both",
                         "train_true", "train_mismatched", "continuation_true", "continuation_mismatched", "shifted")
 
