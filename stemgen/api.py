@@ -338,6 +338,11 @@ def _codec_for(folder: Path | None, record: ModelRecord, codec) -> Codec:
     name = record.codec.get("name")
     if not name:
         raise MissingWeightsError("the model does not say which codec it was trained with: pass codec=...")
+    if name == CODEC_DIR and folder is not None:  # exported with its own codec, which is not there
+        raise MissingWeightsError(
+            f"{folder} was exported with its codec in {folder / CODEC_DIR}, which is missing (a GPU run's export "
+            f"comes back without it): copy the codec folder it was trained with there, or pass codec=... "
+            f"(e.g. stemgen/assets/demo_chorales/codec).")
     return load_codec(name)
 
 

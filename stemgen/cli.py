@@ -287,7 +287,7 @@ def export(checkpoint: Path, out_dir: Path, half: bool = False, max_shard_mib: O
     print(f"exported {checkpoint} -> {folder}")
 
 
-def ensemble(out_dir: Path, members: List[Path], combine: str = "mixture") -> None:
+def ensemble(out_dir: Path, members: List[Path], combine: str = "mixture", codec: Optional[Path] = None) -> None:
     """Join exported models into one ensemble export: at every decoding step the members'
     distributions are combined, so training runs that err differently answer together (at one
     forward pass per member).
@@ -301,10 +301,12 @@ def ensemble(out_dir: Path, members: List[Path], combine: str = "mixture") -> No
         members: exported model folders (stemgen export), the first one's settings kept.
         combine: "mixture" (the mean of the members' probabilities) or "product" (their
             normalised geometric mean: sharper where they agree).
+        codec: the codec folder the members were trained with, for members exported without
+            theirs (a GPU run's export); default: the first member's bundled codec.
     """
     from .model.io import save_ensemble
 
-    folder = save_ensemble(members, out_dir, combine=combine)
+    folder = save_ensemble(members, out_dir, combine=combine, codec=codec)
     print(f"wrote an ensemble of {len(members)} models ({combine}) -> {folder}")
 
 

@@ -207,13 +207,15 @@ def _codec_id(record: ModelRecord) -> dict:
 
 
 def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = "mixture",
-                  info: dict | None = None) -> Path:
+                  info: dict | None = None, codec: str | Path | None = None) -> Path:
     """Write an ensemble export of the exported models ``members`` (folders written by
-    ``stemgen export``) to ``folder``: each member's files into ``member-k/``, the first member's
-    codec into ``codec/`` and ``config.json`` (the first member's record: codec, window and
-    sampling settings; the members' folders; ``combine``, see
+    ``stemgen export``) to ``folder``: each member's files into ``member-k/``, the codec into
+    ``codec/`` and ``config.json`` (the first member's record: codec, window and sampling
+    settings; the members' folders; ``combine``, see
     :func:`~stemgen.model.ensemble.combine_log_probs`). Every member must record the same codec
-    and training window. :func:`load_exported` reads it back as an :class:`EnsembleModel`."""
+    and training window. The codec is the first bundled one among the members (``codec/``), or
+    the folder ``codec`` (for members exported without theirs, as a GPU run's come back), checked
+    against the members' record. :func:`load_exported` reads it back as an :class:`EnsembleModel`."""
     if combine not in COMBINES:
         raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}.")
     if not members:
@@ -237,6 +239,7 @@ def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = 
             raise CheckpointError(f"{m} was trained on {record.window_seconds} s windows, {loaded[0][0]} on "
                                   f"{first.window_seconds} s: an ensemble generates in one window length.")
     check_contract([model.cfg for _, model, _, _ in loaded])
+    codec_dir = _ensemble_codec(loaded, codec)
     names = [f"member-{k}" for k in range(1, len(loaded) + 1)]
     for old in [folder / CONFIG, folder / CODEC_DIR, *folder.glob("member-*")]:
         if old.is_dir():
@@ -245,13 +248,35 @@ def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = 
             old.unlink(missing_ok=True)
     for name, (m, _, _, _) in zip(names, loaded):
         shutil.copytree(m, folder / name, ignore=shutil.ignore_patterns(CODEC_DIR, "*.tmp"))
-    if (loaded[0][0] / CODEC_DIR).is_dir():
-        shutil.copytree(loaded[0][0] / CODEC_DIR, folder / CODEC_DIR)
+    if codec_dir is not None:
+        shutil.copytree(codec_dir, folder / CODEC_DIR, ignore=shutil.ignore_patterns("*.tmp"))
     config = {"format": ENSEMBLE_FORMAT, **first.to_dict(), "ensemble": {"combine": combine, "members": names},
               "info": {**(info or {}), "members": {name: {"source": str(m), **member_info}
                                                    for name, (m, _, _, member_info) in zip(names, loaded)}}}
     atomic_write(folder / CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=1)))
     return folder
+
+
+def _ensemble_codec(loaded: list, codec: str | Path | None) -> Path | None:
+    """The codec folder an ensemble bundles: ``codec`` (checked against the first member's record), or
+    the first member's bundled one; None where the record names a codec that is not bundled (EnCodec)."""
+    first_path, first_model, first, _ = loaded[0]
+    if codec is not None:
+        from ..codec import load_codec
+
+        path = Path(codec).expanduser()
+        if not (path / CONFIG).exists():
+            raise CheckpointError(f"codec {codec}: not a codec folder (no {CONFIG}); give the folder of the codec "
+                                  f"the members were trained with, e.g. stemgen/assets/demo_chorales/codec.")
+        check_codec(first_model.cfg, load_codec(path), first,
+                    f"Give the codec the members were trained with (their config.json: {first.codec.get('fingerprint')}).")
+        return path
+    bundled = next((m / CODEC_DIR for m, _, _, _ in loaded if (m / CODEC_DIR / CONFIG).exists()), None)
+    if bundled is None and first.codec.get("name") == CODEC_DIR:
+        raise CheckpointError(f"none of the members carries the codec it was trained with ({first_path}/{CODEC_DIR} "
+                              f"is missing, as in a GPU run's export): pass the codec folder (codec=..., "
+                              f"`stemgen ensemble --codec PATH`), e.g. stemgen/assets/demo_chorales/codec.")
+    return bundled
 
 
 def _load_ensemble(folder: Path, cfg: dict) -> tuple[EnsembleModel, ModelRecord, dict]:

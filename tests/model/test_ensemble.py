@@ -157,3 +157,42 @@ def test_a_corrupt_config_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(CheckpointError, match="no stemgen model record"):
         load_exported(tmp_path)
+
+
+def test_members_without_their_codec_take_one_given_and_checked(tmp_path, tiny_codec):
+    """A GPU run's export comes back without its codec/: an ensemble of such members asks for the
+    codec folder, checks it against the members' record, and bundles it; loading such a member alone
+    says what is missing instead of looking for EnCodec."""
+    import shutil
+
+    from stemgen.api import load_model
+    from stemgen.errors import MissingWeightsError
+
+    bare = []
+    for k in range(2):
+        folder = _export(tmp_path / f"m{k}", _tiny(k, cardinality=tiny_codec.cardinality), tiny_codec)
+        shutil.rmtree(folder / "codec")
+        bare.append(folder)
+    with pytest.raises(MissingWeightsError, match="exported with its codec in"):
+        load_model(bare[0], device="cpu")
+    with pytest.raises(CheckpointError, match="none of the members carries the codec"):
+        save_ensemble(bare, tmp_path / "ens")
+    assert not (tmp_path / "ens" / "config.json").exists()
+    tiny_codec.save(tmp_path / "the_codec")
+    assert main(["ensemble", str(tmp_path / "ens"), json.dumps([str(p) for p in bare]),
+                 "--codec", str(tmp_path / "the_codec")]) == 0
+    model = load_model(tmp_path / "ens", device="cpu", precision="fp32")
+    assert model.codec.fingerprint() == tiny_codec.fingerprint() and len(model.model.members) == 2
+    # a member that bundles its codec is enough: its codec/ is taken
+    whole = _export(tmp_path / "whole", _tiny(2, cardinality=tiny_codec.cardinality), tiny_codec)
+    save_ensemble([bare[0], whole], tmp_path / "ens2")
+    assert load_model(tmp_path / "ens2", device="cpu").codec.fingerprint() == tiny_codec.fingerprint()
+    # a codec other than the members' is refused, and so is a folder that holds none
+    other = _export(tmp_path / "other", _tiny(3, cardinality=tiny_codec.cardinality), tiny_codec,
+                    fingerprint="0" * 16)
+    shutil.rmtree(other / "codec")
+    with pytest.raises(CheckpointError, match="do not match"):
+        save_ensemble([other], tmp_path / "ens3", codec=tmp_path / "the_codec")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not a codec folder"):
+        save_ensemble(bare, tmp_path / "ens3", codec=tmp_path / "empty")
