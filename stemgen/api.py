@@ -136,6 +136,13 @@ class StemModel:
             return self.default_settings
         return self.instrument_settings.get(resolve_instrument(instrument).id, self.default_settings)
 
+    def model_for(self, instrument: Union[str, int, None] = None):
+        """The network that generates ``instrument``: the model, or for an ensemble that routes
+        the instrument to some of its members (:meth:`EnsembleModel.for_instrument`) those members."""
+        if instrument is None or instrument == -1 or not hasattr(self.model, "for_instrument"):
+            return self.model
+        return self.model.for_instrument(resolve_instrument(instrument).id)
+
     def settings(self, settings: SamplingSettings | None = None, instrument: Union[str, int, None] = None,
                  **short) -> SamplingSettings:
         """``settings`` (default: :meth:`default_settings_for` ``instrument``: the paper's best
@@ -230,17 +237,20 @@ class StemModel:
         jobs = [k for k in range(len(contexts)) for _ in range(num_samples)]
         results: dict[int, torch.Tensor] = {}
         kinds = [next(i for i, other in enumerate(per_context) if other == mine) for mine in per_context]
-        batches: dict[tuple[int, int], list[int]] = {}  # (frames, kind of settings) -> stems
+        # (frames, kind of settings, the instrument whose members answer where an ensemble routes it) -> stems
+        batches: dict[tuple[int, int, int], list[int]] = {}
+        routed = getattr(self.model, "routes", {})
         for j, k in enumerate(jobs):
-            batches.setdefault((tokens[k].shape[-1], kinds[k]), []).append(j)
-        for (_, kind), group in sorted(batches.items()):
+            route = classes[k].id if classes[k].id in routed else -1
+            batches.setdefault((tokens[k].shape[-1], kinds[k], route), []).append(j)
+        for (_, kind, route), group in sorted(batches.items()):
             s = per_context[kind]
             ctx = torch.stack([tokens[jobs[j]] for j in group])  # (B, Q, T)
             inst = torch.tensor([classes[jobs[j]].id for j in group], device=self.device)
             prefix = torch.stack([prefixes[jobs[j]] for j in group])
             gens = [torch.Generator(device=self.device).manual_seed(seed + j) for j in group]
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                out = decode_windows(self.model, ctx, inst, self.window_frames, overlap, s, gens, prefix,
+                out = decode_windows(self.model_for(route), ctx, inst, self.window_frames, overlap, s, gens, prefix,
                                      callback=_progress_bars(s, progress, len(group)),
                                      silence=self.codec.silence_codes())
             results.update({j: out[b] for b, j in enumerate(group)})

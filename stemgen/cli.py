@@ -287,7 +287,8 @@ def export(checkpoint: Path, out_dir: Path, half: bool = False, max_shard_mib: O
     print(f"exported {checkpoint} -> {folder}")
 
 
-def ensemble(out_dir: Path, members: List[Path], combine: str = "mixture", codec: Optional[Path] = None) -> None:
+def ensemble(out_dir: Path, members: List[Path], combine: str = "mixture", codec: Optional[Path] = None,
+             instrument_members: Optional[dict] = None) -> None:
     """Join exported models into one ensemble export: at every decoding step the members'
     distributions are combined, so training runs that err differently answer together (at one
     forward pass per member).
@@ -303,10 +304,12 @@ def ensemble(out_dir: Path, members: List[Path], combine: str = "mixture", codec
             normalised geometric mean: sharper where they agree).
         codec: the codec folder the members were trained with, for members exported without
             theirs (a GPU run's export); default: the first member's bundled codec.
+        instrument_members: instruments that only some members generate, by member number
+            (from 1, as given), e.g. '{"drums": [1]}': the drums from the first member alone.
     """
     from .model.io import save_ensemble
 
-    folder = save_ensemble(members, out_dir, combine=combine, codec=codec)
+    folder = save_ensemble(members, out_dir, combine=combine, codec=codec, instrument_members=instrument_members)
     print(f"wrote an ensemble of {len(members)} models ({combine}) -> {folder}")
 
 

@@ -59,7 +59,11 @@ class EnsembleModel(nn.Module):
     forward passes per call.
     """
 
-    def __init__(self, members: Sequence[StemGenModel], combine: str = "mixture"):
+    def __init__(self, members: Sequence[StemGenModel], combine: str = "mixture",
+                 routes: dict[int, Sequence[int]] | None = None):
+        """``routes``: instrument class id -> the indices (from 0) of the members that answer for
+        that instrument alone (e.g. the drums from one member, where combining sharpens their
+        silence); instruments not named are answered by all. See :meth:`for_instrument`."""
         super().__init__()
         members = list(members)
         if not members:
@@ -69,6 +73,21 @@ class EnsembleModel(nn.Module):
         check_contract([m.cfg for m in members])
         self.members = nn.ModuleList(members)
         self.combine = combine
+        self.routes = {int(i): tuple(int(k) for k in ks) for i, ks in (routes or {}).items()}
+        for inst, ks in self.routes.items():
+            if not ks or any(not 0 <= k < len(members) for k in ks) or len(set(ks)) != len(ks):
+                raise ValueError(f"instrument {inst} is routed to members {list(ks)}: give distinct member "
+                                 f"indices from 0 to {len(members) - 1}.")
+
+    def for_instrument(self, instrument: int) -> "EnsembleModel":
+        """The ensemble that generates ``instrument`` (a class id): the members :attr:`routes` names
+        for it, sharing their weights with this one, or this ensemble where it names none. One
+        stem's guidance branches must all come from the same members, so the choice is made per
+        instrument before decoding, not per row of a batch (a null-instrument branch names none)."""
+        ks = self.routes.get(int(instrument))
+        if ks is None or ks == tuple(range(len(self.members))):
+            return self
+        return EnsembleModel([self.members[k] for k in ks], self.combine)
 
     @property
     def cfg(self) -> ModelConfig:

@@ -207,7 +207,8 @@ def _codec_id(record: ModelRecord) -> dict:
 
 
 def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = "mixture",
-                  info: dict | None = None, codec: str | Path | None = None) -> Path:
+                  info: dict | None = None, codec: str | Path | None = None,
+                  instrument_members: dict[str, list[int]] | None = None) -> Path:
     """Write an ensemble export of the exported models ``members`` (folders written by
     ``stemgen export``) to ``folder``: each member's files into ``member-k/``, the codec into
     ``codec/`` and ``config.json`` (the first member's record: codec, window and sampling
@@ -215,7 +216,9 @@ def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = 
     :func:`~stemgen.model.ensemble.combine_log_probs`). Every member must record the same codec
     and training window. The codec is the first bundled one among the members (``codec/``), or
     the folder ``codec`` (for members exported without theirs, as a GPU run's come back), checked
-    against the members' record. :func:`load_exported` reads it back as an :class:`EnsembleModel`."""
+    against the members' record. ``instrument_members``: instrument -> the members (numbered from 1,
+    in the order given) that alone generate it, e.g. ``{"drums": [1]}``; the others generate with all.
+    :func:`load_exported` reads it back as an :class:`EnsembleModel`."""
     if combine not in COMBINES:
         raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}.")
     if not members:
@@ -241,6 +244,17 @@ def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = 
     check_contract([model.cfg for _, model, _, _ in loaded])
     codec_dir = _ensemble_codec(loaded, codec)
     names = [f"member-{k}" for k in range(1, len(loaded) + 1)]
+    routes = {}
+    for inst, ks in (instrument_members or {}).items():
+        try:
+            name = resolve_instrument(inst).name.lower()
+        except InstrumentError as err:
+            raise ValueError(f"instrument_members: {err}") from err
+        if not isinstance(ks, (list, tuple)) or not ks or any(not isinstance(k, int) or not 1 <= k <= len(names)
+                                                             for k in ks) or len(set(ks)) != len(ks):
+            raise ValueError(f"instrument_members: {inst!r} needs a list of distinct member numbers from 1 to "
+                             f"{len(names)} (in the order the members are given), got {ks!r}.")
+        routes[name] = [names[k - 1] for k in ks]
     for old in [folder / CONFIG, folder / CODEC_DIR, *folder.glob("member-*")]:
         if old.is_dir():
             shutil.rmtree(old)
@@ -250,7 +264,8 @@ def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = 
         shutil.copytree(m, folder / name, ignore=shutil.ignore_patterns(CODEC_DIR, "*.tmp"))
     if codec_dir is not None:
         shutil.copytree(codec_dir, folder / CODEC_DIR, ignore=shutil.ignore_patterns("*.tmp"))
-    config = {"format": ENSEMBLE_FORMAT, **first.to_dict(), "ensemble": {"combine": combine, "members": names},
+    spec = {"combine": combine, "members": names, **({"instruments": routes} if routes else {})}
+    config = {"format": ENSEMBLE_FORMAT, **first.to_dict(), "ensemble": spec,
               "info": {**(info or {}), "members": {name: {"source": str(m), **member_info}
                                                    for name, (m, _, _, member_info) in zip(names, loaded)}}}
     atomic_write(folder / CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=1)))
@@ -298,8 +313,14 @@ def _load_ensemble(folder: Path, cfg: dict) -> tuple[EnsembleModel, ModelRecord,
             raise CheckpointError(f"{folder / name} records another codec than {folder / CONFIG}: re-write the "
                                   f"ensemble with `stemgen ensemble`.")
         members.append(model)
+    routes = spec.get("instruments") or {}
+    if not isinstance(routes, dict) or any(not isinstance(ms, list) or any(m not in names for m in ms)
+                                           for ms in routes.values()):
+        raise CheckpointError(f"{folder / CONFIG}: the ensemble's instrument members ({routes!r}) must name its "
+                              f"member folders {names}; write it with `stemgen ensemble`.")
     try:
-        ensemble = EnsembleModel(members, combine)
-    except ValueError as err:
+        ensemble = EnsembleModel(members, combine, {resolve_instrument(inst).id: [names.index(m) for m in ms]
+                                                    for inst, ms in routes.items()})
+    except (ValueError, InstrumentError) as err:
         raise CheckpointError(f"{folder}: {err}") from err
     return ensemble.eval(), record, cfg.get("info", {})

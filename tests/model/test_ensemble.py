@@ -196,3 +196,45 @@ def test_members_without_their_codec_take_one_given_and_checked(tmp_path, tiny_c
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="not a codec folder"):
         save_ensemble(bare, tmp_path / "ens3", codec=tmp_path / "empty")
+
+
+def test_an_instrument_routed_to_some_members_is_generated_by_them_alone(tmp_path, tiny_codec):
+    """``instrument_members``: the drums from member 1 alone (the product of members sharpens the
+    drums' silence), the bass from both: every forward pass of a drum stem is member 1's, and its
+    tokens are those of member 1 exported alone; the export keeps the routing."""
+    import stemgen
+    from stemgen.api import load_model
+    from stemgen.instruments import resolve
+
+    m1, m2 = _tiny(0, cardinality=tiny_codec.cardinality), _tiny(1, cardinality=tiny_codec.cardinality)
+    a, b = _export(tmp_path / "a", m1, tiny_codec), _export(tmp_path / "b", m2, tiny_codec)
+    assert main(["ensemble", str(tmp_path / "ens"), json.dumps([str(a), str(b)]), "--combine", "product",
+                 "--instrument_members", '{"Drums": [1]}']) == 0
+    assert json.loads((tmp_path / "ens" / "config.json").read_text())["ensemble"]["instruments"] == {
+        "drums": ["member-1"]}
+    sm = load_model(tmp_path / "ens", device="cpu", precision="fp32")
+    drums = resolve("drums").id
+    assert sm.model.routes == {drums: (0,)}
+    sub = sm.model.for_instrument(drums)
+    assert len(sub.members) == 1 and sub.members[0] is sm.model.members[0]  # shared, not copied
+    assert sm.model.for_instrument(resolve("bass").id) is sm.model
+    calls = [0, 0]
+    hooks = [m.register_forward_hook(lambda *_, k=k: calls.__setitem__(k, calls[k] + 1))
+             for k, m in enumerate(sm.model.members)]
+    context = melody([60, 64, 67, 72], sr=SR)
+    kw = dict(sample_rate=SR, steps=(3, 2, 2, 1), seed=0)
+    stems = stemgen.generate([context, context], ["drums", "bass"], model=sm, **kw)
+    assert calls[0] > calls[1] > 0  # the drums called member 1 only, the bass both
+    for h in hooks:
+        h.remove()
+    alone = stemgen.generate(context, "drums", model=load_model(a, device="cpu", precision="fp32"), **kw)
+    assert np.array_equal(stems[0].tokens, alone.tokens)
+    with pytest.raises(ValueError, match="distinct member numbers from 1 to 2"):
+        save_ensemble([a, b], tmp_path / "bad", instrument_members={"drums": [3]})
+    with pytest.raises(ValueError, match="instrument_members"):
+        save_ensemble([a, b], tmp_path / "bad", instrument_members={"kazoo": [1]})
+    cfg = json.loads((tmp_path / "ens" / "config.json").read_text())
+    cfg["ensemble"]["instruments"] = {"drums": ["member-9"]}
+    (tmp_path / "ens" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="instrument members"):
+        load_exported(tmp_path / "ens")
