@@ -139,7 +139,7 @@ class StemModel:
     def model_for(self, instrument: Union[str, int, None] = None):
         """The network that generates ``instrument``: the model, or for an ensemble that routes
         the instrument to some of its members (:meth:`EnsembleModel.for_instrument`) those members."""
-        if instrument is None or instrument == -1 or not hasattr(self.model, "for_instrument"):
+        if instrument is None or not hasattr(self.model, "for_instrument"):
             return self.model
         return self.model.for_instrument(resolve_instrument(instrument).id)
 
@@ -250,7 +250,8 @@ class StemModel:
             prefix = torch.stack([prefixes[jobs[j]] for j in group])
             gens = [torch.Generator(device=self.device).manual_seed(seed + j) for j in group]
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                out = decode_windows(self.model_for(route), ctx, inst, self.window_frames, overlap, s, gens, prefix,
+                net = self.model_for(None if route < 0 else route)
+                out = decode_windows(net, ctx, inst, self.window_frames, overlap, s, gens, prefix,
                                      callback=_progress_bars(s, progress, len(group)),
                                      silence=self.codec.silence_codes())
             results.update({j: out[b] for b, j in enumerate(group)})

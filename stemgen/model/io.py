@@ -242,7 +242,7 @@ def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = 
             raise CheckpointError(f"{m} was trained on {record.window_seconds} s windows, {loaded[0][0]} on "
                                   f"{first.window_seconds} s: an ensemble generates in one window length.")
     check_contract([model.cfg for _, model, _, _ in loaded])
-    codec_dir = _ensemble_codec(loaded, codec)
+    codec_dir = _ensemble_codec(loaded, codec, folder)
     names = [f"member-{k}" for k in range(1, len(loaded) + 1)]
     routes = {}
     for inst, ks in (instrument_members or {}).items():
@@ -272,7 +272,7 @@ def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = 
     return folder
 
 
-def _ensemble_codec(loaded: list, codec: str | Path | None) -> Path | None:
+def _ensemble_codec(loaded: list, codec: str | Path | None, folder: Path) -> Path | None:
     """The codec folder an ensemble bundles: ``codec`` (checked against the first member's record), or
     the first member's bundled one; None where the record names a codec that is not bundled (EnCodec)."""
     first_path, first_model, first, _ = loaded[0]
@@ -280,11 +280,14 @@ def _ensemble_codec(loaded: list, codec: str | Path | None) -> Path | None:
         from ..codec import load_codec
 
         path = Path(codec).expanduser()
+        if path.resolve() == folder.resolve() or folder.resolve() in path.resolve().parents:
+            raise ValueError(f"codec {codec} lies inside the output folder {folder}: give the codec from elsewhere.")
         if not (path / CONFIG).exists():
             raise CheckpointError(f"codec {codec}: not a codec folder (no {CONFIG}); give the folder of the codec "
                                   f"the members were trained with, e.g. stemgen/assets/demo_chorales/codec.")
+        trained = first.codec.get("fingerprint")
         check_codec(first_model.cfg, load_codec(path), first,
-                    f"Give the codec the members were trained with (their config.json: {first.codec.get('fingerprint')}).")
+                    f"Give the codec the members were trained with (their config.json: {trained}).")
         return path
     bundled = next((m / CODEC_DIR for m, _, _, _ in loaded if (m / CODEC_DIR / CONFIG).exists()), None)
     if bundled is None and first.codec.get("name") == CODEC_DIR:

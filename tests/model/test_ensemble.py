@@ -193,6 +193,8 @@ def test_members_without_their_codec_take_one_given_and_checked(tmp_path, tiny_c
     shutil.rmtree(other / "codec")
     with pytest.raises(CheckpointError, match="do not match"):
         save_ensemble([other], tmp_path / "ens3", codec=tmp_path / "the_codec")
+    with pytest.raises(ValueError, match="inside the output folder"):
+        save_ensemble(bare, tmp_path / "ens", codec=tmp_path / "ens" / "codec")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="not a codec folder"):
         save_ensemble(bare, tmp_path / "ens3", codec=tmp_path / "empty")
