@@ -76,6 +76,9 @@ def plot(val: list[dict], train: list[dict], path: Path, cardinality: int = 2048
     ax.plot(steps, [r["val/context_gain"] for r in val], marker=".", label="level 0, all masked")
     ax.plot(steps, [r.get("val/context_gain_train_mask", math.nan) for r in val], marker=".",
             label="training masking")
+    if any("val/alignment_gain" in r for r in val):  # logs from the thirty-fifth session on
+        ax.plot(steps, [r.get("val/alignment_gain", math.nan) for r in val], marker=".",
+                label="alignment gain: own context half a window out of line")
     ax.axhline(0.0, color="grey", lw=0.5)
     ax.set(title="context gain: CE(another song's context) - CE(its own)", xlabel="step", ylabel="nats per token")
     ax.legend()
