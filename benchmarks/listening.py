@@ -343,19 +343,17 @@ def main() -> None:
     coded = [model.codec.roundtrip(b) for b in reals]
     (result["chroma_real_codec_own"], result["chroma_real_codec_mismatched"], result["chroma_heard_real_codec_own"],
      result["chroma_heard_real_codec_mismatched"]) = (round(x, 4) for x in agreement(coded, harmonies, sr))
-    # how often a bass plays the real bass's pitch class: through the codec (the best a generated bass
-    # can do) and another chorale's real bass (a bass that fits chorales, not this one)
-    for name, basses in (("real_codec", coded), ("real_mismatched", reals[1:] + reals[:1])):
-        for k, v in pitch_scores(basses, reals, harmonies, sr).items():
-            result[f"{k}_{name}"] = round(v, 4)
-    result["chroma_focus_real"] = round(chroma_focus(reals, sr), 4)
     # the real bass half a window late (wrapping round): the right music, not at the right moment;
     # what a bass that knows the piece but not the beat scores
     late = [np.roll(b, int(round(window_seconds / 2 * sr))) for b in reals]
     (_, _, result["chroma_heard_real_shifted_own"], result["chroma_heard_real_shifted_mismatched"]) = (
         round(x, 4) for x in agreement(late, harmonies, sr))
-    for k, v in pitch_scores(late, reals, harmonies, sr).items():
-        result[f"{k}_real_shifted"] = round(v, 4)
+    # how often a bass plays the real bass's pitch class: through the codec (the best a generated bass
+    # can do), another chorale's real bass (a bass that fits chorales, not this one) and the late one
+    for name, basses in (("real_codec", coded), ("real_mismatched", reals[1:] + reals[:1]), ("real_shifted", late)):
+        for k, v in pitch_scores(basses, reals, harmonies, sr).items():
+            result[f"{k}_{name}"] = round(v, 4)
+    result["chroma_focus_real"] = round(chroma_focus(reals, sr), 4)
     write_result(args.out, result, markdown(result), quiet=True)  # a run stopped later keeps part 1
     if not args.skip_generation:
         q = model.model.cfg.num_levels

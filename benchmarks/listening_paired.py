@@ -76,6 +76,11 @@ def compare_songs(seeds_a: dict, seeds_b: dict) -> dict:
                                       {s: seeds_b[s]["per_song"][k] for s in common}) for k in keys}
 
 
+def rounded(paired) -> dict:
+    """A :class:`~stemgen.eval.paired.Paired` as a dict, its floats to 4 places."""
+    return {f: (round(v, 4) if isinstance(v, float) else v) for f, v in dataclasses.asdict(paired).items()}
+
+
 def markdown(r: dict) -> str:
     lines = [f"# Paired: {r['a']['arm']} of `{r['a']['file']}` (A) against {r['b']['arm']} of `{r['b']['file']}` (B)",
              "", f"Seeds in both: {r['seeds']}; per seed A - B, mean +- its standard error.", "",
@@ -117,10 +122,8 @@ def main() -> None:
               "a": {"file": str(args.a), "arm": args.arm_a, "model": run_a.get("model")},
               "b": {"file": str(args.b), "arm": args.arm_b, "model": run_b.get("model")},
               "seeds": sorted(set(seeds_a) & set(seeds_b), key=int),
-              "keys": {k: {f: (round(v, 4) if isinstance(v, float) else v) for f, v in dataclasses.asdict(d).items()}
-                       for k, d in compared.items()},
-              "songs": {k: {f: (round(v, 4) if isinstance(v, float) else v) for f, v in dataclasses.asdict(d).items()}
-                        for k, d in compare_songs(seeds_a, seeds_b).items()},
+              "keys": {k: rounded(d) for k, d in compared.items()},
+              "songs": {k: rounded(d) for k, d in compare_songs(seeds_a, seeds_b).items()},
               "rule": {"settings": dataclasses.asdict(Rule()), "passes": ok, "reasons": reasons}}
     if args.out is None:
         print(markdown(result))

@@ -33,11 +33,17 @@ def paired_difference(a: Mapping[str, float], b: Mapping[str, float]) -> Paired:
         raise ValueError(f"a paired comparison needs at least two seeds scored in both arms, got {len(seeds)} "
                          f"(arm A: {sorted(a)}, arm B: {sorted(b)}); generate both with the same --seeds.")
     d = [float(a[s]) - float(b[s]) for s in seeds]
+    return _paired(d, [float(a[s]) for s in seeds], [float(b[s]) for s in seeds], f"scores at seeds {seeds}")
+
+
+def _paired(d: Sequence[float], a: Sequence[float], b: Sequence[float], what: str) -> Paired:
+    """:class:`Paired` from the differences ``d`` (one per unit compared: a seed, or a song) and every
+    score of each arm (for the means); ``what`` names the scores in the error for non-finite ones."""
     if not all(math.isfinite(x) for x in d):
-        raise ValueError(f"non-finite scores in the compared arms at seeds {seeds}: {d}")
+        raise ValueError(f"non-finite {what} in the compared arms: {list(d)}")
     n = len(d)
-    return Paired(mean_a=statistics.fmean(float(a[s]) for s in seeds), mean_b=statistics.fmean(float(b[s]) for s in seeds),
-                  diff=statistics.fmean(d), se=statistics.stdev(d) / math.sqrt(n), n=n, n_up=sum(x > 0 for x in d))
+    return Paired(mean_a=statistics.fmean(a), mean_b=statistics.fmean(b), diff=statistics.fmean(d),
+                  se=statistics.stdev(d) / math.sqrt(n), n=n, n_up=sum(x > 0 for x in d))
 
 
 def song_paired_difference(a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float]]) -> Paired:
@@ -60,12 +66,8 @@ def song_paired_difference(a: Mapping[str, Sequence[float]], b: Mapping[str, Seq
         raise ValueError(f"a comparison over songs needs the same two or more songs in every seed of both arms, got "
                          f"{sorted({len(a[s]) for s in seeds} | {len(b[s]) for s in seeds})} songs.")
     d = [statistics.fmean(float(a[s][j]) - float(b[s][j]) for s in seeds) for j in range(len(a[seeds[0]]))]
-    if not all(math.isfinite(x) for x in d):
-        raise ValueError(f"non-finite per-song scores in the compared arms: {d}")
-    n = len(d)
-    return Paired(mean_a=statistics.fmean(float(x) for s in seeds for x in a[s]),
-                  mean_b=statistics.fmean(float(x) for s in seeds for x in b[s]),
-                  diff=statistics.fmean(d), se=statistics.stdev(d) / math.sqrt(n), n=n, n_up=sum(x > 0 for x in d))
+    return _paired(d, [float(x) for s in seeds for x in a[s]], [float(x) for s in seeds for x in b[s]],
+                   "per-song scores")
 
 
 @dataclass(frozen=True)
