@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# One more draw of the shipped demo model's recipe on this CPU, with its readings: the base
+# (`make demo-model`'s training command) under another seed, both fine-tunes from it (the shipped 4 s
+# one and the 8 s window, `configs/demo_finetune_window8.yaml`), each exported with the shipped flags,
+# then each scored on the 16 validation chorales (quick 8 s protocol, 4 seeds, bf16) and paired
+# against the shipped model's stored run on the same seeds. Two runs of the recipe land up to 0.065
+# apart in heard own-context agreement (docs/listening.md), so choosing among draws on the validation
+# chorales, then confirming on the test ones, is a lever of its own.
+#
+#   bash benchmarks/recipe_draw.sh SEED [PRECISION]      # PRECISION: bf16-mixed (default) or 32-true
+#
+# Every stage is skipped when its output exists, and the base resumes from its last checkpoint
+# (written every 250 steps), so a draw that spans sessions is the same command again. About 70 min
+# for the base on a 2-core CPU with native bf16, 6 + 14 min for the fine-tunes, 4 min per evaluation.
+# Needs the rendered chorales (`stemgen data chorales`) and the training tokens
+# (`benchmarks/gpu_tokens`, `benchmarks/gpu_tokens_full`: `make demo-model`'s tokens commands).
+# Writes runs/taskmix_seed$SEED{,_fp32}/, runs/finetune_{taskmix,window8}_seed$SEED.../ (ignored
+# by git) and benchmarks/results/listening_{sweep,paired}8_validation_draw_seed$SEED..._{w4,w8}*.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seed=${1:?usage: benchmarks/recipe_draw.sh SEED [bf16-mixed|32-true]}
+precision=${2:-bf16-mixed}
+case "$precision" in
+  bf16-mixed) tag=seed$seed ;;
+  32-true) tag=seed${seed}_fp32 ;;
+  *) echo "recipe_draw.sh: PRECISION must be bf16-mixed or 32-true, not '$precision'" >&2; exit 2 ;;
+esac
+bin=.venv/bin
+for need in benchmarks/gpu_tokens benchmarks/gpu_tokens_full; do
+  [ -d "$need" ] || { echo "recipe_draw.sh: $need is missing; make it with make demo-model's tokens commands" >&2; exit 2; }
+done
+seeds=(--seed_everything "$seed" --model.seed "$seed" --data.init_args.seed "$seed" --trainer.precision "$precision")
+sampling=$($bin/python -c "import json; print(json.dumps(json.load(open('configs/gpu_export_shipped.json'))['sampling']))")
+per_instrument=$($bin/python -c "import json; print(json.dumps(json.load(open('configs/gpu_export_shipped.json'))['instrument_sampling']))")
+
+base=runs/taskmix_$tag
+if [ ! -f "$base/export/config.json" ]; then
+  resume=()
+  [ -f "$base/checkpoints/last.ckpt" ] && resume=(--ckpt_path last)
+  $bin/stemgen-train --config configs/demo_full_context.yaml --config configs/demo_full_context_7500.yaml \
+    --config configs/demo_full_context_taskmix.yaml "${seeds[@]}" --trainer.default_root_dir "$base" "${resume[@]}"
+  $bin/stemgen export "$base/checkpoints/last.ckpt" "$base/export" --half true
+fi
+
+for window in w4 w8; do
+  if [ "$window" = w4 ]; then run=runs/finetune_taskmix_$tag; extra=(); else run=runs/finetune_window8_$tag; extra=(--config configs/demo_finetune_window8.yaml); fi
+  if [ ! -f "$run/export/config.json" ]; then
+    rm -rf "$run"
+    $bin/stemgen-train --config configs/demo_finetune_candidate.yaml --config configs/demo_finetune_600.yaml "${extra[@]}" \
+      --model.init_from "$base/export" "${seeds[@]}" --trainer.default_root_dir "$run"
+    $bin/stemgen export "$run/checkpoints/last.ckpt" "$run/export" --half true \
+      --sampling "$sampling" --instrument_sampling "$per_instrument"
+  fi
+  result=benchmarks/results/listening_sweep_quick8_validation_draw_${tag}_$window
+  if [ ! -f "$result.json" ]; then
+    $bin/python benchmarks/listening.py --model "$run/export" --precision bf16 --split validation --seconds 8 \
+      --steps 32 16 8 8 --seeds 3600 3700 3800 3900 --only default --out "$result"
+  fi
+  $bin/python benchmarks/listening_paired.py "$result.json" default \
+    benchmarks/results/listening_sweep_quick8_validation_shipped_bf16_amx.json default \
+    --out benchmarks/results/listening_paired8_validation_draw_${tag}_${window}_vs_shipped
+done
+$bin/python benchmarks/listening_paired.py \
+  benchmarks/results/listening_sweep_quick8_validation_draw_${tag}_w8.json default \
+  benchmarks/results/listening_sweep_quick8_validation_draw_${tag}_w4.json default \
+  --out benchmarks/results/listening_paired8_validation_draw_${tag}_w8_vs_w4
