@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One more draw of the shipped demo model's recipe on this CPU, with its readings: the base
 # (`make demo-model`'s training command) under another seed, both fine-tunes from it (the shipped 4 s
-# one and the 8 s window, `configs/demo_finetune_window8.yaml`), each exported with the shipped flags,
+# one and the 8 s window, `configs/demo_finetune_window8.yaml`; where `benchmarks/gpu_tokens_pitched` exists,
+# also the 4 s one with the kitless pairs, `configs/demo_finetune_kitless.yaml`), each exported with the shipped flags,
 # then each scored on the 16 validation chorales (quick 8 s protocol, 4 seeds, bf16) and paired
 # against the shipped model's stored run on the same seeds. Two runs of the recipe land up to 0.065
 # apart in heard own-context agreement (docs/listening.md), so choosing among draws on the validation
@@ -14,8 +15,8 @@
 # for the base on a 2-core CPU with native bf16, 6 + 14 min for the fine-tunes, 4 min per evaluation.
 # Needs the rendered chorales (`stemgen data chorales`) and the training tokens
 # (`benchmarks/gpu_tokens`, `benchmarks/gpu_tokens_full`: `make demo-model`'s tokens commands).
-# Writes runs/taskmix_seed$SEED{,_fp32}/, runs/finetune_{taskmix,window8}_seed$SEED.../ (ignored
-# by git) and benchmarks/results/listening_{sweep,paired}8_validation_draw_seed$SEED..._{w4,w8}*.
+# Writes runs/taskmix_seed$SEED{,_fp32}/, runs/finetune_{taskmix,window8,kitless}_seed$SEED.../ (ignored
+# by git) and benchmarks/results/listening_{sweep,paired}8_validation_draw_seed$SEED..._{w4,w8,w4k}*.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,8 +44,14 @@ if [ ! -f "$base/export/config.json" ]; then
   $bin/stemgen export "$base/checkpoints/last.ckpt" "$base/export" --half true
 fi
 
-for window in w4 w8; do
-  if [ "$window" = w4 ]; then run=runs/finetune_taskmix_$tag; extra=(); else run=runs/finetune_window8_$tag; extra=(--config configs/demo_finetune_window8.yaml); fi
+arms=(w4 w8)
+[ -d benchmarks/gpu_tokens_pitched ] && arms+=(w4k)
+for window in "${arms[@]}"; do
+  case "$window" in
+    w4) run=runs/finetune_taskmix_$tag; extra=() ;;
+    w8) run=runs/finetune_window8_$tag; extra=(--config configs/demo_finetune_window8.yaml) ;;
+    w4k) run=runs/finetune_kitless_$tag; extra=(--config configs/demo_finetune_kitless.yaml) ;;
+  esac
   if [ ! -f "$run/export/config.json" ]; then
     rm -rf "$run"
     $bin/stemgen-train --config configs/demo_finetune_candidate.yaml --config configs/demo_finetune_600.yaml "${extra[@]}" \
@@ -65,3 +72,9 @@ $bin/python benchmarks/listening_paired.py \
   benchmarks/results/listening_sweep_quick8_validation_draw_${tag}_w8.json default \
   benchmarks/results/listening_sweep_quick8_validation_draw_${tag}_w4.json default \
   --out benchmarks/results/listening_paired8_validation_draw_${tag}_w8_vs_w4
+if [ -d benchmarks/gpu_tokens_pitched ]; then
+  $bin/python benchmarks/listening_paired.py \
+    benchmarks/results/listening_sweep_quick8_validation_draw_${tag}_w4k.json default \
+    benchmarks/results/listening_sweep_quick8_validation_draw_${tag}_w4.json default \
+    --out benchmarks/results/listening_paired8_validation_draw_${tag}_w4k_vs_w4
+fi
