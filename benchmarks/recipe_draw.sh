@@ -12,7 +12,7 @@
 #
 # Every stage is skipped when its output exists, and the base resumes from its last checkpoint
 # (written every 250 steps), so a draw that spans sessions is the same command again. About 70 min
-# for the base on a 2-core CPU with native bf16, 6 + 14 min for the fine-tunes, 4 min per evaluation.
+# for the base on a 2-core CPU with native bf16, 5-14 min per fine-tune, 4 min per evaluation.
 # Needs the rendered chorales (`stemgen data chorales`) and the training tokens
 # (`benchmarks/gpu_tokens`, `benchmarks/gpu_tokens_full`: `make demo-model`'s tokens commands).
 # Writes runs/taskmix_seed$SEED{,_fp32}/, runs/finetune_{taskmix,window8,kitless}_seed$SEED.../ (ignored
@@ -60,7 +60,8 @@ for window in "${arms[@]}"; do
       --sampling "$sampling" --instrument_sampling "$per_instrument"
   fi
   result=benchmarks/results/listening_sweep_quick8_validation_draw_${tag}_$window
-  if [ ! -f "$result.json" ]; then
+  # listening.py writes its file before generating: a run cut off mid-way has no `default` arm yet
+  if ! $bin/python -c "import json, sys; sys.exit('default' not in json.load(open(sys.argv[1])))" "$result.json" 2>/dev/null; then
     $bin/python benchmarks/listening.py --model "$run/export" --precision bf16 --split validation --seconds 8 \
       --steps 32 16 8 8 --seeds 3600 3700 3800 3900 --only default --out "$result"
   fi
