@@ -1,0 +1,22 @@
+"""benchmarks/recipe_draw.sh refuses bad arguments before it trains anything."""
+
+import subprocess
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "recipe_draw.sh"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=60)
+
+
+def test_without_a_seed_it_prints_its_usage():
+    done = _run()
+    assert done.returncode != 0
+    assert "usage: benchmarks/recipe_draw.sh SEED" in done.stderr
+
+
+def test_an_unknown_precision_is_named():
+    done = _run("3", "fp16")
+    assert done.returncode == 2
+    assert "PRECISION must be bf16-mixed or 32-true, not 'fp16'" in done.stderr
