@@ -61,8 +61,7 @@ demo-model: install
 	$(BIN)/stemgen-train --config configs/demo_finetune_candidate.yaml --config configs/demo_finetune_600.yaml \
 		--model.init_from runs/full_context_taskmix/export --trainer.default_root_dir runs/finetune_taskmix
 	$(BIN)/stemgen export runs/finetune_taskmix/checkpoints/last.ckpt $(DEMO_MODEL) --half true \
-		--sampling '{"guidance": true, "guidance_form": "nested", "lambda_context": 3.0, "lambda_instrument": 1.0, "w_position": 0.0, "temperature": [0.5, 1.0, 1.0, 1.0]}' \
-		--instrument_sampling '{"drums": {"guidance_form": "nested", "lambda_instrument": 1.0}}'
+		--settings configs/gpu_export_shipped.json
 
 bench-codec: install
 	$(BIN)/python benchmarks/codec.py

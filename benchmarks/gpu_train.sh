@@ -89,9 +89,7 @@ fi
 CONFIGS=()
 for c in $CONFIG; do CONFIGS+=(--config "$c"); done
 EXPORT_ARGS=()
-if [ -n "$EXPORT_FLAGS" ]; then
-  mapfile -t EXPORT_ARGS < <($PY -c "import json, sys; [print(x) for k, v in json.load(open(sys.argv[1])).items() for x in ('--' + k, json.dumps(v))]" "$EXPORT_FLAGS")
-fi
+if [ -n "$EXPORT_FLAGS" ]; then EXPORT_ARGS=(--settings "$EXPORT_FLAGS"); fi
 RUN=$(mktemp -d)
 START=$SECONDS
 timeout $((MINUTES * 60 + 120)) $PY -c "from stemgen.train.cli import main; main()" \

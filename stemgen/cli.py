@@ -259,8 +259,28 @@ def _first_given(*values):
     return next(v for v in values if v is not None)
 
 
+def _export_settings(path: Path) -> dict:
+    """The ``sampling`` / ``instrument_sampling`` of an export settings file (JSON), checked."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--settings {path}: file not found (a JSON file with the keys "
+                                f"'sampling' and/or 'instrument_sampling', e.g. configs/gpu_export_shipped.json).")
+    try:
+        fields = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--settings {path} is not valid JSON ({err}); fix the file.") from None
+    unknown = set(fields) - {"sampling", "instrument_sampling"} if isinstance(fields, dict) else None
+    if unknown is None or unknown:
+        raise ValueError(f"--settings {path} must hold an object whose keys are 'sampling' and/or "
+                         f"'instrument_sampling'; it has {sorted(unknown) if unknown else type(fields).__name__}.")
+    return fields
+
+
 def export(checkpoint: Path, out_dir: Path, half: bool = False, max_shard_mib: Optional[float] = None,
-           sampling: Optional[dict] = None, instrument_sampling: Optional[dict] = None) -> None:
+           sampling: Optional[dict] = None, instrument_sampling: Optional[dict] = None,
+           settings: Optional[Path] = None) -> None:
     """Export a stemgen-train checkpoint as model.safetensors + config.json (safe to share).
 
     The checkpoint is read with torch.load(weights_only=True); the export records the model
@@ -278,8 +298,16 @@ def export(checkpoint: Path, out_dir: Path, half: bool = False, max_shard_mib: O
             (choose them with benchmarks/listening.py).
         instrument_sampling: instruments that generate with settings of their own, each as such
             fields, e.g. '{"drums": {}}' (drums with the paper's best whatever --sampling says).
+        settings: a JSON file holding both of the above as its keys "sampling" and
+            "instrument_sampling" (the shipped model's: configs/gpu_export_shipped.json); a
+            --sampling or --instrument_sampling given as well replaces the file's.
     """
     from .train.export import export_checkpoint
+
+    if settings is not None:
+        fields = _export_settings(settings)
+        sampling = fields.get("sampling") if sampling is None else sampling
+        instrument_sampling = fields.get("instrument_sampling") if instrument_sampling is None else instrument_sampling
 
     limit = int(max_shard_mib * 2**20) if max_shard_mib else None
     folder = export_checkpoint(checkpoint, out_dir, half=half, max_shard_bytes=limit, sampling=sampling,

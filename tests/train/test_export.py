@@ -1,6 +1,7 @@
 """Export of training checkpoints to safetensors + config, and loading them back."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,6 +131,39 @@ def test_export_records_the_sampling_the_model_generates_with(tmp_path, tiny_cod
         export_checkpoint(ckpt, tmp_path / "bad", sampling={"guidance_shape": "nested"})
     with pytest.raises(ValueError, match="guidance_form"):
         export_checkpoint(ckpt, tmp_path / "bad", sampling={"guidance_form": "sideways"})
+
+
+def test_export_takes_its_settings_from_a_file(tmp_path, tiny_codec, capsys):
+    ckpt = _two_step_checkpoint(tmp_path, tiny_codec)
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "gpu_export_shipped.json"
+    fields = json.loads(shipped.read_text())
+    # the file `make demo-model` exports with is what the shipped model records
+    record = json.loads((Path(__file__).resolve().parents[2] / "stemgen/assets/demo_chorales/config.json").read_text())
+    assert (record["sampling"], record["instrument_sampling"]) == (fields["sampling"], fields["instrument_sampling"])
+    assert main(["export", str(ckpt), str(tmp_path / "export"), "--settings", str(shipped)]) == 0
+    m = load_model(tmp_path / "export", device="cpu")
+    assert m.record.sampling == fields["sampling"] and m.record.instrument_sampling == fields["instrument_sampling"]
+    assert m.default_settings.guidance_form == "nested" and m.default_settings.temperature == (0.5, 1.0, 1.0, 1.0)
+    # a flag given beside the file replaces the file's value for that key only
+    assert main(["export", str(ckpt), str(tmp_path / "mixed"), "--settings", str(shipped),
+                 "--sampling", json.dumps({"lambda_context": 2.0})]) == 0
+    m = load_model(tmp_path / "mixed", device="cpu")
+    assert m.record.sampling == {"lambda_context": 2.0}
+    assert m.record.instrument_sampling == fields["instrument_sampling"]
+    # a missing file, bad JSON, an unknown key and a bad setting in the file are named
+    capsys.readouterr()
+    assert main(["export", str(ckpt), str(tmp_path / "x"), "--settings", str(tmp_path / "none.json")]) == 2
+    assert "none.json: file not found" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{sampling: 1")
+    assert main(["export", str(ckpt), str(tmp_path / "x"), "--settings", str(tmp_path / "bad.json")]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    (tmp_path / "odd.json").write_text(json.dumps({"sampling": {}, "temperature": 0.5}))
+    assert main(["export", str(ckpt), str(tmp_path / "x"), "--settings", str(tmp_path / "odd.json")]) == 2
+    assert "['temperature']" in capsys.readouterr().err
+    (tmp_path / "wrong.json").write_text(json.dumps({"sampling": {"guidance_shape": "nested"}}))
+    assert main(["export", str(ckpt), str(tmp_path / "x"), "--settings", str(tmp_path / "wrong.json")]) == 2
+    assert "guidance_shape" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 def test_export_records_settings_per_instrument(tmp_path, tiny_codec):
