@@ -32,8 +32,6 @@ for need in benchmarks/gpu_tokens benchmarks/gpu_tokens_full; do
   [ -d "$need" ] || { echo "recipe_draw.sh: $need is missing; make it with make demo-model's tokens commands" >&2; exit 2; }
 done
 seeds=(--seed_everything "$seed" --model.seed "$seed" --data.init_args.seed "$seed" --trainer.precision "$precision")
-# the shipped export flags, expanded as benchmarks/gpu_train.sh expands its EXPORT_FLAGS
-mapfile -t export_args < <($bin/python -c "import json, sys; [print(x) for k, v in json.load(open(sys.argv[1])).items() for x in ('--' + k, json.dumps(v))]" configs/gpu_export_shipped.json)
 
 base=runs/taskmix_$tag
 if [ ! -f "$base/export/config.json" ]; then
@@ -56,7 +54,7 @@ for window in "${arms[@]}"; do
     rm -rf "$run"
     $bin/stemgen-train --config configs/demo_finetune_candidate.yaml --config configs/demo_finetune_600.yaml "${extra[@]}" \
       --model.init_from "$base/export" "${seeds[@]}" --trainer.default_root_dir "$run"
-    $bin/stemgen export "$run/checkpoints/last.ckpt" "$run/export" --half true "${export_args[@]}"
+    $bin/stemgen export "$run/checkpoints/last.ckpt" "$run/export" --half true --settings configs/gpu_export_shipped.json
   fi
   result=benchmarks/results/listening_sweep_quick8_validation_draw_${tag}_$window
   # listening.py writes its file before generating: a run cut off mid-way has no `default` arm yet
