@@ -261,8 +261,6 @@ def _first_given(*values):
 
 def _export_settings(path: Path) -> dict:
     """The ``sampling`` / ``instrument_sampling`` of an export settings file (JSON), checked."""
-    import json
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--settings {path}: file not found (a JSON file with the keys "
@@ -271,10 +269,11 @@ def _export_settings(path: Path) -> dict:
         fields = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"--settings {path} is not valid JSON ({err}); fix the file.") from None
-    unknown = set(fields) - {"sampling", "instrument_sampling"} if isinstance(fields, dict) else None
-    if unknown is None or unknown:
+    # the keys it should not have, or what it is instead of an object
+    unknown = sorted(set(fields) - {"sampling", "instrument_sampling"}) if isinstance(fields, dict) else type(fields).__name__
+    if unknown:
         raise ValueError(f"--settings {path} must hold an object whose keys are 'sampling' and/or "
-                         f"'instrument_sampling'; it has {sorted(unknown) if unknown else type(fields).__name__}.")
+                         f"'instrument_sampling'; it has {unknown}.")
     return fields
 
 

@@ -12,6 +12,7 @@ from stemgen.errors import CheckpointError, MissingWeightsError
 from stemgen.codec.embedded import EmbeddedCodec
 from stemgen.api import load_model
 from stemgen.model.io import load_exported
+from stemgen.paths import demo_model_dir
 from stemgen.sampling.settings import SamplingSettings
 from stemgen.train.export import export_checkpoint
 from stemgen.train.module import StemGenLightning
@@ -138,7 +139,7 @@ def test_export_takes_its_settings_from_a_file(tmp_path, tiny_codec, capsys):
     shipped = Path(__file__).resolve().parents[2] / "configs" / "gpu_export_shipped.json"
     fields = json.loads(shipped.read_text())
     # the file `make demo-model` exports with is what the shipped model records
-    record = json.loads((Path(__file__).resolve().parents[2] / "stemgen/assets/demo_chorales/config.json").read_text())
+    record = json.loads((demo_model_dir() / "config.json").read_text())
     assert (record["sampling"], record["instrument_sampling"]) == (fields["sampling"], fields["instrument_sampling"])
     assert main(["export", str(ckpt), str(tmp_path / "export"), "--settings", str(shipped)]) == 0
     m = load_model(tmp_path / "export", device="cpu")
