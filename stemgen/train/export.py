@@ -50,7 +50,10 @@ def read_checkpoint(ckpt: str | Path) -> tuple[StemGenModel, ModelRecord, dict]:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"{ckpt}: weights do not fit the recorded model shape: {err}") from err
+    # Lightning's WeightAveraging callbacks (e.g. EMAWeightAveraging) store the average as `state_dict`
+    # and the raw weights as `current_model_state`: the export is the average, and says so
     info = {"global_step": data.get("global_step"), "epoch": data.get("epoch"), "source": ckpt.name,
+            "weights_averaged": "current_model_state" in data,
             "training": {k: (list(v) if isinstance(v, tuple) else v) for k, v in hp.items()}}
     return model.eval(), record, info
 

@@ -40,7 +40,7 @@ def test_export_roundtrip(tmp_path, tiny_codec):
     assert all(torch.equal(weights["model." + k], v) for k, v in model.state_dict().items())
     assert record.codec["cardinality"] == 64 and record.window_seconds == 1.0
     assert record.model == model.cfg and record.model.dim == 64  # the full shape, not a preset name
-    assert info["global_step"] == 2 and info["training"]["preset"] == "tiny"
+    assert info["global_step"] == 2 and info["training"]["preset"] == "tiny" and info["weights_averaged"] is False
     cfg = json.loads((tmp_path / "export" / "config.json").read_text())
     assert cfg["model"]["cardinality"] == 64 and not list((tmp_path / "export").glob("*.tmp"))
     # the fitted embedded codec travels with the model, unchanged
@@ -66,6 +66,31 @@ def test_export_roundtrip(tmp_path, tiny_codec):
     refit.save(codec)
     with pytest.raises(CheckpointError, match="refitted"):
         export_checkpoint(ckpt, tmp_path / "bad")
+
+
+def test_a_moving_average_of_the_weights_resumes_exactly_and_is_what_is_exported(tmp_path, tiny_codec):
+    """configs/demo_finetune_ema.yaml: Lightning's EMAWeightAveraging beside stemgen's checkpoints."""
+    dm = _data_factory(tmp_path, tiny_codec)
+    averaged, _ = _weights_after(tmp_path / "ema", dm, 6, every=3, ema_decay=0.5)
+    raw, _ = _weights_after(tmp_path / "raw", dm, 6)
+    ckpt = next((tmp_path / "ema" / "ckpt").glob("*step=6.ckpt"))
+    data = torch.load(ckpt, map_location="cpu", weights_only=True)
+    # the average leaves the training path alone: the raw weights are the run's without it
+    assert all(torch.equal(data["current_model_state"][k], raw[k]) for k in raw)
+    assert all(torch.equal(data["state_dict"][k], averaged[k]) for k in raw)
+    assert not torch.equal(averaged["model.heads"], raw["model.heads"])
+    # resumed from step 3, the run reaches the same average and the same raw weights
+    resumed, t = _weights_after(tmp_path / "resumed", dm, 6, every=3, ema_decay=0.5, rng_seed=7,
+                                ckpt=str(next((tmp_path / "ema" / "ckpt").glob("*step=3.ckpt"))))
+    assert t.global_step == 6 and all(torch.equal(resumed[k], averaged[k]) for k in raw)
+    again = torch.load(next((tmp_path / "resumed" / "ckpt").glob("*step=6.ckpt")), map_location="cpu",
+                       weights_only=True)
+    assert all(torch.equal(again["current_model_state"][k], raw[k]) for k in raw)
+    # the export is the average, and records that it is
+    assert main(["export", str(ckpt), str(tmp_path / "export")]) == 0
+    model, _, info = load_exported(tmp_path / "export")
+    assert all(torch.equal(averaged["model." + k], v) for k, v in model.state_dict().items())
+    assert info["weights_averaged"] is True
 
 
 def test_a_shape_other_than_the_presets_trains_exports_and_loads(tmp_path, tiny_codec):

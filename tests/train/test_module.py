@@ -79,12 +79,15 @@ def test_wrong_masking_options_fail_when_the_module_is_built():
         StemGenLightning("tiny", cardinality=16, p_prefix=1.5)
 
 
-def _weights_after(tmp_path, datamodule_factory, max_steps, ckpt=None, every=None, rng_seed=123, **module_kwargs):
-    from lightning.pytorch.callbacks import ModelCheckpoint
+def _weights_after(tmp_path, datamodule_factory, max_steps, ckpt=None, every=None, rng_seed=123, ema_decay=None,
+                   **module_kwargs):
+    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
     torch.manual_seed(rng_seed)  # the model's init; the resumed run overwrites it from the checkpoint
     module = StemGenLightning("tiny", cardinality=64, warmup_steps=1, hold_steps=2, decay_steps=10, **module_kwargs)
     callbacks = [ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=every, save_top_k=-1)] if every else []
+    if ema_decay is not None:
+        callbacks.append(EMAWeightAveraging(decay=ema_decay))
     t = Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path,
                 enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                 enable_checkpointing=bool(every), callbacks=callbacks, num_sanity_val_steps=0)
