@@ -140,7 +140,7 @@ def cross_entropies(model, songs: list[dict], batch_size: int = 16, seed: int = 
     w = model.window_frames
     crops = []  # (context (Q, w), target (Q, w), song index)
     for k, s in enumerate(songs):
-        ctx, tgt = model._encode(s["context"]), model._encode(s["bass"])
+        ctx, tgt = model.encode_context(s["context"]), model._encode(s["bass"])
         for start in range(0, min(ctx.shape[-1], tgt.shape[-1]) - w + 1, w):
             crops.append((ctx[:, start:start + w], tgt[:, start:start + w], k))
     metric = Listening()

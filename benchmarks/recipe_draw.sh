@@ -8,7 +8,10 @@
 # apart in heard own-context agreement (docs/listening.md), so choosing among draws on the validation
 # chorales, then confirming on the test ones, is a lever of its own.
 #
-#   bash benchmarks/recipe_draw.sh SEED [PRECISION]      # PRECISION: bf16-mixed (default) or 32-true
+#   bash benchmarks/recipe_draw.sh SEED [PRECISION] [VARIANT]   # PRECISION: bf16-mixed (default) or 32-true
+#
+# VARIANT (optional): a recipe variant layered over the base and every fine-tune, `configs/demo_VARIANT.yaml`
+# (e.g. `context_chroma`); its runs and results carry `_VARIANT` in their names. ARMS="w4" limits the fine-tunes.
 #
 # Every stage is skipped when its output exists, and the base resumes from its last checkpoint
 # (written every 250 steps), so a draw that spans sessions is the same command again. About 70 min
@@ -27,6 +30,13 @@ case "$precision" in
   32-true) tag=seed${seed}_fp32 ;;
   *) echo "recipe_draw.sh: PRECISION must be bf16-mixed or 32-true, not '$precision'" >&2; exit 2 ;;
 esac
+variant=${3:-}
+variant_config=()
+if [ -n "$variant" ]; then
+  [ -f "configs/demo_$variant.yaml" ] || { echo "recipe_draw.sh: no configs/demo_$variant.yaml" >&2; exit 2; }
+  tag=${tag}_$variant
+  variant_config=(--config "configs/demo_$variant.yaml")
+fi
 bin=.venv/bin
 for need in benchmarks/gpu_tokens benchmarks/gpu_tokens_full; do
   [ -d "$need" ] || { echo "recipe_draw.sh: $need is missing; make it with make demo-model's tokens commands" >&2; exit 2; }
@@ -38,12 +48,16 @@ if [ ! -f "$base/export/config.json" ]; then
   resume=()
   [ -f "$base/checkpoints/last.ckpt" ] && resume=(--ckpt_path last)
   $bin/stemgen-train --config configs/demo_full_context.yaml --config configs/demo_full_context_7500.yaml \
-    --config configs/demo_full_context_taskmix.yaml "${seeds[@]}" --trainer.default_root_dir "$base" "${resume[@]}"
+    --config configs/demo_full_context_taskmix.yaml "${variant_config[@]}" "${seeds[@]}" --trainer.default_root_dir "$base" "${resume[@]}"
   $bin/stemgen export "$base/checkpoints/last.ckpt" "$base/export" --half true
 fi
 
-arms=(w4 w8)
-[ -d benchmarks/gpu_tokens_pitched ] && arms+=(w4k)
+if [ -n "${ARMS:-}" ]; then
+  read -r -a arms <<< "$ARMS"
+else
+  arms=(w4 w8)
+  [ -d benchmarks/gpu_tokens_pitched ] && arms+=(w4k)
+fi
 for window in "${arms[@]}"; do
   case "$window" in
     w4) run=runs/finetune_taskmix_$tag; extra=() ;;
@@ -52,7 +66,7 @@ for window in "${arms[@]}"; do
   esac
   if [ ! -f "$run/export/config.json" ]; then
     rm -rf "$run"
-    $bin/stemgen-train --config configs/demo_finetune_candidate.yaml --config configs/demo_finetune_600.yaml "${extra[@]}" \
+    $bin/stemgen-train --config configs/demo_finetune_candidate.yaml --config configs/demo_finetune_600.yaml "${extra[@]}" "${variant_config[@]}" \
       --model.init_from "$base/export" "${seeds[@]}" --trainer.default_root_dir "$run"
     $bin/stemgen export "$run/checkpoints/last.ckpt" "$run/export" --half true --settings configs/gpu_export_shipped.json
   fi

@@ -34,6 +34,7 @@ from .model.transformer import StemGenModel, native_bf16
 from .paths import DEMO, demo_model_dir, model_dir  # demo_model_dir: public here since 0.1
 from .sampling.settings import PerLevel, SamplingSettings, override
 from .sampling.windows import decode_windows
+from .spectra import chroma_codes
 
 ENV_MODEL = "STEMGEN_MODEL"
 #: context quieter than this (dBFS) is treated as silence: there is nothing to listen to
@@ -226,9 +227,10 @@ class StemModel:
         per_context = [self.settings(settings, c.id, **short) for c in classes]
         seed = secrets.randbits(31) if seed is None else int(seed)
         wavs = [self._context_audio(c, sample_rate) for c in contexts]
-        tokens = [self._encode(w) for w in wavs]  # (Q, T) each
+        tokens = [self.encode_context(w) for w in wavs]  # (Q, T) each; (Q + 1, T) with the chroma row
         kept = self._kept_tokens(keep, sample_rate)
-        prefixes = [self._prefix(kept, regenerate, t) for t in tokens]
+        levels = self.model.cfg.num_levels
+        prefixes = [self._prefix(kept, regenerate, t[:levels]) for t in tokens]
         overlap = int(round(overlap_seconds * self.codec.frame_rate))
         overlap = min(max(overlap, 0), self.window_frames // 2)
 
@@ -283,6 +285,16 @@ class StemModel:
     def _encode(self, wav: np.ndarray) -> torch.Tensor:
         """Mono ``(N,)`` at the codec's rate -> tokens ``(Q, T)`` on the model's device."""
         return self.codec.encode(torch.from_numpy(wav)[None].to(self.device))[0]
+
+    def encode_context(self, wav: np.ndarray) -> torch.Tensor:
+        """Mono context audio ``(N,)`` at the codec's rate -> what the model reads of it, on the
+        model's device: its tokens ``(Q, T)``, and for a model with ``context_chroma`` the codes of
+        its pitch-class profile as one more row (``(Q + 1, T)``, :func:`stemgen.spectra.chroma_codes`)."""
+        tokens = self._encode(wav)
+        if not self.model.cfg.context_chroma:
+            return tokens
+        codes = chroma_codes(wav, self.sample_rate, self.codec.hop_length, tokens.shape[-1])
+        return torch.cat([tokens, torch.from_numpy(codes).to(tokens)[None]])
 
     def _kept_tokens(self, keep, sample_rate: int | None) -> torch.Tensor | None:
         """Tokens ``(Q, Tk)`` of the stem to keep (a :class:`Stem`'s own, or its audio encoded)."""

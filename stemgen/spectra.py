@@ -134,3 +134,38 @@ def pitch_class_breakdown(stem: np.ndarray, reference: np.ndarray, context: np.n
     if not ref_on.any():
         return {k: 0.0 for k in parts}
     return {k: float(v[ref_on].mean()) for k, v in parts.items()}
+
+
+#: the number of quantisation steps of one pitch class in :func:`chroma_codes`
+CHROMA_STEPS = 4
+#: a pitch class's step is the number of these fractions of the frame's strongest class that its
+#: power reaches (-13, -7 and -3 dB): a Hann window's main lobe spills a low note into its
+#: neighbouring classes at about -10 dB, which then reach step 1 at most
+CHROMA_STEP_RATIOS = (0.05, 0.2, 0.5)
+
+
+def chroma_codes(x: np.ndarray, sample_rate: int, hop: int, frames: int, n_fft: int = 4096) -> np.ndarray:
+    """``(N,)`` mono audio -> ``(frames,)`` int64 codes of its pitch-class profile per frame of
+    ``hop`` samples (a codec's frame: frame t is centred on sample ``t * hop``).
+
+    Each of the 12 pitch classes gets a step 0-3 (:data:`CHROMA_STEP_RATIOS` of the frame's
+    strongest class, in power) and the code packs them in base :data:`CHROMA_STEPS`, pitch
+    class 0 (C) lowest: ``sum(step[pc] * 4**pc)``. A frame below :data:`SILENT_FRAME_DB` is code 0
+    (every class at step 0); frames past the audio's end too. What a context's harmony is, in a
+    form a token model can read beside the codec's tokens (:attr:`ModelConfig.context_chroma`)."""
+    x = np.asarray(x, dtype=np.float32)
+    chroma, _ = chroma_frames(x, sample_rate, hop=hop, n_fft=n_fft)  # (12, T)
+    sounding = frame_levels_db(x, hop=hop, n_fft=n_fft) >= SILENT_FRAME_DB  # (T,)
+    ratio = chroma / np.maximum(chroma.max(0, keepdims=True), 1e-30)
+    steps = sum((ratio >= r).astype(np.int64) for r in CHROMA_STEP_RATIOS)  # (12, T) in 0..3
+    codes = (steps * CHROMA_STEPS ** np.arange(12)[:, None]).sum(0) * sounding  # (T,)
+    out = np.zeros(frames, dtype=np.int64)
+    n = min(frames, len(codes))
+    out[:n] = codes[:n]
+    return out
+
+
+def chroma_code_steps(codes: torch.Tensor) -> torch.Tensor:
+    """Codes of :func:`chroma_codes` ``(...)`` -> each pitch class's step ``(..., 12)`` (0-3)."""
+    powers = CHROMA_STEPS ** torch.arange(12, device=codes.device)
+    return torch.div(codes[..., None], powers, rounding_mode="floor") % CHROMA_STEPS

@@ -4,8 +4,8 @@ scores a silent stem as silent."""
 import numpy as np
 import pytest
 
-from stemgen.spectra import (SILENT_FRAME_DB, chroma_agreement, chroma_frames, frame_cosine, frame_levels_db,
-                             pitch_class_breakdown, pitch_class_match)
+from stemgen.spectra import (SILENT_FRAME_DB, chroma_agreement, chroma_code_steps, chroma_codes, chroma_frames,
+                             frame_cosine, frame_levels_db, pitch_class_breakdown, pitch_class_match)
 
 SR = 16000
 
@@ -78,3 +78,23 @@ def test_pitch_class_breakdown_tells_chord_tones_from_clashes():
     without = pitch_class_breakdown(bass, real, None, SR)  # no context: every wrong note a clash
     assert without["chord_tone"] == 0.0 and without["clash"] == pytest.approx(2 / 3, abs=0.05)
     assert pitch_class_breakdown(bass * 1e-4, real, voices, SR)["silent"] == 1.0
+
+
+def test_chroma_codes_name_the_sounding_pitch_classes_per_frame():
+    import torch
+
+    chord = tone(69, 1.0) + tone(73, 1.0, amp=0.35) + tone(76, 1.0, amp=0.25)  # A major: A, C#, E
+    x = np.concatenate([chord, np.zeros(SR // 2, dtype=np.float32)])  # then half a second of silence
+    hop = SR // 50
+    codes = chroma_codes(x, SR, hop, frames=100)  # 2 s of frames for 1.5 s of audio
+    assert codes.shape == (100,) and codes.dtype == np.int64
+    steps = chroma_code_steps(torch.from_numpy(codes))  # (100, 12)
+    middle = steps[10:40]
+    assert (middle[:, 9] == 3).all()  # A, the loudest, is the frame's strongest
+    assert (middle[:, [1, 4]] >= 2).all()  # C# and E at -3 to -6 dB: steps 2 or 3
+    assert (middle[:, [0, 2, 3, 5, 6, 7, 8, 10, 11]] <= 1).all()  # the rest at most the window's spill
+    assert (codes[60:] == 0).all()  # silence and frames past the end: every class at step 0
+    # a code is its steps packed in base 4, C lowest
+    assert int(codes[20]) == int((steps[20] * 4 ** torch.arange(12)).sum())
+    # the same audio louder: the same codes (each class against the frame's strongest)
+    assert np.array_equal(chroma_codes(2 * x, SR, hop, frames=60)[:50], codes[:50])

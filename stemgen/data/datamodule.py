@@ -22,10 +22,12 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..instruments import resolve
 from ..paths import atomic_write, home
+from ..spectra import chroma_codes
 from .dataset import EpochSampler, PairDataset, ResumableLoader
 from .songs import DatasetError, Song, cached_scan, check_variant, song_folders
 
@@ -54,30 +56,43 @@ class TokenCache(torch.utils.data.Dataset):
 
         n = len(pairs) if num_examples is None else num_examples
         if not path.exists():
-            ctx, tgt, inst, song = [], [], [], []
+            ctx, tgt, inst, song, chroma = [], [], [], [], []
             with torch.no_grad():
                 for start in tqdm(range(0, n, batch_size), desc=f"caching tokens ({n} examples)",
                                   disable=not progress):
                     items = [pairs[i] for i in range(start, min(start + batch_size, n))]
                     ctx.append(codec.encode(torch.stack([it["context"] for it in items])))
+                    chroma.append(context_chroma(torch.stack([it["context"] for it in items]), codec, ctx[-1].shape[-1]))
                     tgt.append(codec.encode(torch.stack([it["target"] for it in items])))
                     inst.append(torch.stack([it["instrument"] for it in items]))
                     song.append(torch.stack([it["song_index"] for it in items]))
             tensors = {"context_tokens": torch.cat(ctx).to(torch.int16), "target_tokens": torch.cat(tgt).to(torch.int16),
-                       "instrument": torch.cat(inst), "song_index": torch.cat(song)}
+                       "instrument": torch.cat(inst), "song_index": torch.cat(song),
+                       "context_chroma": torch.cat(chroma).to(torch.int32)}
             atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))  # DDP ranks may build it at once
         data = load_file(str(path))
         self.context = data["context_tokens"].long()
         self.target = data["target_tokens"].long()
         self.instrument = data["instrument"]
         self.song_index = data["song_index"]
+        self.chroma = data["context_chroma"].long() if "context_chroma" in data else None  # older caches: none
 
     def __len__(self) -> int:
         return len(self.instrument)
 
     def __getitem__(self, i: int) -> dict:
-        return {"context_tokens": self.context[i], "target_tokens": self.target[i], "instrument": self.instrument[i],
+        item = {"context_tokens": self.context[i], "target_tokens": self.target[i], "instrument": self.instrument[i],
                 "song_index": self.song_index[i]}
+        if self.chroma is not None:
+            item["context_chroma"] = self.chroma[i]
+        return item
+
+
+def context_chroma(audio: torch.Tensor, codec, frames: int) -> torch.Tensor:
+    """Mono contexts ``(B, N)`` at the codec's rate -> the codes of their pitch-class profiles
+    ``(B, frames)`` int64, one per codec frame (:func:`stemgen.spectra.chroma_codes`)."""
+    rows = [chroma_codes(x.float().cpu().numpy(), codec.sample_rate, codec.hop_length, frames) for x in audio]
+    return torch.from_numpy(np.stack(rows)).to(audio.device)
 
 
 class StemgenData(LightningDataModule):
@@ -246,6 +261,7 @@ class PairDataModule(StemgenData):
             codec = self.codec.to(batch["context"].device)
             batch["context_tokens"] = codec.encode(batch["context"])
             batch["target_tokens"] = codec.encode(batch["target"])
+            batch["context_chroma"] = context_chroma(batch["context"], codec, batch["context_tokens"].shape[-1])
         return batch
 
 
@@ -429,6 +445,9 @@ class TokenWindows(torch.utils.data.Dataset):
         self.context = torch.cat([d["context_tokens"] for d in parts])
         self.target = torch.cat([d["target_tokens"] for d in parts])
         self.instrument, self.song_index = torch.cat([d["instrument"] for d in parts]), torch.cat(songs)
+        # the contexts' chroma codes, where every file has them (exports before they existed do not)
+        has_chroma = all("context_chroma" in d for d in parts)
+        self.chroma = torch.cat([d["context_chroma"] for d in parts]) if has_chroma else None
         if frames > self.context.shape[-1]:
             raise ValueError(f"windows of {frames} frames from crops of {self.context.shape[-1]}")
         self.frames, self.random_offset, self.seed = frames, random_offset, seed
@@ -451,5 +470,8 @@ class TokenWindows(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         k, start = int(self.rows[i % len(self)]), self.start(i)
         window = slice(start, start + self.frames)
-        return {"context_tokens": self.context[k, :, window].long(), "target_tokens": self.target[k, :, window].long(),
+        item = {"context_tokens": self.context[k, :, window].long(), "target_tokens": self.target[k, :, window].long(),
                 "instrument": self.instrument[k], "song_index": self.song_index[k]}
+        if self.chroma is not None:
+            item["context_chroma"] = self.chroma[k, window].long()
+        return item

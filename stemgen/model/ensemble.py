@@ -19,7 +19,7 @@ from .transformer import ModelConfig, StemGenModel
 #: how the members' distributions at a position are combined
 COMBINES = ("mixture", "product")
 #: the config fields every member must share: they define the tokens and conditions a model reads
-CONTRACT = ("num_levels", "cardinality", "num_instruments")
+CONTRACT = ("num_levels", "cardinality", "num_instruments", "context_chroma")
 
 
 def combine_log_probs(logits: Sequence[torch.Tensor], combine: str) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..instruments import NULL_ID, NUM_INSTRUMENTS
+from ..spectra import CHROMA_STEPS, chroma_code_steps
 from .attention import fused_applies, reference_attention
 
 
@@ -43,6 +44,13 @@ class ModelConfig:
     training only; a regulariser for small datasets, not part of the model's shape: the same
     weights run with any value, and evaluation and generation never drop. 0 (the paper states
     none): off.
+
+    ``context_chroma``: the context carries one more row after its Q levels, the codes of its
+    pitch-class profile per frame (:func:`stemgen.spectra.chroma_codes`, computed from the
+    context's audio), embedded as the sum of one learned vector per pitch class and step and
+    added to the context channel (dropped with it for guidance). The harmony is then read from
+    the audio's spectrum instead of being learned from the codec's codes of whole mixes; False
+    (the paper's): the codec's tokens alone.
     """
 
     num_levels: int = 4
@@ -58,6 +66,13 @@ class ModelConfig:
     codebook_dim: int = 0
     codebook_heads: bool = False
     dropout: float = 0.0
+    context_chroma: bool = False
+
+    @property
+    def context_rows(self) -> int:
+        """Rows of the context tensor ``(B, context_rows, T)``: the Q levels, and the chroma codes
+        with ``context_chroma``."""
+        return self.num_levels + int(self.context_chroma)
 
     @property
     def mask_id(self) -> int:
@@ -192,6 +207,8 @@ class StemGenModel(nn.Module):
             self.codebook_proj = nn.Linear(cfg.codebook_dim, half, bias=False)
         if cfg.codebook_heads:
             self.codebook_out = nn.Linear(cfg.dim, cfg.codebook_dim, bias=False)
+        if cfg.context_chroma:  # one vector per (pitch class, step): row pc * CHROMA_STEPS + step
+            self.chroma_embed = nn.Embedding(12 * CHROMA_STEPS, half)
         self.instrument_embed = nn.Embedding(cfg.num_instruments, half)
         self.null_context = nn.Parameter(torch.zeros(half))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
@@ -304,7 +321,8 @@ class StemGenModel(nn.Module):
 
     def embed(self, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
               drop_context: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, Q, T)`` context and target tokens, ``(B,)`` instrument ids -> ``(B, T, D)``.
+        """``(B, Q, T)`` context and target tokens, ``(B,)`` instrument ids -> ``(B, T, D)``
+        (the context ``(B, Q + 1, T)`` with :attr:`ModelConfig.context_chroma`).
 
         ``drop_context`` ``(B,)`` bool replaces the context channel by the learned null
         context (classifier-free guidance); a dropped instrument is the id ``NULL_ID``.
@@ -313,6 +331,8 @@ class StemGenModel(nn.Module):
         if self.cfg.codebook_dim > 0:
             feats = sum(self._codec_features(context[:, q], q) for q in range(self.cfg.num_levels))
             ctx = ctx + self.codebook_proj(feats.to(self.codebook_proj.weight.dtype)).to(ctx.dtype)
+        if self.cfg.context_chroma:
+            ctx = ctx + self._chroma(context)
         if drop_context is not None:
             ctx = torch.where(drop_context[:, None, None], self.null_context.to(ctx.dtype).expand_as(ctx), ctx)
         tgt = sum(self._target_level(target[:, q], q) for q in range(self.cfg.num_levels))  # (B, T, D/2)
@@ -322,6 +342,16 @@ class StemGenModel(nn.Module):
             tgt = tgt + self.codebook_proj(feats.to(self.codebook_proj.weight.dtype)).to(tgt.dtype)
         inst = self.instrument_embed(instrument)[:, None]  # (B, 1, D/2)
         return torch.cat([ctx + inst, tgt + inst], dim=-1)  # (B, T, D)
+
+    def _chroma(self, context: torch.Tensor) -> torch.Tensor:
+        """The chroma row of a context ``(B, Q + 1, T)`` -> its embedding ``(B, T, D/2)``."""
+        if context.shape[1] != self.cfg.context_rows:
+            raise ValueError(f"this model reads its context's pitch-class profile: the context needs "
+                             f"{self.cfg.context_rows} rows (the {self.cfg.num_levels} levels, then the codes of "
+                             f"stemgen.spectra.chroma_codes), got {context.shape[1]}.")
+        steps = chroma_code_steps(context[:, self.cfg.num_levels])  # (B, T, 12)
+        rows = steps + CHROMA_STEPS * torch.arange(12, device=steps.device)
+        return self.chroma_embed(rows).sum(-2)  # (B, T, D/2)
 
     def _target_level(self, tokens: torch.Tensor, q: int) -> torch.Tensor:
         """Embedding ``(B, T, D/2)`` of one target level's tokens ``(B, T)`` (MASK id included)."""

@@ -247,8 +247,9 @@ def decode_tokens(model, context: torch.Tensor, instrument: torch.Tensor, settin
     ``prefix`` (``(B, Q, T)`` with the model's MASK id where free) fixes known target tokens
     (continuation, inpainting); they are never changed. ``silence``: see :func:`decode_level`.
     """
-    settings = (settings or SamplingSettings()).check(context.shape[1])
-    target = torch.full_like(context, model.cfg.mask_id) if prefix is None else prefix.clone()
-    for q in range(context.shape[1]):
+    levels = model.cfg.num_levels  # the context may carry its chroma row after them
+    settings = (settings or SamplingSettings()).check(levels)
+    target = torch.full_like(context[:, :levels], model.cfg.mask_id) if prefix is None else prefix.clone()
+    for q in range(levels):
         target = decode_level(model, context, target, instrument, q, settings, generator, callback, silence)
     return target

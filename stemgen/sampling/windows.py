@@ -40,11 +40,12 @@ def decode_windows(model, context: torch.Tensor, instrument: torch.Tensor, windo
     decode are skipped. ``callback(level, step, steps)`` counts steps over all windows of a level.
     ``silence``: the codec's silence code per level, for the silence gate (see ``decode_level``).
     """
-    settings = (settings or SamplingSettings()).check(context.shape[1])
+    levels = model.cfg.num_levels  # the context may carry its chroma row after them
+    settings = (settings or SamplingSettings()).check(levels)
     mask_id = model.cfg.mask_id
-    target = torch.full_like(context, mask_id) if prefix is None else prefix.clone()
+    target = torch.full_like(context[:, :levels], mask_id) if prefix is None else prefix.clone()
     starts = window_starts(context.shape[-1], window, overlap)
-    for q in range(context.shape[1]):
+    for q in range(levels):
         steps = int(settings.steps[q])
         for k, start in enumerate(starts):
             span = slice(start, start + window)

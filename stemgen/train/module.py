@@ -9,6 +9,7 @@ import torch
 from lightning import LightningModule
 
 from ..model import ModelConfig, StemGenModel
+from ..data.songs import DatasetError
 from ..errors import CheckpointError
 from ..model.io import CHECKPOINT_KEY, CODEC_DIR, ModelRecord, check_codec, load_exported
 from ..model.loss import listening_losses, masked_loss, masked_token_loss
@@ -72,6 +73,9 @@ class StemGenLightning(LightningModule):
             ``torch.compile`` as one graph. Default: on when training on CUDA (the compiler fuses
             the elementwise work that otherwise dominates there), off on CPU (minutes of compiling
             for a short run).
+        context_chroma: the model reads the context's pitch-class profile beside its tokens (see
+            :class:`~stemgen.model.ModelConfig`); the batches must carry ``context_chroma``
+            ``(B, T)`` (tokens exported by this version of ``stemgen data tokens`` do).
     """
 
     def __init__(self, preset: str = "tiny", num_levels: int = 4, cardinality: int = 2048, lr: float = 5e-4,
@@ -82,7 +86,8 @@ class StemGenLightning(LightningModule):
                  level_weights: Optional[list[float]] = None, codec_embeddings: bool = False,
                  codec_heads: bool = False, codebook_dim: int = 0, codebook_heads: bool = False,
                  init_from: Optional[str] = None, dim: Optional[int] = None, n_layers: Optional[int] = None,
-                 n_heads: Optional[int] = None, p_prefix: Union[float, list[float]] = 0.0, dropout: float = 0.0):
+                 n_heads: Optional[int] = None, p_prefix: Union[float, list[float]] = 0.0, dropout: float = 0.0,
+                 context_chroma: bool = False):
         super().__init__()
         if level_weights is not None:
             level_weight_tensor(level_weights, num_levels)  # a wrong value fails here, not at the first step
@@ -92,7 +97,8 @@ class StemGenLightning(LightningModule):
         shape = {k: v for k, v in dict(dim=dim, n_layers=n_layers, n_heads=n_heads).items() if v is not None}
         cfg = ModelConfig.from_name(preset, num_levels=num_levels, cardinality=cardinality,
                                     shared_embeddings=shared_embeddings, codebook_dim=codebook_dim,
-                                    codebook_heads=codebook_heads, dropout=dropout, **shape)
+                                    codebook_heads=codebook_heads, dropout=dropout, context_chroma=context_chroma,
+                                    **shape)
         self.save_hyperparameters()
         self.model = StemGenModel(cfg)
         self.val_accuracy = MaskedTokenAccuracy(num_levels)
@@ -175,6 +181,17 @@ class StemGenLightning(LightningModule):
     def _generator(self, offset: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(self._seed(offset))
 
+    def _context(self, batch: dict) -> torch.Tensor:
+        """The context the model reads: ``context_tokens`` ``(B, Q, T)``, with the chroma codes as a
+        last row ``(B, Q + 1, T)`` for a model with ``context_chroma``."""
+        if not self.model.cfg.context_chroma:
+            return batch["context_tokens"]
+        if "context_chroma" not in batch:
+            raise DatasetError("--model.context_chroma reads the context's pitch-class profile, and these batches "
+                               "carry none: export the tokens again with this version (`stemgen data tokens`), or "
+                               "train without --model.context_chroma.")
+        return torch.cat([batch["context_tokens"], batch["context_chroma"][:, None].to(batch["context_tokens"])], 1)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         # dropout reads the global RNG: seeded per step (the caller's state kept), it too depends
         # only on (seed, step); the backward pass reuses the masks autograd saved
@@ -182,7 +199,7 @@ class StemGenLightning(LightningModule):
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [], enabled=drops):
             if drops:
                 torch.manual_seed(self._seed(3 * 10**9 + self.global_step))
-            out = masked_token_loss(self.model, batch["context_tokens"], batch["target_tokens"], batch["instrument"],
+            out = masked_token_loss(self.model, self._context(batch), batch["target_tokens"], batch["instrument"],
                                     self.hparams.p_drop_context, self.hparams.p_drop_instrument,
                                     self._generator(self.global_step), p_full_mask=self.hparams.p_full_mask,
                                     loss_fn=self.train_loss_fn(), level_weights=self.hparams.get("level_weights"),
@@ -195,13 +212,13 @@ class StemGenLightning(LightningModule):
         # every level of every example, no condition dropout, fixed masks: comparable over time
         losses = []
         for q in range(self.model.cfg.num_levels):
-            out = masked_token_loss(self.model, batch["context_tokens"], batch["target_tokens"], batch["instrument"],
+            out = masked_token_loss(self.model, self._context(batch), batch["target_tokens"], batch["instrument"],
                                     0.0, 0.0, self._generator(10**9 + 16 * batch_idx + q), level=q)
             self.val_accuracy.update(out.correct, out.count)
             losses.append(out.loss)
         self.log("val/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=batch["instrument"].shape[0])
         # listening: the same tokens scored with the true, another song's and no context
-        self.val_listening.update(*listening_losses(self.model, batch["context_tokens"], batch["target_tokens"],
+        self.val_listening.update(*listening_losses(self.model, self._context(batch), batch["target_tokens"],
                                                     batch["instrument"], batch.get("song_index"),
                                                     self._generator(2 * 10**9 + batch_idx)))
 

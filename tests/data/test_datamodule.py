@@ -1,10 +1,12 @@
 """The LightningDataModules: batches of audio and tokens, cached evaluation tokens, errors."""
 
+import numpy as np
 import pytest
 import torch
 
 from stemgen.data.datamodule import ChoralesData, SlakhData, StemsData, TokenCache
 from stemgen.data.songs import DatasetError
+from stemgen.spectra import chroma_codes
 
 from .fixtures import make_slakh, make_stem_folder
 
@@ -25,6 +27,10 @@ def test_slakh_batches_carry_audio_and_tokens(tmp_path, codec_dir, tiny_codec):
     batch = dm.on_after_batch_transfer(batch, 0)
     assert batch["context_tokens"].shape == batch["target_tokens"].shape == (2, 4, 50)
     assert torch.equal(batch["target_tokens"], tiny_codec.encode(batch["target"]))
+    # the context's pitch-class profile per token frame, for a model that reads it (context_chroma)
+    assert batch["context_chroma"].shape == (2, 50) and batch["context_chroma"].dtype == torch.int64
+    assert np.array_equal(batch["context_chroma"][1].numpy(),
+                          chroma_codes(batch["context"][1].numpy(), 32000, tiny_codec.hop_length, 50))
     assert batch["instrument"].dtype == torch.long
 
 

@@ -250,3 +250,27 @@ def test_residual_dropout_acts_in_training_only_and_keeps_the_weights_shape():
     torch.testing.assert_close(plain(ctx, tgt, inst), want, rtol=0, atol=0)  # 0: off in training too
     with pytest.raises(ValueError, match="dropout 1.0 must be in"):
         tiny(dropout=1.0)
+
+
+def test_context_chroma_is_one_more_context_row_read_with_the_context_and_dropped_with_it():
+    m = tiny(context_chroma=True)
+    assert m.cfg.context_rows == 5 and tiny().cfg.context_rows == 4
+    g = torch.Generator().manual_seed(3)
+    chroma = torch.randint(4 ** 12, (2, 1, 12), generator=g)
+    other = torch.randint(4 ** 12, (2, 1, 12), generator=g)
+    ctx, tgt, inst = tokens(2), tokens(2, seed=1), torch.tensor([1, 2])
+    a = m(torch.cat([ctx, chroma], 1), tgt, inst)
+    assert a.shape == (2, 4, 12, 32)
+    assert not torch.allclose(a, m(torch.cat([ctx, other], 1), tgt, inst))  # the profile is read
+    drop = torch.tensor([True, False])
+    da = m(torch.cat([ctx, chroma], 1), tgt, inst, drop_context=drop)
+    db = m(torch.cat([ctx, other], 1), tgt, inst, drop_context=drop)
+    assert torch.allclose(da[0], db[0]) and not torch.allclose(da[1], db[1])  # dropped with the context
+    # a code is read as its pitch classes' steps: the embedding is the sum of one vector per class
+    steps = torch.tensor([[0, 3, 0, 0, 1, 0, 0, 2, 0, 0, 0, 0]])
+    code = (steps * 4 ** torch.arange(12)).sum(-1)  # (1,)
+    row = torch.cat([tokens(1, t=1), code.view(1, 1, 1)], 1)
+    expected = m.chroma_embed.weight[torch.arange(12) * 4 + steps[0]].sum(0)
+    assert torch.allclose(m._chroma(row)[0, 0], expected)
+    with pytest.raises(ValueError, match="needs 5 rows"):
+        m(ctx, tgt, inst)

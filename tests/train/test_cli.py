@@ -236,3 +236,57 @@ def test_bf16_falls_back_to_float32_on_a_cpu_that_emulates_it(tmp_path, tiny_cod
     main(_args(tmp_path, codec, root, 1, tmp_path / "run") + ["--trainer.precision", "bf16-mixed",
                                                            "--keep_precision", "true"])
     assert seen.pop("precision") == "bf16-mixed"
+
+
+def test_a_model_that_reads_the_context_chroma_trains_from_exported_tokens_and_generates(tmp_path, tiny_codec):
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from stemgen.api import load_model
+    from stemgen.cli import main as stemgen_main
+    from stemgen.data.datamodule import TokenWindows
+    from stemgen.data.songs import DatasetError
+    from stemgen.spectra import chroma_codes
+
+    from ..conftest import SR, melody
+
+    codec = tiny_codec.save(tmp_path / "codec")
+    root = make_slakh(tmp_path / "slakh")
+    tokens = tmp_path / "tokens"
+    assert stemgen_main(["data", "tokens", str(tokens), "--data", "slakh", "--root", str(root), "--codec",
+                         str(codec), "--crop_seconds", "1.5", "--draws", "2"]) == 0
+    data = load_file(str(tokens / "train.safetensors"))
+    n = len(data["instrument"])
+    assert data["context_chroma"].shape == (n, 75) and data["context_chroma"].dtype == torch.int32
+    assert int(data["context_chroma"].max()) < 4 ** 12 and (data["context_chroma"] > 0).any()
+    # a window's chroma codes are the same frames as its tokens
+    windows = TokenWindows(tokens / "train.safetensors", 50, random_offset=True, seed=0)
+    start = windows.start(n + 1)
+    assert torch.equal(windows[n + 1]["context_chroma"], windows.chroma[1, start:start + 50].long())
+
+    run = tmp_path / "run"
+    args = ["--data", "tokens", "--data.root", str(tokens), "--data.crop_seconds", "1.0", "--data.batch_size", "2",
+            "--model.preset", "tiny", "--model.context_chroma", "true", "--trainer.max_steps", "2",
+            "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.limit_val_batches", "1"]
+    main(args + ["--trainer.default_root_dir", str(run)])
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["stemgen"]["model"]["context_chroma"] is True
+    assert "model.chroma_embed.weight" in ckpt["state_dict"]
+    m = load_model(run / "checkpoints" / "last.ckpt", device="cpu")
+    wav = melody([57, 61, 64, 69] * 2)  # 2 s
+    ctx = m.encode_context(wav)
+    assert ctx.shape == (5, 100)
+    assert np.array_equal(ctx[4].cpu().numpy(), chroma_codes(wav, SR, tiny_codec.hop_length, 100))
+    stem = m.generate(wav, "bass", sample_rate=SR, steps=(2, 1, 1, 1), seed=0)
+    assert stem.tokens.shape == (4, 100)
+
+    # tokens exported before the chroma existed: a clear error, not a shape error deep in the model
+    old = tmp_path / "old_tokens"
+    old.mkdir()
+    (old / "tokens.json").write_text((tokens / "tokens.json").read_text())
+    for split in ("train", "validation"):
+        d = load_file(str(tokens / f"{split}.safetensors"))
+        save_file({k: v for k, v in d.items() if k != "context_chroma"}, str(old / f"{split}.safetensors"))
+    with pytest.raises(DatasetError, match="export the tokens again"):
+        main([*args[:3], str(old), *args[4:], "--trainer.default_root_dir", str(tmp_path / "run_old")])
