@@ -39,11 +39,14 @@ demo: install
 # the first step (configs/demo_full_context.yaml + configs/demo_full_context_7500.yaml +
 # configs/demo_full_context_taskmix.yaml: level 0 on 4 in 7 examples, fully masked 80% of the time
 # there), then fine-tuned for 600 steps at the peak rate toward a whole level 0 from the whole mix
-# (configs/demo_finetune_candidate.yaml + configs/demo_finetune_600.yaml), exported in float16 with
+# (configs/demo_finetune_candidate.yaml + configs/demo_finetune_600.yaml), both stages reading the
+# context's pitch-class profile beside its tokens (configs/demo_context_chroma.yaml, since the
+# thirty-ninth session: 75 min for the base in bf16 on a 2-core Xeon with AMX), exported in float16 with
 # its codec. It generates by default with nested guidance toward the context (lambda_a 3, lambda_i 1),
 # level 0 at temperature 0.5 behind the silence gate; drums with the paper's best made nested
 # (docs/listening.md, sixteenth and twenty-eighth sessions). The earlier demo models are kept:
-# benchmarks/candidates/finetune_600 (the same fine-tune of the base without the task mix, shipped
+# benchmarks/candidates/taskmix_600 (the same recipe without the chroma, shipped from the twenty-ninth
+# to the thirty-eighth session), benchmarks/candidates/finetune_600 (the same fine-tune of the base without the task mix, shipped
 # from the nineteenth to the twenty-eighth session), benchmarks/candidates/finetune_1200 (its step
 # 1200) and benchmarks/candidates/demo_chorales_13000 (configs/demo_chorales.yaml, 13000 steps).
 demo-model: install
@@ -56,9 +59,11 @@ demo-model: install
 	$(BIN)/stemgen data tokens benchmarks/gpu_tokens_full --data chorales --root $(CHORALES_ALL) \
 		--codec $(DEMO_MODEL)/codec --crop_seconds 8 --draws 4 --full_context 1.0
 	$(BIN)/stemgen-train --config configs/demo_full_context.yaml --config configs/demo_full_context_7500.yaml \
-		--config configs/demo_full_context_taskmix.yaml --trainer.default_root_dir runs/full_context_taskmix
+		--config configs/demo_full_context_taskmix.yaml --config configs/demo_context_chroma.yaml \
+		--trainer.default_root_dir runs/full_context_taskmix
 	$(BIN)/stemgen export runs/full_context_taskmix/checkpoints/last.ckpt runs/full_context_taskmix/export --half true
 	$(BIN)/stemgen-train --config configs/demo_finetune_candidate.yaml --config configs/demo_finetune_600.yaml \
+		--config configs/demo_context_chroma.yaml \
 		--model.init_from runs/full_context_taskmix/export --trainer.default_root_dir runs/finetune_taskmix
 	$(BIN)/stemgen export runs/finetune_taskmix/checkpoints/last.ckpt $(DEMO_MODEL) --half true \
 		--settings configs/gpu_export_shipped.json

@@ -47,7 +47,7 @@ def branch_targets(model, songs: list[dict], seconds: float) -> dict:
     crops = []  # (context (Q, w), [(class name, level-0 tokens (w,))])
     for s in songs:
         song = read_slakh_track(s["track"], ScanReport())
-        ctx = model._encode(s["context"][:n])
+        ctx = model.encode_context(s["context"][:n])  # (Q, T), or (Q + 1, T) with the chroma row
         stems = [(resolve(st.instrument).name, model._encode(load_mono(st.path, sr)[:n])) for st in song.stems]
         for start in range(0, ctx.shape[-1] - w + 1, w):
             crops.append((ctx[:, start:start + w],
@@ -56,7 +56,7 @@ def branch_targets(model, songs: list[dict], seconds: float) -> dict:
     silence = int(model.codec.silence_codes()[0])
     context = torch.stack([c for c, _ in crops])  # (B, Q, w)
     b = context.shape[0]
-    masked = torch.full_like(context, mm.cfg.mask_id)
+    masked = torch.full_like(context[:, :mm.cfg.num_levels], mm.cfg.mask_id)
     bass = resolve("bass").id
     conditions = {"p(t|a,i)": (bass, False), "p(t|a)": (NULL_ID, False), "p(t|i)": (bass, True), "p(t)": (NULL_ID, True)}
     assert set(conditions) == set(BRANCHES)

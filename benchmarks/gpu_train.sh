@@ -16,6 +16,8 @@
 #   for the full-context recipe (configs/gpu_full_context.yaml, 7 min, 8.0 MiB):
 #     stemgen data tokens benchmarks/gpu_tokens_full --data chorales --codec stemgen/assets/demo_chorales/codec \
 #         --root ~/.cache/stemgen/data/chorales_all --crop_seconds 8 --draws 4 --full_context 1.0
+#   (tokens exported before the thirty-ninth session lack the context chroma codes the shipped recipe reads,
+#   configs/demo_context_chroma.yaml: export them again)
 #   on the GPU machine (the device tool: carry=["benchmarks/gpu_tokens", "benchmarks/gpu_tokens_full", ".whl"],
 #   .whl holding the jsonargparse wheels), the shipped recipe (the defaults below):
 #     OUT=/path/for/results bash benchmarks/gpu_train.sh
@@ -45,7 +47,7 @@ set -u
 OUT=${OUT:?set OUT to the folder for the results}
 TOKENS=${TOKENS:-benchmarks/gpu_tokens_full}
 # one or more configs, space-separated, applied in order (default: the shipped demo model's base)
-CONFIG=${CONFIG:-configs/demo_full_context.yaml configs/demo_full_context_7500.yaml configs/demo_full_context_taskmix.yaml}
+CONFIG=${CONFIG:-configs/demo_full_context.yaml configs/demo_full_context_7500.yaml configs/demo_full_context_taskmix.yaml configs/demo_context_chroma.yaml}
 ARGS=${ARGS:-}  # more command-line options for the run (space-separated), e.g. "--model.dropout 0.1"
 FINETUNE_ARGS=${FINETUNE_ARGS:-}  # the same for the fine-tune
 # the export's sampling defaults: a JSON file of `stemgen export` options (e.g. configs/gpu_export_shipped.json
@@ -56,7 +58,7 @@ MINUTES=${MINUTES:-6}
 # the shipped demo model's second stage: after the run, fine-tune its export with these configs
 # (space-separated, applied in order; configs/demo_finetune_candidate.yaml: the full-context pairs of
 # $FINETUNE_TOKENS, 1200 steps; + configs/demo_finetune_600.yaml: stopped at 600) for at most FINETUNE_MINUTES; $OUT/model is then the fine-tuned model and metrics_finetune.csv its curve
-FINETUNE=${FINETUNE-configs/demo_finetune_candidate.yaml configs/demo_finetune_600.yaml}
+FINETUNE=${FINETUNE-configs/demo_finetune_candidate.yaml configs/demo_finetune_600.yaml configs/demo_context_chroma.yaml}
 FINETUNE_TOKENS=${FINETUNE_TOKENS:-benchmarks/gpu_tokens_full}
 FINETUNE_MINUTES=${FINETUNE_MINUTES:-2}
 ACCELERATOR=${ACCELERATOR:-gpu}  # cpu: a dry run of the whole pipeline on a CPU machine (MINUTES=1)

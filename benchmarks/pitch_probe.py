@@ -152,7 +152,7 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
     crops = []  # (context (Q, w), pitch classes (w,), song index)
     chords, lagged = [], []  # (w, 12) the upper voices' classes; (L, w) the bass's class LAGS[l] frames later
     for k, s in enumerate(songs):
-        ctx = model._encode(s["context"])
+        ctx = model.encode_context(s["context"])  # (Q, T), or (Q + 1, T) with the chroma row
         n = ctx.shape[-1]
         pcs = bass_pitch_classes(s["track"], n, model.codec.frame_rate)
         upper = upper_pitch_classes(s["track"], n, model.codec.frame_rate)
@@ -183,7 +183,7 @@ def probe(model, songs: list[dict], table: np.ndarray, context_table: np.ndarray
             pcs = torch.from_numpy(np.stack([p for _, p, _ in part])).to(dev)  # (b, w)
             chord = torch.from_numpy(np.stack(chords[i:i + batch_size])).to(dev)  # (b, w, 12)
             lag = torch.from_numpy(np.stack(lagged[i:i + batch_size])).to(dev)  # (b, L, w)
-            tgt = torch.full_like(ctx, model.model.cfg.mask_id)
+            tgt = torch.full_like(ctx[:, :model.model.cfg.num_levels], model.model.cfg.mask_id)
             inst = torch.full((b,), bass, device=dev)
             null = torch.full_like(inst, NULL_ID)
             drop = torch.ones(b, dtype=torch.bool, device=dev)

@@ -23,6 +23,8 @@ def test_the_demo_model_loads_and_generates_two_seconds():
     assert record.codec["fingerprint_scheme"] == FINGERPRINT_SCHEME
     assert record.codec["fingerprint"] == model.codec.fingerprint()
     assert (model.model.cfg.num_levels, model.model.cfg.cardinality) == (4, 2048) and model.window_frames == 200
+    # it reads the context's pitch-class profile beside its tokens (docs/listening.md, thirty-ninth session)
+    assert model.model.cfg.context_chroma is True
     context = melody([60, 64, 67, 72, 67, 64, 60, 55]) + melody([48, 52, 55, 48, 43, 47, 50, 43])
     stem = stemgen.generate(context, "bass", model=model, sample_rate=SR, seed=0, steps=1)
     assert stem.tokens.shape == (4, 100) and 0 <= int(stem.tokens.min()) and int(stem.tokens.max()) < 2048
@@ -53,13 +55,15 @@ def test_the_kept_candidates_load_and_join_the_shipped_model_in_an_ensemble(tmp_
 
     root = Path(__file__).resolve().parents[1] / "benchmarks" / "candidates"
     folders = sorted(p for p in root.iterdir() if (p / "config.json").exists())
-    assert len(folders) >= 6
+    assert len(folders) >= 7
     shipped = load_exported(demo_model_dir())[1]
     for folder in folders:  # each loads here (their codec is the shipped one's, linked)
         model, record, _ = load_exported(folder)
         assert record.codec["fingerprint"] == shipped.codec["fingerprint"], folder
-    # the product of the shipped model and the two seed-1 runs (docs/listening.md, thirty-fourth session)
-    save_ensemble([demo_model_dir(), root / "taskmix_seed1_bf16", root / "taskmix_seed1_fp32"], tmp_path / "ens",
+    # the product of the model shipped until the thirty-ninth session and the two seed-1 runs of its recipe
+    # (docs/listening.md, thirty-fourth session); the shipped model reads what they do not (the context's
+    # chroma), so it cannot join them
+    save_ensemble([root / "taskmix_600", root / "taskmix_seed1_bf16", root / "taskmix_seed1_fp32"], tmp_path / "ens",
                   combine="product")
     model = load_model(tmp_path / "ens", device="cpu", precision="fp32")
     assert isinstance(model.model, EnsembleModel) and len(model.model.members) == 3

@@ -1,5 +1,6 @@
 """Ensembles: combining the members' distributions, the export format, loading and generating."""
 
+from dataclasses import replace
 import json
 import math
 
@@ -74,6 +75,10 @@ def test_one_member_ensemble_is_the_member_and_the_scoring_path_matches_forward(
 def test_members_must_read_the_same_tokens():
     with pytest.raises(ValueError, match="cardinality 32 vs 64"):
         EnsembleModel([_tiny(0), StemGenModel(ModelConfig.from_name("tiny", cardinality=32))])
+    # a member that reads the context's chroma row reads another context than one that does not
+    chroma = StemGenModel(replace(_tiny(0).cfg, context_chroma=True))
+    with pytest.raises(ValueError, match="context_chroma True vs False"):
+        EnsembleModel([_tiny(0), chroma])
     with pytest.raises(ValueError, match="at least one"):
         EnsembleModel([])
     with pytest.raises(ValueError, match="combine must be one of"):
