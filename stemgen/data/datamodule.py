@@ -61,8 +61,9 @@ class TokenCache(torch.utils.data.Dataset):
                 for start in tqdm(range(0, n, batch_size), desc=f"caching tokens ({n} examples)",
                                   disable=not progress):
                     items = [pairs[i] for i in range(start, min(start + batch_size, n))]
-                    ctx.append(codec.encode(torch.stack([it["context"] for it in items])))
-                    chroma.append(context_chroma(torch.stack([it["context"] for it in items]), codec, ctx[-1].shape[-1]))
+                    audio = torch.stack([it["context"] for it in items])  # (b, N)
+                    ctx.append(codec.encode(audio))
+                    chroma.append(context_chroma(audio, codec, ctx[-1].shape[-1]))
                     tgt.append(codec.encode(torch.stack([it["target"] for it in items])))
                     inst.append(torch.stack([it["instrument"] for it in items]))
                     song.append(torch.stack([it["song_index"] for it in items]))
