@@ -195,9 +195,12 @@ def test_init_from_demo_loads_the_shipped_model():
     from stemgen.paths import demo_model_dir
 
     shipped, _, _ = load_exported(demo_model_dir())
-    module = StemGenLightning("small", shared_embeddings=True, init_from="demo")
+    module = StemGenLightning("small", shared_embeddings=True, context_chroma=True, init_from="demo")
     module.setup("fit")
     torch.testing.assert_close(module.model.state_dict(), shipped.state_dict(), rtol=0, atol=0)
+    # the shipped model reads its context's chroma: a module that does not is another shape, named as such
+    with pytest.raises(CheckpointError, match=r"context_chroma: True \(training: False\)"):
+        StemGenLightning("small", shared_embeddings=True, init_from="demo").setup("fit")
 
 
 def test_adamw_is_fused_on_cuda_only_when_nothing_clips_gradients():
