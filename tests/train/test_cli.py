@@ -112,17 +112,26 @@ def test_a_second_checkpoint_callback_keeps_its_steps_without_a_second_last(tmp_
     assert not [n for n in names if n.startswith("last-")], names
 
 
-def test_training_from_exported_tokens(tmp_path, tiny_codec):
-    import torch
-
+def _exported_tokens(tmp_path, tiny_codec):
+    """Tokens of the fixture Slakh folder exported by `stemgen data tokens` (crops of 1.5 s, 2 draws):
+    (the codec folder, the Slakh root, the tokens folder)."""
     from stemgen.cli import main as stemgen_main
-    from stemgen.data.datamodule import TokenWindows
 
     codec = tiny_codec.save(tmp_path / "codec")
     root = make_slakh(tmp_path / "slakh")
     tokens = tmp_path / "tokens"
     assert stemgen_main(["data", "tokens", str(tokens), "--data", "slakh", "--root", str(root), "--codec",
                          str(codec), "--crop_seconds", "1.5", "--draws", "2"]) == 0
+    return codec, root, tokens
+
+
+def test_training_from_exported_tokens(tmp_path, tiny_codec):
+    import torch
+
+    from stemgen.cli import main as stemgen_main
+    from stemgen.data.datamodule import TokenWindows
+
+    codec, root, tokens = _exported_tokens(tmp_path, tiny_codec)
     meta = json.loads((tokens / "tokens.json").read_text())
     assert meta["min_target_active"] == 0.0 and meta["full_context"] == 0.0
     # the option reaches the pair sampler and is recorded (these tones sound throughout: same count)
@@ -244,18 +253,13 @@ def test_a_model_that_reads_the_context_chroma_trains_from_exported_tokens_and_g
     from safetensors.torch import load_file, save_file
 
     from stemgen.api import load_model
-    from stemgen.cli import main as stemgen_main
     from stemgen.data.datamodule import TokenWindows
     from stemgen.data.songs import DatasetError
     from stemgen.spectra import chroma_codes
 
     from ..conftest import SR, melody
 
-    codec = tiny_codec.save(tmp_path / "codec")
-    root = make_slakh(tmp_path / "slakh")
-    tokens = tmp_path / "tokens"
-    assert stemgen_main(["data", "tokens", str(tokens), "--data", "slakh", "--root", str(root), "--codec",
-                         str(codec), "--crop_seconds", "1.5", "--draws", "2"]) == 0
+    _, _, tokens = _exported_tokens(tmp_path, tiny_codec)
     data = load_file(str(tokens / "train.safetensors"))
     n = len(data["instrument"])
     assert data["context_chroma"].shape == (n, 75) and data["context_chroma"].dtype == torch.int32
