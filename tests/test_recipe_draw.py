@@ -20,3 +20,9 @@ def test_an_unknown_precision_is_named():
     done = _run("3", "fp16")
     assert done.returncode == 2
     assert "PRECISION must be bf16-mixed or 32-true, not 'fp16'" in done.stderr
+
+
+def test_an_unknown_recipe_variant_is_named():
+    done = _run("3", "bf16-mixed", "no_such_variant")
+    assert done.returncode == 2
+    assert "no configs/demo_no_such_variant.yaml" in done.stderr
