@@ -181,6 +181,11 @@ class StemGenLightning(LightningModule):
     def _generator(self, offset: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(self._seed(offset))
 
+    @property
+    def reads_context_chroma(self) -> bool:
+        """Whether batches must carry ``context_chroma`` (the audio data modules compute it only then)."""
+        return self.model.cfg.context_chroma
+
     def _context(self, batch: dict) -> torch.Tensor:
         """The context the model reads: ``context_tokens`` ``(B, Q, T)``, with the chroma codes as a
         last row ``(B, Q + 1, T)`` for a model with ``context_chroma``."""

@@ -1,5 +1,7 @@
 """The LightningDataModules: batches of audio and tokens, cached evaluation tokens, errors."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -32,6 +34,12 @@ def test_slakh_batches_carry_audio_and_tokens(tmp_path, codec_dir, tiny_codec):
     assert np.array_equal(batch["context_chroma"][1].numpy(),
                           chroma_codes(batch["context"][1].numpy(), 32000, tiny_codec.hop_length, 50))
     assert batch["instrument"].dtype == torch.long
+    # a module that does not read them spares the main process their STFTs; one that does gets them
+    for reads in (False, True):
+        dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(reads_context_chroma=reads))
+        again = dm.on_after_batch_transfer({k: batch[k] for k in ("context", "target")}, 0)
+        assert torch.equal(again["context_tokens"], batch["context_tokens"])
+        assert ("context_chroma" in again) is reads
 
 
 def test_eval_tokens_are_cached_and_reused(tmp_path, codec_dir, isolated_home):

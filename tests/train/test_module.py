@@ -55,6 +55,26 @@ def test_fit_logs_loss_and_per_level_accuracy_then_resumes(tmp_path, datamodule)
     assert lr == pytest.approx(5e-4 * 0.01 ** (2 / 4))  # step 6: halfway through the decay
 
 
+def test_audio_batches_carry_the_chroma_codes_only_to_a_module_that_reads_them(tmp_path, datamodule):
+    seen = []
+
+    class Spy(StemGenLightning):
+        def training_step(self, batch, batch_idx):
+            seen.append("context_chroma" in batch)
+            return super().training_step(batch, batch_idx)
+
+    for reads in (False, True):
+        seen.clear()
+        module = Spy("tiny", cardinality=64, context_chroma=reads, warmup_steps=1)
+        assert module.reads_context_chroma is reads
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path / str(reads),
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+            t.fit(module, datamodule=datamodule)  # a chroma model without its codes would stop with DatasetError
+        assert t.global_step == 2 and seen == [reads, reads]
+
+
 def test_codec_mismatch_is_a_clear_error(tmp_path, datamodule):
     module = StemGenLightning("tiny", cardinality=2048)
     with pytest.raises(CheckpointError, match="--model.cardinality"):
