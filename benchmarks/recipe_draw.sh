@@ -11,7 +11,8 @@
 #   bash benchmarks/recipe_draw.sh SEED [PRECISION] [VARIANT]   # PRECISION: bf16-mixed (default) or 32-true
 #
 # VARIANT (optional): a recipe variant layered over the base and every fine-tune, `configs/demo_VARIANT.yaml`
-# (e.g. `context_chroma`); its runs and results carry `_VARIANT` in their names. ARMS="w4" limits the fine-tunes.
+# (e.g. `context_chroma`); its runs and results carry `_VARIANT` in their names. ARMS="w4" limits the fine-tunes
+# (w4kb: the kitless pairs as instrument-free examples only, `configs/demo_finetune_kitless_branch.yaml`).
 #
 # Every stage is skipped when its output exists, and the base resumes from its last checkpoint
 # (written every 250 steps), so a draw that spans sessions is the same command again. About 70 min
@@ -37,6 +38,18 @@ if [ -n "$variant" ]; then
   tag=${tag}_$variant
   variant_config=(--config "configs/demo_$variant.yaml")
 fi
+if [ -n "${ARMS:-}" ]; then
+  read -r -a arms <<< "$ARMS"
+else
+  arms=(w4 w8)
+  [ -d benchmarks/gpu_tokens_pitched ] && arms+=(w4k)
+fi
+for window in "${arms[@]}"; do
+  case "$window" in
+    w4|w8|w4k|w4kb) ;;
+    *) echo "recipe_draw.sh: ARMS names w4, w8, w4k or w4kb, not '$window'" >&2; exit 2 ;;
+  esac
+done
 bin=.venv/bin
 for need in benchmarks/gpu_tokens benchmarks/gpu_tokens_full; do
   [ -d "$need" ] || { echo "recipe_draw.sh: $need is missing; make it with make demo-model's tokens commands" >&2; exit 2; }
@@ -52,17 +65,12 @@ if [ ! -f "$base/export/config.json" ]; then
   $bin/stemgen export "$base/checkpoints/last.ckpt" "$base/export" --half true
 fi
 
-if [ -n "${ARMS:-}" ]; then
-  read -r -a arms <<< "$ARMS"
-else
-  arms=(w4 w8)
-  [ -d benchmarks/gpu_tokens_pitched ] && arms+=(w4k)
-fi
 for window in "${arms[@]}"; do
   case "$window" in
     w4) run=runs/finetune_taskmix_$tag; extra=() ;;
     w8) run=runs/finetune_window8_$tag; extra=(--config configs/demo_finetune_window8.yaml) ;;
     w4k) run=runs/finetune_kitless_$tag; extra=(--config configs/demo_finetune_kitless.yaml) ;;
+    w4kb) run=runs/finetune_kitless_branch_$tag; extra=(--config configs/demo_finetune_kitless_branch.yaml) ;;
   esac
   if [ ! -f "$run/export/config.json" ]; then
     rm -rf "$run"

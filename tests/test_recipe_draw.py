@@ -26,3 +26,10 @@ def test_an_unknown_recipe_variant_is_named():
     done = _run("3", "bf16-mixed", "no_such_variant")
     assert done.returncode == 2
     assert "no configs/demo_no_such_variant.yaml" in done.stderr
+
+
+def test_an_unknown_arm_is_named_before_anything_trains():
+    done = subprocess.run(["bash", str(SCRIPT), "3"], capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/bin:/bin", "ARMS": "w4 w9"})
+    assert done.returncode == 2
+    assert "ARMS names w4, w8, w4k or w4kb, not 'w9'" in done.stderr

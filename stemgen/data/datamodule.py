@@ -361,11 +361,16 @@ class TokensData(StemgenData):
         instrument_repeats: ``{instrument: k}``: each training example whose target is that
             instrument appears k times per epoch (each time with its own window), e.g.
             ``{"bass": 4}`` for a fine-tune that favours the bass; validation is unchanged.
+        instrument_free_train: more exported token folders (as ``extra_train``) whose examples are
+            trained with the instrument always left out (their batches say ``instrument_free``): they
+            teach the instrument-free guidance branch p(t|a) alone, e.g. contexts without a kit
+            whose missing part is pitched, so that p(t|a) does not take every such context for a
+            missing drum part.
     """
 
     def __init__(self, root: str | Path, crop_seconds: float = 4.0, codec: str | None = None,
                  batch_size: int = 16, seed: int = 0, extra_train: list[str] | None = None,
-                 instrument_repeats: dict[str, int] | None = None):
+                 instrument_repeats: dict[str, int] | None = None, instrument_free_train: list[str] | None = None):
         super().__init__()
         self.root = Path(root).expanduser()
         self.instrument_repeats = {}
@@ -375,7 +380,8 @@ class TokensData(StemgenData):
             self.instrument_repeats[resolve(name).id] = k
         self.meta = read_tokens_meta(self.root)
         self.extra_train = [Path(r).expanduser() for r in extra_train or []]
-        for extra in self.extra_train:
+        self.instrument_free_train = [Path(r).expanduser() for r in instrument_free_train or []]
+        for extra in self.extra_train + self.instrument_free_train:
             m = read_tokens_meta(extra)
             if m["codec"].get("fingerprint") != self.meta["codec"].get("fingerprint") or \
                     m["crop_seconds"] != self.meta["crop_seconds"]:
@@ -410,9 +416,11 @@ class TokensData(StemgenData):
         for split in ("train", "validation"):
             if split not in self.datasets and (self.root / f"{split}.safetensors").exists():
                 extra = [r / "train.safetensors" for r in self.extra_train] if split == "train" else []
-                self.datasets[split] = TokenWindows([self.root / f"{split}.safetensors", *extra], frames,
+                free = [r / "train.safetensors" for r in self.instrument_free_train] if split == "train" else []
+                self.datasets[split] = TokenWindows([self.root / f"{split}.safetensors", *extra, *free], frames,
                                                     random_offset=split == "train", seed=self.seed,
-                                                    repeats=self.instrument_repeats if split == "train" else None)
+                                                    repeats=self.instrument_repeats if split == "train" else None,
+                                                    instrument_free=[False] * (1 + len(extra)) + [True] * len(free))
 
     def train_dataloader(self):
         self.setup()
@@ -438,13 +446,18 @@ class TokenWindows(torch.utils.data.Dataset):
     share one). Index ``i >= 0`` is example ``i mod N``; with ``random_offset`` its window starts
     at an offset drawn from ``(seed, i)`` (so :class:`EpochSampler`'s ``epoch * N + j`` gives a
     new offset every epoch, and the same one again on resume), else at frame 0. ``repeats``
-    (``{instrument id: k}``) lists the examples of those target instruments k times (N grows)."""
+    (``{instrument id: k}``) lists the examples of those target instruments k times (N grows).
+    ``instrument_free`` (one flag per path): the examples of the flagged files carry
+    ``instrument_free`` True (trained without their instrument), the others False."""
 
     def __init__(self, path: Path | list[Path], frames: int, random_offset: bool, seed: int = 0,
-                 repeats: dict[int, int] | None = None):
+                 repeats: dict[int, int] | None = None, instrument_free: list[bool] | None = None):
         from safetensors.torch import load_file
 
-        parts = [load_file(str(p)) for p in (path if isinstance(path, list) else [path])]
+        paths = path if isinstance(path, list) else [path]
+        parts = [load_file(str(p)) for p in paths]
+        if instrument_free is not None and len(instrument_free) != len(paths):
+            raise ValueError(f"instrument_free names {len(instrument_free)} files, the paths {len(paths)}")
         if len({d["context_tokens"].shape[-1] for d in parts}) > 1:
             raise ValueError(f"token files of different crop lengths: {path}")
         songs, offset = [], 0
@@ -457,6 +470,8 @@ class TokenWindows(torch.utils.data.Dataset):
         # the contexts' chroma codes, where every file has them (exports before they existed do not)
         has_chroma = all("context_chroma" in d for d in parts)
         self.chroma = torch.cat([d["context_chroma"] for d in parts]) if has_chroma else None
+        self.instrument_free = None if not any(instrument_free or []) else torch.cat(
+            [torch.full((len(d["instrument"]),), bool(f)) for d, f in zip(parts, instrument_free)])
         if frames > self.context.shape[-1]:
             raise ValueError(f"windows of {frames} frames from crops of {self.context.shape[-1]}")
         self.frames, self.random_offset, self.seed = frames, random_offset, seed
@@ -483,4 +498,6 @@ class TokenWindows(torch.utils.data.Dataset):
                 "instrument": self.instrument[k], "song_index": self.song_index[k]}
         if self.chroma is not None:
             item["context_chroma"] = self.chroma[k, window].long()
+        if self.instrument_free is not None:
+            item["instrument_free"] = self.instrument_free[k]
         return item

@@ -64,12 +64,13 @@ def masked_token_loss(model: StemGenModel, context: torch.Tensor, target: torch.
                       p_drop_context: float = 0.1, p_drop_instrument: float = 0.1,
                       generator: torch.Generator | None = None, level: int | None = None,
                       p_full_mask: float | Sequence[float] = 0.0, loss_fn=masked_loss, level_weights=None,
-                      p_prefix: float | Sequence[float] = 0.0) -> LossOutput:
+                      p_prefix: float | Sequence[float] = 0.0, instrument_free: torch.Tensor | None = None) -> LossOutput:
     """Mask ``target (B, Q, T)``, drop conditions, and score the masked tokens of each example's
     level (drawn per example, or ``level`` for all; see :func:`soundstorm_mask` for
-    ``p_full_mask``, ``level_weights`` and ``p_prefix``). ``loss_fn``: :func:`masked_loss` or a compiled copy of it."""
+    ``p_full_mask``, ``level_weights`` and ``p_prefix``; :func:`drop_conditions` for ``instrument_free``
+    ``(B,)`` bool). ``loss_fn``: :func:`masked_loss` or a compiled copy of it."""
     masked = soundstorm_mask(target, model.cfg.mask_id, generator, level, p_full_mask, level_weights, p_prefix)
-    drop_ctx, inst = drop_conditions(instrument, p_drop_context, p_drop_instrument, generator)
+    drop_ctx, inst = drop_conditions(instrument, p_drop_context, p_drop_instrument, generator, instrument_free)
     return loss_fn(model, context, masked.inputs, inst, drop_ctx, masked.level, masked.loss_mask, target)
 
 

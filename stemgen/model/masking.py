@@ -116,10 +116,15 @@ def soundstorm_mask(target: torch.Tensor, mask_id: int, generator: torch.Generat
 
 
 def drop_conditions(instrument: torch.Tensor, p_context: float, p_instrument: float,
-                    generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    generator: torch.Generator | None = None,
+                    instrument_free: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Independent condition dropout. Returns ``(drop_context (B,) bool, instrument (B,))`` with
-    dropped instruments replaced by the null entry."""
+    dropped instruments replaced by the null entry. ``instrument_free`` ``(B,)`` bool: examples whose
+    instrument is always dropped (they train the instrument-free branch p(t|a) alone); the draws are
+    the same with or without it."""
     b = instrument.shape[0]
     drop_ctx = torch.rand(b, generator=generator, device=instrument.device) < p_context
     drop_inst = torch.rand(b, generator=generator, device=instrument.device) < p_instrument
+    if instrument_free is not None:
+        drop_inst = drop_inst | instrument_free.to(drop_inst.device, torch.bool)
     return drop_ctx, torch.where(drop_inst, torch.full_like(instrument, NULL_ID), instrument)

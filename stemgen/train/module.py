@@ -208,7 +208,8 @@ class StemGenLightning(LightningModule):
                                     self.hparams.p_drop_context, self.hparams.p_drop_instrument,
                                     self._generator(self.global_step), p_full_mask=self.hparams.p_full_mask,
                                     loss_fn=self.train_loss_fn(), level_weights=self.hparams.get("level_weights"),
-                                    p_prefix=self.hparams.get("p_prefix", 0.0))
+                                    p_prefix=self.hparams.get("p_prefix", 0.0),
+                                    instrument_free=batch.get("instrument_free"))
         self.log("train/loss", out.loss, prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return out.loss

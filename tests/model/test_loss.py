@@ -190,3 +190,18 @@ def test_the_compiled_training_step_is_one_graph_and_matches_eager():
     assert torch.equal(eager.count, compiled.count) and torch.equal(eager.correct, compiled.correct)
     for a, b in zip(g_eager, g_compiled):
         assert (a - b).abs().max() <= 1e-4 * a.abs().max().clamp_min(1e-8)
+
+
+def test_instrument_free_examples_are_scored_as_the_instrument_free_branch():
+    from stemgen.model.masking import NULL_ID
+
+    torch.manual_seed(0)
+    model = StemGenModel(ModelConfig.from_name("tiny", cardinality=64))
+    ctx, tgt, inst = torch.randint(64, (3, 4, 20)), torch.randint(64, (3, 4, 20)), torch.tensor([2, 3, 4])
+    free = torch.tensor([True, False, True])
+    null_there = torch.where(free, torch.full_like(inst, NULL_ID), inst)
+    flagged = masked_token_loss(model, ctx, tgt, inst, 0.0, 0.0, torch.Generator().manual_seed(1), instrument_free=free)
+    nulled = masked_token_loss(model, ctx, tgt, null_there, 0.0, 0.0, torch.Generator().manual_seed(1))
+    plain = masked_token_loss(model, ctx, tgt, inst, 0.0, 0.0, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(flagged.loss, nulled.loss, rtol=0, atol=0)
+    assert not torch.equal(flagged.loss, plain.loss)

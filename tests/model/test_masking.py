@@ -46,6 +46,16 @@ def test_condition_dropout_rates_are_independent():
     assert not none_ctx.any() and torch.equal(same, inst)
 
 
+def test_instrument_free_examples_always_lose_their_instrument_and_change_no_other_draw():
+    inst = torch.arange(1, 101) % 7 + 1
+    free = torch.arange(100) % 3 == 0
+    drop_ctx, plain = drop_conditions(inst, 0.2, 0.3, torch.Generator().manual_seed(5))
+    same_ctx, flagged = drop_conditions(inst, 0.2, 0.3, torch.Generator().manual_seed(5), free)
+    assert torch.equal(drop_ctx, same_ctx)
+    assert (flagged[free] == NULL_ID).all() and torch.equal(flagged[~free], plain[~free])
+    assert (plain[free] != NULL_ID).any()  # the flag, not the draw, dropped them
+
+
 def test_fixed_level():
     g = torch.Generator().manual_seed(0)
     target = torch.randint(64, (50, 4, 20), generator=g)

@@ -220,6 +220,20 @@ def test_extra_training_tokens_are_added_with_their_own_songs(tmp_path, tiny_cod
     extra = TokensData(folders["a"], crop_seconds=1.0, extra_train=[str(train_only)])
     extra.setup()
     assert torch.equal(extra.datasets["train"].target, both.datasets["train"].target)
+    # examples that train the instrument-free branch alone: added the same way, flagged per item
+    free = TokensData(folders["a"], crop_seconds=1.0, instrument_free_train=[str(folders["b"])])
+    free.setup()
+    windows = free.datasets["train"]
+    assert torch.equal(windows.target, ab.target)
+    assert [bool(windows[i]["instrument_free"]) for i in (0, n_a - 1, n_a, 2 * n_a - 1)] == [False, False, True, True]
+    assert "instrument_free" not in free.datasets["validation"][0] and "instrument_free" not in a[0]
+    with pytest.raises(DatasetError, match="crop_seconds"):
+        TokensData(folders["a"], instrument_free_train=[str(folders["short"])])
+    main(["--data", "tokens", "--data.root", str(folders["a"]), "--data.crop_seconds", "1.0", "--data.batch_size", "2",
+          "--data.instrument_free_train", f"[{folders['b']}]", "--model.preset", "tiny", "--trainer.max_steps", "2",
+          "--trainer.accelerator", "cpu", "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
+          "--trainer.default_root_dir", str(tmp_path / "free_run")])
+    assert (tmp_path / "free_run" / "checkpoints" / "last.ckpt").exists()
 
 
 def test_bf16_falls_back_to_float32_on_a_cpu_that_emulates_it(tmp_path, tiny_codec, caplog, monkeypatch):
