@@ -12,7 +12,8 @@
 #
 # VARIANT (optional): a recipe variant layered over the base and every fine-tune, `configs/demo_VARIANT.yaml`
 # (e.g. `context_chroma`); its runs and results carry `_VARIANT` in their names. ARMS="w4" limits the fine-tunes
-# (w4kb: the kitless pairs as instrument-free examples only, `configs/demo_finetune_kitless_branch.yaml`).
+# (w4kb: the kitless pairs as instrument-free examples only, `configs/demo_finetune_kitless_branch.yaml`;
+# w4kbs: the same at a tenth of each epoch, `configs/demo_finetune_kitless_branch_share.yaml`).
 #
 # Every stage is skipped when its output exists, and the base resumes from its last checkpoint
 # (written every 250 steps), so a draw that spans sessions is the same command again. About 70 min
@@ -46,8 +47,8 @@ else
 fi
 for window in "${arms[@]}"; do
   case "$window" in
-    w4|w8|w4k|w4kb) ;;
-    *) echo "recipe_draw.sh: ARMS names w4, w8, w4k or w4kb, not '$window'" >&2; exit 2 ;;
+    w4|w8|w4k|w4kb|w4kbs) ;;
+    *) echo "recipe_draw.sh: ARMS names w4, w8, w4k, w4kb or w4kbs, not '$window'" >&2; exit 2 ;;
   esac
 done
 bin=.venv/bin
@@ -71,6 +72,8 @@ for window in "${arms[@]}"; do
     w8) run=runs/finetune_window8_$tag; extra=(--config configs/demo_finetune_window8.yaml) ;;
     w4k) run=runs/finetune_kitless_$tag; extra=(--config configs/demo_finetune_kitless.yaml) ;;
     w4kb) run=runs/finetune_kitless_branch_$tag; extra=(--config configs/demo_finetune_kitless_branch.yaml) ;;
+    w4kbs) run=runs/finetune_kitless_branch_share_$tag
+      extra=(--config configs/demo_finetune_kitless_branch.yaml --config configs/demo_finetune_kitless_branch_share.yaml) ;;
   esac
   if [ ! -f "$run/export/config.json" ]; then
     rm -rf "$run"

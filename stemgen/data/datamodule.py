@@ -366,11 +366,15 @@ class TokensData(StemgenData):
             teach the instrument-free guidance branch p(t|a) alone, e.g. contexts without a kit
             whose missing part is pitched, so that p(t|a) does not take every such context for a
             missing drum part.
+        instrument_free_share: with ``instrument_free_train``, the share of each epoch's training
+            examples that are instrument-free (each such index drawn afresh from all of them), instead
+            of all of them once each: e.g. 0.1, as often as condition dropout drops an instrument.
     """
 
     def __init__(self, root: str | Path, crop_seconds: float = 4.0, codec: str | None = None,
                  batch_size: int = 16, seed: int = 0, extra_train: list[str] | None = None,
-                 instrument_repeats: dict[str, int] | None = None, instrument_free_train: list[str] | None = None):
+                 instrument_repeats: dict[str, int] | None = None, instrument_free_train: list[str] | None = None,
+                 instrument_free_share: float | None = None):
         super().__init__()
         self.root = Path(root).expanduser()
         self.instrument_repeats = {}
@@ -381,6 +385,11 @@ class TokensData(StemgenData):
         self.meta = read_tokens_meta(self.root)
         self.extra_train = [Path(r).expanduser() for r in extra_train or []]
         self.instrument_free_train = [Path(r).expanduser() for r in instrument_free_train or []]
+        if instrument_free_share is not None and not (0.0 < instrument_free_share < 1.0 and self.instrument_free_train):
+            raise ValueError(f"instrument_free_share must be in (0, 1) and comes with instrument_free_train (the "
+                             f"examples it shares out), got {instrument_free_share!r} with "
+                             f"{len(self.instrument_free_train)} instrument-free folder(s).")
+        self.instrument_free_share = instrument_free_share
         for extra in self.extra_train + self.instrument_free_train:
             m = read_tokens_meta(extra)
             if m["codec"].get("fingerprint") != self.meta["codec"].get("fingerprint") or \
@@ -420,7 +429,8 @@ class TokensData(StemgenData):
                 self.datasets[split] = TokenWindows([self.root / f"{split}.safetensors", *extra, *free], frames,
                                                     random_offset=split == "train", seed=self.seed,
                                                     repeats=self.instrument_repeats if split == "train" else None,
-                                                    instrument_free=[False] * (1 + len(extra)) + [True] * len(free))
+                                                    instrument_free=[False] * (1 + len(extra)) + [True] * len(free),
+                                                    free_share=self.instrument_free_share if split == "train" else None)
 
     def train_dataloader(self):
         self.setup()
@@ -448,10 +458,13 @@ class TokenWindows(torch.utils.data.Dataset):
     new offset every epoch, and the same one again on resume), else at frame 0. ``repeats``
     (``{instrument id: k}``) lists the examples of those target instruments k times (N grows).
     ``instrument_free`` (one flag per path): the examples of the flagged files carry
-    ``instrument_free`` True (trained without their instrument), the others False."""
+    ``instrument_free`` True (trained without their instrument), the others False. ``free_share``: the
+    flagged examples take that share of the indices instead of one each: indices past the others' are
+    each one of them drawn from ``(seed, i)`` (every flagged example, over the epochs, without growing N)."""
 
     def __init__(self, path: Path | list[Path], frames: int, random_offset: bool, seed: int = 0,
-                 repeats: dict[int, int] | None = None, instrument_free: list[bool] | None = None):
+                 repeats: dict[int, int] | None = None, instrument_free: list[bool] | None = None,
+                 free_share: float | None = None):
         from safetensors.torch import load_file
 
         paths = path if isinstance(path, list) else [path]
@@ -479,9 +492,22 @@ class TokenWindows(torch.utils.data.Dataset):
         for inst, k in (repeats or {}).items():
             times[self.instrument == inst] = k
         self.rows = torch.repeat_interleave(torch.arange(len(self.instrument)), times)  # (N,) example of each index
+        self.free_rows, self.free_slots = None, 0
+        if free_share is not None and self.instrument_free is not None:
+            flagged = self.instrument_free[self.rows]
+            self.free_rows, self.rows = self.rows[flagged], self.rows[~flagged]
+            self.free_slots = max(1, round(free_share / (1.0 - free_share) * len(self.rows)))
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.rows) + self.free_slots
+
+    def row(self, i: int) -> int:
+        """The example index ``i`` shows."""
+        j = i % len(self)
+        if j < len(self.rows):
+            return int(self.rows[j])
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i + 7_777_777)
+        return int(self.free_rows[int(torch.randint(len(self.free_rows), (1,), generator=gen))])
 
     def start(self, i: int) -> int:
         """First frame of the window of index ``i``."""
@@ -492,7 +518,7 @@ class TokenWindows(torch.utils.data.Dataset):
         return int(torch.randint(spare + 1, (1,), generator=gen))
 
     def __getitem__(self, i: int) -> dict:
-        k, start = int(self.rows[i % len(self)]), self.start(i)
+        k, start = self.row(i), self.start(i)
         window = slice(start, start + self.frames)
         item = {"context_tokens": self.context[k, :, window].long(), "target_tokens": self.target[k, :, window].long(),
                 "instrument": self.instrument[k], "song_index": self.song_index[k]}

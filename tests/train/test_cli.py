@@ -229,6 +229,21 @@ def test_extra_training_tokens_are_added_with_their_own_songs(tmp_path, tiny_cod
     assert "instrument_free" not in free.datasets["validation"][0] and "instrument_free" not in a[0]
     with pytest.raises(DatasetError, match="crop_seconds"):
         TokensData(folders["a"], instrument_free_train=[str(folders["short"])])
+    # or as a share of each epoch: the others once each, then slots drawn afresh from the flagged ones
+    shared = TokensData(folders["a"], crop_seconds=1.0, instrument_free_train=[str(folders["b"])],
+                        instrument_free_share=0.25)
+    shared.setup()
+    w = shared.datasets["train"]
+    assert len(w) == n_a + max(1, round(n_a / 3))
+    assert [bool(w[i]["instrument_free"]) for i in range(len(w))] == [False] * n_a + [True] * (len(w) - n_a)
+    assert torch.equal(w[0]["target_tokens"], a[0]["target_tokens"])
+    drawn = {w.row(e * len(w) + j) for e in range(40) for j in range(n_a, len(w))}
+    assert drawn <= set(range(n_a, 2 * n_a)) and len(drawn) > 1  # every epoch draws again
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match="instrument_free_share"):
+            TokensData(folders["a"], instrument_free_train=[str(folders["b"])], instrument_free_share=bad)
+    with pytest.raises(ValueError, match="comes with instrument_free_train"):
+        TokensData(folders["a"], instrument_free_share=0.1)
     main(["--data", "tokens", "--data.root", str(folders["a"]), "--data.crop_seconds", "1.0", "--data.batch_size", "2",
           "--data.instrument_free_train", f"[{folders['b']}]", "--model.preset", "tiny", "--trainer.max_steps", "2",
           "--trainer.accelerator", "cpu", "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
