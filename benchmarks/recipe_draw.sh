@@ -13,7 +13,7 @@
 # VARIANT (optional): a recipe variant layered over the base and every fine-tune, `configs/demo_VARIANT.yaml`
 # (e.g. `context_chroma`); its runs and results carry `_VARIANT` in their names. ARMS="w4" limits the fine-tunes
 # (w4kb: the kitless pairs as instrument-free examples only, `configs/demo_finetune_kitless_branch.yaml`;
-# w4kbs: the same at a tenth of each epoch, `configs/demo_finetune_kitless_branch_share.yaml`).
+# w4kbs: the same at a tenth of each epoch, `configs/demo_finetune_kitless_branch_share.yaml`; w4kbs05: a twentieth).
 #
 # Every stage is skipped when its output exists, and the base resumes from its last checkpoint
 # (written every 250 steps), so a draw that spans sessions is the same command again. About 70 min
@@ -47,8 +47,8 @@ else
 fi
 for window in "${arms[@]}"; do
   case "$window" in
-    w4|w8|w4k|w4kb|w4kbs) ;;
-    *) echo "recipe_draw.sh: ARMS names w4, w8, w4k, w4kb or w4kbs, not '$window'" >&2; exit 2 ;;
+    w4|w8|w4k|w4kb|w4kbs|w4kbs05) ;;
+    *) echo "recipe_draw.sh: ARMS names w4, w8, w4k, w4kb, w4kbs or w4kbs05, not '$window'" >&2; exit 2 ;;
   esac
 done
 bin=.venv/bin
@@ -74,6 +74,9 @@ for window in "${arms[@]}"; do
     w4kb) run=runs/finetune_kitless_branch_$tag; extra=(--config configs/demo_finetune_kitless_branch.yaml) ;;
     w4kbs) run=runs/finetune_kitless_branch_share_$tag
       extra=(--config configs/demo_finetune_kitless_branch.yaml --config configs/demo_finetune_kitless_branch_share.yaml) ;;
+    w4kbs05) run=runs/finetune_kitless_branch_share05_$tag
+      extra=(--config configs/demo_finetune_kitless_branch.yaml --config configs/demo_finetune_kitless_branch_share.yaml
+             --config configs/demo_finetune_kitless_branch_share05.yaml) ;;
   esac
   if [ ! -f "$run/export/config.json" ]; then
     rm -rf "$run"

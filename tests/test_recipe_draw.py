@@ -32,4 +32,4 @@ def test_an_unknown_arm_is_named_before_anything_trains():
     done = subprocess.run(["bash", str(SCRIPT), "3"], capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "ARMS": "w4 w9"})
     assert done.returncode == 2
-    assert "ARMS names w4, w8, w4k, w4kb or w4kbs, not 'w9'" in done.stderr
+    assert "ARMS names w4, w8, w4k, w4kb, w4kbs or w4kbs05, not 'w9'" in done.stderr
