@@ -57,6 +57,9 @@ for need in benchmarks/gpu_tokens benchmarks/gpu_tokens_full; do
 done
 seeds=(--seed_everything "$seed" --model.seed "$seed" --data.init_args.seed "$seed" --trainer.precision "$precision")
 
+# the shipped model's stored run on the validation seeds (the context-chroma model since the thirty-ninth session;
+# draws before it were paired against `listening_sweep_quick8_validation_shipped_bf16_amx`, the model before it)
+shipped_run=benchmarks/results/listening_sweep_quick8_validation_draw_seed0_context_chroma_w4.json
 base=runs/taskmix_$tag
 if [ ! -f "$base/export/config.json" ]; then
   resume=()
@@ -91,7 +94,7 @@ for window in "${arms[@]}"; do
       --steps 32 16 8 8 --seeds 3600 3700 3800 3900 --only default --out "$result"
   fi
   $bin/python benchmarks/listening_paired.py "$result.json" default \
-    benchmarks/results/listening_sweep_quick8_validation_shipped_bf16_amx.json default \
+    "$shipped_run" default \
     --out benchmarks/results/listening_paired8_validation_draw_${tag}_${window}_vs_shipped
   if [ "$window" != w4 ]; then  # w4 runs first: each lever against the same base's shipped fine-tune
     $bin/python benchmarks/listening_paired.py "$result.json" default \
