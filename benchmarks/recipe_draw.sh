@@ -45,11 +45,23 @@ else
   arms=(w4 w8)
   [ -d benchmarks/gpu_tokens_pitched ] && arms+=(w4k)
 fi
-for window in "${arms[@]}"; do
-  case "$window" in
-    w4|w8|w4k|w4kb|w4kbs|w4kbs05) ;;
-    *) echo "recipe_draw.sh: ARMS names w4, w8, w4k, w4kb, w4kbs or w4kbs05, not '$window'" >&2; exit 2 ;;
+# arm NAME: its fine-tune's run folder and its configs over the shipped fine-tune's (`run`, `extra`); fails for an unknown name
+arm() {
+  case "$1" in
+    w4) run=runs/finetune_taskmix_$tag; extra=() ;;
+    w8) run=runs/finetune_window8_$tag; extra=(--config configs/demo_finetune_window8.yaml) ;;
+    w4k) run=runs/finetune_kitless_$tag; extra=(--config configs/demo_finetune_kitless.yaml) ;;
+    w4kb) run=runs/finetune_kitless_branch_$tag; extra=(--config configs/demo_finetune_kitless_branch.yaml) ;;
+    w4kbs) run=runs/finetune_kitless_branch_share_$tag
+      extra=(--config configs/demo_finetune_kitless_branch.yaml --config configs/demo_finetune_kitless_branch_share.yaml) ;;
+    w4kbs05) run=runs/finetune_kitless_branch_share05_$tag
+      extra=(--config configs/demo_finetune_kitless_branch.yaml --config configs/demo_finetune_kitless_branch_share.yaml
+             --config configs/demo_finetune_kitless_branch_share05.yaml) ;;
+    *) return 1 ;;
   esac
+}
+for window in "${arms[@]}"; do
+  arm "$window" || { echo "recipe_draw.sh: ARMS names w4, w8, w4k, w4kb, w4kbs or w4kbs05, not '$window'" >&2; exit 2; }
 done
 bin=.venv/bin
 for need in benchmarks/gpu_tokens benchmarks/gpu_tokens_full; do
@@ -70,17 +82,7 @@ if [ ! -f "$base/export/config.json" ]; then
 fi
 
 for window in "${arms[@]}"; do
-  case "$window" in
-    w4) run=runs/finetune_taskmix_$tag; extra=() ;;
-    w8) run=runs/finetune_window8_$tag; extra=(--config configs/demo_finetune_window8.yaml) ;;
-    w4k) run=runs/finetune_kitless_$tag; extra=(--config configs/demo_finetune_kitless.yaml) ;;
-    w4kb) run=runs/finetune_kitless_branch_$tag; extra=(--config configs/demo_finetune_kitless_branch.yaml) ;;
-    w4kbs) run=runs/finetune_kitless_branch_share_$tag
-      extra=(--config configs/demo_finetune_kitless_branch.yaml --config configs/demo_finetune_kitless_branch_share.yaml) ;;
-    w4kbs05) run=runs/finetune_kitless_branch_share05_$tag
-      extra=(--config configs/demo_finetune_kitless_branch.yaml --config configs/demo_finetune_kitless_branch_share.yaml
-             --config configs/demo_finetune_kitless_branch_share05.yaml) ;;
-  esac
+  arm "$window"
   if [ ! -f "$run/export/config.json" ]; then
     rm -rf "$run"
     $bin/stemgen-train --config configs/demo_finetune_candidate.yaml --config configs/demo_finetune_600.yaml "${extra[@]}" "${variant_config[@]}" \
