@@ -315,7 +315,7 @@ def export(checkpoint: Path, out_dir: Path, half: bool = False, max_shard_mib: O
 
 
 def ensemble(out_dir: Path, members: List[Path], combine: str = "mixture", codec: Optional[Path] = None,
-             instrument_members: Optional[dict] = None) -> None:
+             instrument_members: Optional[dict] = None, null_instrument_members: Optional[List[int]] = None) -> None:
     """Join exported models into one ensemble export: at every decoding step the members'
     distributions are combined, so training runs that err differently answer together (at one
     forward pass per member).
@@ -333,10 +333,14 @@ def ensemble(out_dir: Path, members: List[Path], combine: str = "mixture", codec
             theirs (a GPU run's export); default: the first member's bundled codec.
         instrument_members: instruments that only some members generate, by member number
             (from 1, as given), e.g. '{"drums": [1]}': the drums from the first member alone.
+        null_instrument_members: members (by number) that answer only the instrument-free
+            guidance branches p(t|a) and p(t), e.g. '[2]': a network trained for that branch
+            serves it while the others generate every instrument (docs/listening.md).
     """
     from .model.io import save_ensemble
 
-    folder = save_ensemble(members, out_dir, combine=combine, codec=codec, instrument_members=instrument_members)
+    folder = save_ensemble(members, out_dir, combine=combine, codec=codec, instrument_members=instrument_members,
+                           null_instrument_members=null_instrument_members)
     print(f"wrote an ensemble of {len(members)} models ({combine}) -> {folder}")
 
 

@@ -45,11 +45,21 @@ def atomic_write(path: Path, write) -> Path:
     """Write ``path`` all at once: ``write(tmp)`` fills a temporary file beside it, which then
     replaces ``path`` in one rename. The temporary name carries the process id, so processes
     writing the same file at once (DDP ranks) never share a temporary file; the last rename wins.
-    Parent folders are created.
+    Parent folders are created. The file gets the permissions of any new file (0666 less the
+    umask), whatever ``write`` created it with: safetensors writes its files owner-only (0600),
+    which would leave an export unreadable to the others who share it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     write(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())
     os.replace(tmp, path)
     return path
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and back: POSIX has no other way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

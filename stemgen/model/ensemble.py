@@ -2,8 +2,9 @@
 
 Two training runs of one recipe differ in what they make of a context by more than any recipe
 change measured on the demo model (docs/listening.md); the members of an ensemble err
-differently, and their combined distribution keeps what they agree on. Shapes: B batch, Q levels,
-T frames, V codes, K members.
+differently, and their combined distribution keeps what they agree on. A member can also serve one
+role alone: an instrument (``routes``) or the instrument-free guidance branches (``null_members``).
+Shapes: B batch, Q levels, T frames, V codes, K members.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..instruments import NULL_ID
 from .transformer import ModelConfig, StemGenModel
 
 #: how the members' distributions at a position are combined
@@ -60,10 +62,15 @@ class EnsembleModel(nn.Module):
     """
 
     def __init__(self, members: Sequence[StemGenModel], combine: str = "mixture",
-                 routes: dict[int, Sequence[int]] | None = None):
+                 routes: dict[int, Sequence[int]] | None = None, null_members: Sequence[int] | None = None):
         """``routes``: instrument class id -> the indices (from 0) of the members that answer for
         that instrument alone (e.g. the drums from one member, where combining sharpens their
-        silence); instruments not named are answered by all. See :meth:`for_instrument`."""
+        silence); instruments not named are answered by all. See :meth:`for_instrument`.
+
+        ``null_members``: the indices of the members that answer the rows whose instrument is
+        ``NULL_ID`` (the guidance branches p(t|a) and p(t)), and only those rows; every other row
+        is answered by the other members. A network trained for the instrument-free branch can so
+        serve it without touching what the conditioned model generates (docs/listening.md)."""
         super().__init__()
         members = list(members)
         if not members:
@@ -73,21 +80,39 @@ class EnsembleModel(nn.Module):
         check_contract([m.cfg for m in members])
         self.members = nn.ModuleList(members)
         self.combine = combine
+        self.null_members = tuple(int(k) for k in (null_members or ()))
+        if (any(not 0 <= k < len(members) for k in self.null_members)
+                or len(set(self.null_members)) != len(self.null_members) or len(self.null_members) >= len(members)):
+            raise ValueError(f"null-instrument members {list(self.null_members)}: give distinct member indices from 0 "
+                             f"to {len(members) - 1}, leaving at least one member for the conditioned rows.")
+        #: the members answering every row with an instrument (all but the null-instrument ones)
+        self.main_members = tuple(k for k in range(len(members)) if k not in self.null_members)
         self.routes = {int(i): tuple(int(k) for k in ks) for i, ks in (routes or {}).items()}
         for inst, ks in self.routes.items():
-            if not ks or any(not 0 <= k < len(members) for k in ks) or len(set(ks)) != len(ks):
+            if not ks or any(k not in self.main_members for k in ks) or len(set(ks)) != len(ks):
                 raise ValueError(f"instrument {inst} is routed to members {list(ks)}: give distinct member "
-                                 f"indices from 0 to {len(members) - 1}.")
+                                 f"indices from {list(self.main_members)} (not the null-instrument members).")
 
     def for_instrument(self, instrument: int) -> "EnsembleModel":
         """The ensemble that generates ``instrument`` (a class id): the members :attr:`routes` names
-        for it, sharing their weights with this one, or this ensemble where it names none. One
-        stem's guidance branches must all come from the same members, so the choice is made per
-        instrument before decoding, not per row of a batch (a null-instrument branch names none)."""
+        for it (with the null-instrument members, if any), sharing their weights with this one, or
+        this ensemble where it names none. One stem's guidance branches must all come from the same
+        members, so the choice is made per instrument before decoding, not per row of a batch (a
+        null-instrument branch names none)."""
         ks = self.routes.get(int(instrument))
-        if ks is None or ks == tuple(range(len(self.members))):
+        if ks is None or ks == self.main_members:
             return self
-        return EnsembleModel([self.members[k] for k in ks], self.combine)
+        keep = list(ks) + list(self.null_members)
+        return EnsembleModel([self.members[k] for k in keep], self.combine,
+                             null_members=range(len(ks), len(keep)))
+
+    def _combined(self, ks: Sequence[int], outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The members ``ks``' combined answer from their ``outputs``: one member's logits as they
+        are (so a one-member set is exactly that member), several members' log-probabilities."""
+        return outputs[0] if len(ks) == 1 else combine_log_probs(outputs, self.combine)
+
+    def _answer(self, ks: Sequence[int], *args) -> torch.Tensor:
+        return self._combined(ks, [self.members[k](*args) for k in ks])
 
     @property
     def cfg(self) -> ModelConfig:
@@ -97,19 +122,45 @@ class EnsembleModel(nn.Module):
     def forward(self, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
                 drop_context: torch.Tensor | None = None, level: int | torch.Tensor | None = None,
                 fused: bool = False) -> torch.Tensor:
-        """Log-probabilities ``(B, Q, T, V)``, or ``(B, T, V)`` for one ``level``, float32; the
-        arguments are :meth:`StemGenModel.forward`'s."""
-        return combine_log_probs([m(context, target, instrument, drop_context, level, fused)
-                                  for m in self.members], self.combine)
+        """Log-probabilities ``(B, Q, T, V)``, or ``(B, T, V)`` for one ``level``, float32 (a
+        one-member answer: that member's logits); the arguments are :meth:`StemGenModel.forward`'s.
+        With :attr:`null_members`, each row is answered by its own members: a batch with no
+        null-instrument row never runs the null-instrument members."""
+        args = (context, target, instrument, drop_context, level, fused)
+        if not self.null_members:
+            return self._answer(self.main_members, *args)
+        null = instrument == NULL_ID  # (B,)
+        if torch.compiler.is_compiling():  # static shapes: both sets on every row, each row taking its own
+            main, branch = self._answer(self.main_members, *args), self._answer(self.null_members, *args)
+            return torch.where(null.view(-1, *[1] * (main.dim() - 1)), branch.float(), main.float())
+        rows = null.nonzero().flatten(), (~null).nonzero().flatten()
+        if len(rows[1]) == 0 or len(rows[0]) == 0:
+            return self._answer(self.null_members if len(rows[1]) == 0 else self.main_members, *args)
+        out = None
+        for ks, r in zip((self.null_members, self.main_members), rows):
+            part = self._answer(ks, context[r], target[r], instrument[r],
+                                None if drop_context is None else drop_context[r], level, fused)
+            if out is None:
+                out = part.new_empty((len(null), *part.shape[1:]), dtype=torch.float32)
+            out[r] = part.float()
+        return out
 
     def hidden(self, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
-               drop_context: torch.Tensor | None = None, fused: bool = False) -> tuple[torch.Tensor, ...]:
-        """Each member's hidden states ``(B, T, D_k)``, for :meth:`level_logits`."""
-        return tuple(m.hidden(context, target, instrument, drop_context, fused) for m in self.members)
+               drop_context: torch.Tensor | None = None, fused: bool = False) -> tuple:
+        """Each member's hidden states ``(B, T, D_k)``, and which rows are null-instrument ones
+        (``(B,)`` bool), for :meth:`level_logits` (the scoring path: every member on every row)."""
+        return (instrument == NULL_ID,
+                tuple(m.hidden(context, target, instrument, drop_context, fused) for m in self.members))
 
-    def level_logits(self, h: tuple[torch.Tensor, ...], level: torch.Tensor) -> torch.Tensor:
-        """Combined log-probabilities ``(B, T, V)``, each example under its own ``level (B,)``."""
-        return combine_log_probs([m.level_logits(hk, level) for m, hk in zip(self.members, h)], self.combine)
+    def level_logits(self, h: tuple, level: torch.Tensor) -> torch.Tensor:
+        """Combined log-probabilities ``(B, T, V)`` (as :meth:`forward`), each example under its own ``level (B,)``."""
+        null, hs = h
+        outputs = [m.level_logits(hk, level) for m, hk in zip(self.members, hs)]
+        main = self._combined(self.main_members, [outputs[k] for k in self.main_members])
+        if not self.null_members:
+            return main
+        branch = self._combined(self.null_members, [outputs[k] for k in self.null_members])
+        return torch.where(null[:, None, None], branch.float(), main.float())
 
     def cast_matmul_weights(self, dtype: torch.dtype) -> "EnsembleModel":
         for m in self.members:

@@ -208,7 +208,8 @@ def _codec_id(record: ModelRecord) -> dict:
 
 def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = "mixture",
                   info: dict | None = None, codec: str | Path | None = None,
-                  instrument_members: dict[str, list[int]] | None = None) -> Path:
+                  instrument_members: dict[str, list[int]] | None = None,
+                  null_instrument_members: list[int] | None = None) -> Path:
     """Write an ensemble export of the exported models ``members`` (folders written by
     ``stemgen export``) to ``folder``: each member's files into ``member-k/``, the codec into
     ``codec/`` and ``config.json`` (the first member's record: codec, window and sampling
@@ -218,6 +219,8 @@ def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = 
     the folder ``codec`` (for members exported without theirs, as a GPU run's come back), checked
     against the members' record. ``instrument_members``: instrument -> the members (numbered from 1,
     in the order given) that alone generate it, e.g. ``{"drums": [1]}``; the others generate with all.
+    ``null_instrument_members``: the members (numbered from 1) that answer only the instrument-free
+    guidance branches p(t|a) and p(t), e.g. ``[2]``; the others answer every conditioned row.
     :func:`load_exported` reads it back as an :class:`EnsembleModel`."""
     if combine not in COMBINES:
         raise ValueError(f"combine must be one of {COMBINES}, got {combine!r}.")
@@ -255,6 +258,14 @@ def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = 
             raise ValueError(f"instrument_members: {inst!r} needs a list of distinct member numbers from 1 to "
                              f"{len(names)} (in the order the members are given), got {ks!r}.")
         routes[name] = [names[k - 1] for k in ks]
+    null = list(null_instrument_members or [])
+    if (any(not isinstance(k, int) or not 1 <= k <= len(names) for k in null) or len(set(null)) != len(null)
+            or len(null) >= len(names)):
+        raise ValueError(f"null_instrument_members: give distinct member numbers from 1 to {len(names)} (in the order "
+                         f"the members are given), leaving at least one member for the instruments; got {null!r}.")
+    if any(names[k - 1] in ms for k in null for ms in routes.values()):
+        raise ValueError("a null-instrument member answers only the instrument-free branches: do not also name it "
+                         "in instrument_members.")
     for old in [folder / CONFIG, folder / CODEC_DIR, *folder.glob("member-*")]:
         if old.is_dir():
             shutil.rmtree(old)
@@ -264,7 +275,8 @@ def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = 
         shutil.copytree(m, folder / name, ignore=shutil.ignore_patterns(CODEC_DIR, "*.tmp"))
     if codec_dir is not None:
         shutil.copytree(codec_dir, folder / CODEC_DIR, ignore=shutil.ignore_patterns("*.tmp"))
-    spec = {"combine": combine, "members": names, **({"instruments": routes} if routes else {})}
+    spec = {"combine": combine, "members": names, **({"instruments": routes} if routes else {}),
+            **({"null_instrument": [names[k - 1] for k in null]} if null else {})}
     config = {"format": ENSEMBLE_FORMAT, **first.to_dict(), "ensemble": spec,
               "info": {**(info or {}), "members": {name: {"source": str(m), **member_info}
                                                    for name, (m, _, _, member_info) in zip(names, loaded)}}}
@@ -321,9 +333,14 @@ def _load_ensemble(folder: Path, cfg: dict) -> tuple[EnsembleModel, ModelRecord,
                                            for ms in routes.values()):
         raise CheckpointError(f"{folder / CONFIG}: the ensemble's instrument members ({routes!r}) must name its "
                               f"member folders {names}; write it with `stemgen ensemble`.")
+    null = spec.get("null_instrument") or []
+    if not isinstance(null, list) or any(m not in names for m in null):
+        raise CheckpointError(f"{folder / CONFIG}: the ensemble's null-instrument members ({null!r}) must name its "
+                              f"member folders {names}; write it with `stemgen ensemble`.")
     try:
         ensemble = EnsembleModel(members, combine, {resolve_instrument(inst).id: [names.index(m) for m in ms]
-                                                    for inst, ms in routes.items()})
+                                                    for inst, ms in routes.items()},
+                                 null_members=[names.index(m) for m in null])
     except (ValueError, InstrumentError) as err:
         raise CheckpointError(f"{folder}: {err}") from err
     return ensemble.eval(), record, cfg.get("info", {})

@@ -1,5 +1,6 @@
 """Ensembles: combining the members' distributions, the export format, loading and generating."""
 
+import dataclasses
 from dataclasses import replace
 import json
 import math
@@ -55,7 +56,7 @@ def test_one_member_ensemble_is_the_member_and_the_scoring_path_matches_forward(
     ctx, tgt, inst = _inputs(m1.cfg)
     with torch.no_grad():
         alone = EnsembleModel([m1])
-        torch.testing.assert_close(alone(ctx, tgt, inst, level=0), m1(ctx, tgt, inst, level=0).log_softmax(-1))
+        assert torch.equal(alone(ctx, tgt, inst, level=0), m1(ctx, tgt, inst, level=0))  # the member's own logits
         ens = EnsembleModel([m1, m2], "mixture")
         full = ens(ctx, tgt, inst)  # (B, Q, T, V)
         assert full.shape == (2, m1.cfg.num_levels, 12, 64)
@@ -244,4 +245,99 @@ def test_an_instrument_routed_to_some_members_is_generated_by_them_alone(tmp_pat
     cfg["ensemble"]["instruments"] = {"drums": ["member-9"]}
     (tmp_path / "ens" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="instrument members"):
+        load_exported(tmp_path / "ens")
+
+
+def test_null_instrument_members_answer_the_instrument_free_rows_alone(monkeypatch):
+    """``null_members``: rows whose instrument is NULL_ID (the branches p(t|a), p(t)) come from
+    those members, every other row from the rest; a batch without such rows never runs them."""
+    from stemgen.instruments import NULL_ID
+
+    m1, m2, m3 = _tiny(0), _tiny(1), _tiny(2)
+    cfg = m1.cfg
+    g = torch.Generator().manual_seed(3)
+    ctx = torch.randint(0, cfg.cardinality, (4, cfg.num_levels, 12), generator=g)
+    tgt = torch.full_like(ctx, cfg.mask_id)
+    inst = torch.tensor([1, NULL_ID, 3, NULL_ID])
+    drop = torch.tensor([False, False, True, True])
+    ens = EnsembleModel([m1, m2], null_members=[1])
+    assert ens.main_members == (0,) and ens.null_members == (1,)
+    with torch.no_grad():
+        out = ens(ctx, tgt, inst, drop, level=0)  # (B, T, V)
+        own, branch = m1(ctx, tgt, inst, drop, level=0), m2(ctx, tgt, inst, drop, level=0)
+        torch.testing.assert_close(out[[0, 2]], own[[0, 2]])
+        torch.testing.assert_close(out[[1, 3]], branch[[1, 3]])
+        assert not torch.allclose(own[[1, 3]], branch[[1, 3]], atol=1e-3)  # the members differ there
+        # the scoring path (per-example levels) and the compiled path (both sets, row by row) agree
+        level = torch.tensor([0, 2, 1, 0])
+        full = ens(ctx, tgt, inst, drop)  # (B, Q, T, V)
+        scored = ens.level_logits(ens.hidden(ctx, tgt, inst, drop), level)
+        torch.testing.assert_close(scored, full[torch.arange(4), level])
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        torch.testing.assert_close(ens(ctx, tgt, inst, drop, level=0), out)
+        monkeypatch.undo()
+        calls = []
+        hook = m2.register_forward_hook(lambda *_: calls.append(1))
+        conditioned = ens(ctx[[0, 2]], tgt[[0, 2]], inst[[0, 2]], drop[[0, 2]], level=0)
+        assert calls == [] and torch.equal(conditioned, own[[0, 2]])  # exactly the conditioned member
+        ens(ctx[[1]], tgt[[1]], inst[[1]], level=0)
+        assert calls == [1]
+        hook.remove()
+    # routes choose among the conditioned members; the null-instrument ones stay with every instrument
+    three = EnsembleModel([m1, m2, m3], routes={5: [1]}, null_members=[2])
+    sub = three.for_instrument(5)
+    assert [id(m) for m in sub.members] == [id(m2), id(m3)] and sub.null_members == (1,) and sub.main_members == (0,)
+    assert three.for_instrument(1) is three
+    with pytest.raises(ValueError, match="leaving at least one member"):
+        EnsembleModel([m1, m2], null_members=[0, 1])
+    with pytest.raises(ValueError, match="not the null-instrument members"):
+        EnsembleModel([m1, m2], routes={5: [1]}, null_members=[1])
+
+
+def test_a_null_instrument_member_serves_the_guidance_branch_and_leaves_generation_alone(tmp_path, tiny_codec):
+    """The export keeps the null-instrument members; nested guidance with lambda_i = 1 (no
+    instrument-free branch run) generates the first member's tokens exactly, paper guidance asks
+    the null-instrument member, and the listening measure scores p(t|a) with it."""
+    import stemgen
+    from stemgen.api import load_model
+    from stemgen.model.loss import LISTENING_CONDITIONS, listening_losses
+    from stemgen.sampling.settings import SamplingSettings
+
+    m1, m2 = _tiny(0, cardinality=tiny_codec.cardinality), _tiny(1, cardinality=tiny_codec.cardinality)
+    a, b = _export(tmp_path / "a", m1, tiny_codec), _export(tmp_path / "b", m2, tiny_codec)
+    assert main(["ensemble", str(tmp_path / "ens"), json.dumps([str(a), str(b)]),
+                 "--null_instrument_members", "[2]"]) == 0
+    assert json.loads((tmp_path / "ens" / "config.json").read_text())["ensemble"]["null_instrument"] == ["member-2"]
+    sm = load_model(tmp_path / "ens", device="cpu", precision="fp32")
+    assert sm.model.null_members == (1,)
+    context = melody([60, 64, 67, 72], sr=SR)
+    kw = dict(sample_rate=SR, steps=(3, 2, 2, 1), seed=0)
+    calls = []
+    hook = sm.model.members[1].register_forward_hook(lambda *_: calls.append(1))
+    nested = dataclasses.replace(SamplingSettings.paper(), guidance_form="nested", lambda_instrument=1.0)
+    mine = stemgen.generate(context, "bass", model=sm, settings=nested, **kw)
+    assert calls == []
+    alone = stemgen.generate(context, "bass", model=load_model(a, device="cpu", precision="fp32"), settings=nested, **kw)
+    assert np.array_equal(mine.tokens, alone.tokens)
+    stemgen.generate(context, "bass", model=sm, settings=SamplingSettings.paper(), **kw)
+    assert calls  # p(t|a) and p(t) asked the branch member
+    hook.remove()
+    g = torch.Generator().manual_seed(1)
+    ctx, tgt = torch.randint(0, tiny_codec.cardinality, (2, 4, sm.model.cfg.num_levels, 12), generator=g)
+    inst, songs = torch.tensor([1, 3, 1, 3]), torch.tensor([0, 1, 2, 3])
+    sums = {}
+    for name, model in (("ens", sm.model), ("a", load_exported(a)[0]), ("b", load_exported(b)[0])):
+        s, n = listening_losses(model, ctx, tgt, inst, songs, torch.Generator().manual_seed(0))
+        sums[name] = dict(zip(LISTENING_CONDITIONS, (s / n).tolist()))
+    for cond in LISTENING_CONDITIONS:
+        expect = sums["b"] if cond in ("null_instrument", "null_both") else sums["a"]
+        assert sums["ens"][cond] == pytest.approx(expect[cond], rel=1e-5), cond
+    with pytest.raises(ValueError, match="null_instrument_members"):
+        save_ensemble([a, b], tmp_path / "bad", null_instrument_members=[1, 2])
+    with pytest.raises(ValueError, match="do not also name it"):
+        save_ensemble([a, b], tmp_path / "bad", instrument_members={"drums": [2]}, null_instrument_members=[2])
+    cfg = json.loads((tmp_path / "ens" / "config.json").read_text())
+    cfg["ensemble"]["null_instrument"] = ["member-7"]
+    (tmp_path / "ens" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="null-instrument members"):
         load_exported(tmp_path / "ens")
