@@ -266,7 +266,9 @@ def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = 
     if any(names[k - 1] in ms for k in null for ms in routes.values()):
         raise ValueError("a null-instrument member answers only the instrument-free branches: do not also name it "
                          "in instrument_members.")
-    for old in [folder / CONFIG, folder / CODEC_DIR, *folder.glob("member-*")]:
+    # a single model exported here before (its weights) goes too: the folder holds one export
+    for old in [folder / CONFIG, folder / CODEC_DIR, *folder.glob("member-*"), folder / WEIGHTS, folder / WEIGHTS_INDEX,
+                *folder.glob("model-*-of-*.safetensors")]:
         if old.is_dir():
             shutil.rmtree(old)
         else:

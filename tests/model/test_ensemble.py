@@ -125,9 +125,13 @@ def test_ensemble_export_roundtrip_and_generation(tmp_path, tiny_codec):
     two = stemgen.generate(context, "bass", model=sm, sample_rate=SR, steps=(3, 2, 2, 1), seed=0)
     assert one.audio.shape == (SR,) and np.isfinite(one.audio).all()
     assert np.array_equal(one.tokens, two.tokens)  # seeded: the ensemble samples reproducibly
-    # a rewrite replaces the old members
+    # a rewrite replaces the old members, and an ensemble written where a single model was leaves no stale weights
     save_ensemble([a], tmp_path / "ens")
     assert not (tmp_path / "ens" / "member-2").exists() and len(load_exported(tmp_path / "ens")[0].members) == 1
+    c = _export(tmp_path / "c", m1, tiny_codec)
+    save_ensemble([a, b], c)
+    assert not (c / "model.safetensors").exists() and sorted(p.name for p in c.iterdir()) == [
+        "codec", "config.json", "member-1", "member-2"]
 
 
 def test_ensemble_errors_name_the_problem(tmp_path, tiny_codec):
