@@ -42,7 +42,8 @@
 # minutes, the last validation); model/ (the export, float16, in files of at most 15 MiB:
 # config.json, model*.safetensors; its codec is the checkout's stemgen/assets/demo_chorales/codec,
 # not copied: put it back as model/codec, or pass codec= to load_model, to evaluate with
-# benchmarks/listening.py). The checkpoints stay out.
+# benchmarks/listening.py); with a branch network (BRANCH, below) also branch/, train_branch.log and
+# metrics_branch.csv. The checkpoints stay out.
 set -u
 OUT=${OUT:?set OUT to the folder for the results}
 TOKENS=${TOKENS:-benchmarks/gpu_tokens_full}
@@ -61,6 +62,17 @@ MINUTES=${MINUTES:-6}
 FINETUNE=${FINETUNE-configs/demo_finetune_candidate.yaml configs/demo_finetune_600.yaml configs/demo_context_chroma.yaml}
 FINETUNE_TOKENS=${FINETUNE_TOKENS:-benchmarks/gpu_tokens_full}
 FINETUNE_MINUTES=${FINETUNE_MINUTES:-2}
+# the shipped model's instrument-free branch network (docs/listening.md, forty-first session): the same fine-tune
+# with these configs added (default: the kitless pairs as instrument-free examples, where their tokens are here:
+#   stemgen data tokens benchmarks/gpu_tokens_pitched --data chorales --codec stemgen/assets/demo_chorales/codec \
+#       --root ~/.cache/stemgen/data/chorales_all --crop_seconds 8 --draws 4 --full_context 1.0 --pitched_context 1.0
+# 10 MiB, 7 min), exported to $OUT/branch; join the two as the shipped model is joined:
+#   stemgen ensemble OUT_DIR '["$OUT/model", "$OUT/branch"]' --null_instrument_members '[2]' \
+#       --codec stemgen/assets/demo_chorales/codec
+# empty: no branch network
+BRANCH_DEFAULT=
+[ -f benchmarks/gpu_tokens_pitched/tokens.json ] && BRANCH_DEFAULT=configs/demo_finetune_kitless_branch.yaml
+BRANCH=${BRANCH-$BRANCH_DEFAULT}
 ACCELERATOR=${ACCELERATOR:-gpu}  # cpu: a dry run of the whole pipeline on a CPU machine (MINUTES=1)
 # held-out chorales to score the exported model on, on the GPU, before it comes back: an .npz written by
 #   python benchmarks/listening.py --split validation --songs 16 --seconds 8 --ce-seconds 8 \
@@ -115,6 +127,20 @@ if [ -n "$FINETUNE" ]; then
   echo "exit $? after $((SECONDS - START)) s" >>"$OUT/train_finetune.log"
   cp "$RUN"/finetune/csv/version_*/metrics.csv "$OUT/metrics_finetune.csv" 2>/dev/null
   LAST="$RUN/finetune/checkpoints/last.ckpt"
+  if [ -n "$BRANCH" ]; then  # the branch network: the same fine-tune of the same base, with BRANCH's configs
+    B_CONFIGS=()
+    for c in $BRANCH; do B_CONFIGS+=(--config "$c"); done
+    START=$SECONDS
+    timeout $((FINETUNE_MINUTES * 60 + 120)) $PY -c "from stemgen.train.cli import main; main()" \
+      "${FT_CONFIGS[@]}" "${B_CONFIGS[@]}" --data.init_args.root "$FINETUNE_TOKENS" $FINETUNE_ARGS \
+      --model.init_from "$RUN/stage1" --trainer.default_root_dir "$RUN/branch" --trainer.accelerator "$ACCELERATOR" \
+      --trainer.max_time "00:00:$(printf %02d "$FINETUNE_MINUTES"):00" >"$OUT/train_branch.log" 2>&1
+    echo "exit $? after $((SECONDS - START)) s" >>"$OUT/train_branch.log"
+    cp "$RUN"/branch/csv/version_*/metrics.csv "$OUT/metrics_branch.csv" 2>/dev/null
+    $PY -c "import sys; from stemgen.cli import main; sys.exit(main(sys.argv[1:]))" \
+      export "$RUN/branch/checkpoints/last.ckpt" "$OUT/branch" --half true --max_shard_mib 15 >>"$OUT/train_branch.log" 2>&1
+    rm -rf "$OUT/branch/codec"
+  fi
 fi
 $PY -c "import sys; from stemgen.cli import main; sys.exit(main(sys.argv[1:]))" \
   export "$LAST" "$OUT/model" --half true --max_shard_mib 15 "${EXPORT_ARGS[@]}" >>"$OUT/train.log" 2>&1
@@ -141,6 +167,7 @@ summary = {"steps": steps, "train_seconds": int(sys.argv[2]),
            "seconds_per_step": round(int(sys.argv[2]) / steps, 4) if steps else None,
            "validations": len(val), "last_validation": val[-1] if val else None,
            "finetuned": (out / "metrics_finetune.csv").exists(),
+           "branch_exported": (out / "branch" / "config.json").exists(),
            "exported": (out / "model" / "config.json").exists()
                        and any((out / "model").glob("model*.safetensors"))}
 listened = out / "listening_validation.json"

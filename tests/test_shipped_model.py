@@ -18,8 +18,16 @@ from .conftest import SR, melody
 
 
 def test_the_demo_model_loads_and_generates_two_seconds():
+    from stemgen.model.ensemble import EnsembleModel
+
     model = load_model("demo", device="cpu")
     _, record, _ = load_exported(demo_model_dir())
+    # two networks of one base: the generating one, and one answering only the instrument-free guidance
+    # branches p(t|a) and p(t) (docs/listening.md, forty-first session), which the defaults never run
+    assert isinstance(model.model, EnsembleModel) and len(model.model.members) == 2
+    assert model.model.null_members == (1,) and model.model.main_members == (0,) and not model.model.routes
+    branch_calls = []
+    hook = model.model.members[1].register_forward_hook(lambda *_: branch_calls.append(1))
     assert record.codec["fingerprint_scheme"] == FINGERPRINT_SCHEME
     assert record.codec["fingerprint"] == model.codec.fingerprint()
     assert (model.model.cfg.num_levels, model.model.cfg.cardinality) == (4, 2048) and model.window_frames == 200
@@ -30,7 +38,7 @@ def test_the_demo_model_loads_and_generates_two_seconds():
     assert stem.tokens.shape == (4, 100) and 0 <= int(stem.tokens.min()) and int(stem.tokens.max()) < 2048
     assert stem.audio.shape == (2 * SR,) and np.isfinite(stem.audio).all() and np.abs(stem.audio).max() > 1e-3
     # its own default (ModelRecord.sampling): nested guidance toward the context (lambda_a 3,
-    # lambda_i 1: its p(t|a) branch is not a distribution, docs/listening.md), level 0 at 0.5
+    # lambda_i 1: the paper's eq. 3 samples worse with this model, docs/listening.md), level 0 at 0.5
     # behind the silence gate
     assert stem.settings["steps"] == [1, 1, 1, 1] and stem.settings["guidance"] is True
     assert (stem.settings["guidance_form"], stem.settings["lambda_context"], stem.settings["lambda_instrument"]) \
@@ -45,6 +53,11 @@ def test_the_demo_model_loads_and_generates_two_seconds():
     assert stemgen.audio.dbfs(model.codec.decode(silence)[0].numpy()) < -50  # the gate's codes are silence
     again = stemgen.generate(context, "bass", model=model, sample_rate=SR, seed=0, steps=1)
     assert torch.equal(again.tokens, stem.tokens)
+    assert branch_calls == []
+    # the paper's eq. 3 asks the branch network
+    stemgen.generate(context, "bass", model=model, sample_rate=SR, seed=0, steps=1, settings=SamplingSettings.paper(4))
+    assert branch_calls
+    hook.remove()
 
 
 def test_the_kept_candidates_load_and_join_the_shipped_model_in_an_ensemble(tmp_path):

@@ -280,7 +280,7 @@ def save_ensemble(members: list[str | Path], folder: str | Path, combine: str = 
     spec = {"combine": combine, "members": names, **({"instruments": routes} if routes else {}),
             **({"null_instrument": [names[k - 1] for k in null]} if null else {})}
     config = {"format": ENSEMBLE_FORMAT, **first.to_dict(), "ensemble": spec,
-              "info": {**(info or {}), "members": {name: {"source": str(m), **member_info}
+              "info": {**(info or {}), "members": {name: {**member_info, "joined_from": str(m)}
                                                    for name, (m, _, _, member_info) in zip(names, loaded)}}}
     atomic_write(folder / CONFIG, lambda tmp: tmp.write_text(json.dumps(config, indent=1)))
     return folder

@@ -108,7 +108,7 @@ def test_ensemble_export_roundtrip_and_generation(tmp_path, tiny_codec):
     ens, record, info = load_exported(tmp_path / "ens")
     assert isinstance(ens, EnsembleModel) and ens.combine == "product" and len(ens.members) == 2
     assert record.sampling == {"guidance_form": "nested"} and record.window_seconds == 0.5  # the first member's
-    assert info["members"]["member-2"]["source"] == str(b) and info["members"]["member-1"]["global_step"] == 7
+    assert info["members"]["member-2"]["joined_from"] == str(b) and info["members"]["member-1"]["global_step"] == 7
     loaded = [load_exported(a)[0], load_exported(b)[0]]
     for mine, theirs in zip(ens.members, loaded):
         assert all(torch.equal(mine.state_dict()[k], v) for k, v in theirs.state_dict().items())
