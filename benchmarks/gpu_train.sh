@@ -18,7 +18,8 @@
 #         --root ~/.cache/stemgen/data/chorales_all --crop_seconds 8 --draws 4 --full_context 1.0
 #   (tokens exported before the thirty-ninth session lack the context chroma codes the shipped recipe reads,
 #   configs/demo_context_chroma.yaml: export them again)
-#   on the GPU machine (the device tool: carry=["benchmarks/gpu_tokens", "benchmarks/gpu_tokens_full", ".whl"],
+#   on the GPU machine (the device tool: carry=["benchmarks/gpu_tokens", "benchmarks/gpu_tokens_full",
+#   "benchmarks/gpu_tokens_pitched", ".whl"],
 #   .whl holding the jsonargparse wheels), the shipped recipe (the defaults below):
 #     OUT=/path/for/results bash benchmarks/gpu_train.sh
 #   earlier recipes, one stage each:
@@ -33,9 +34,9 @@
 #         TOKENS=benchmarks/gpu_tokens_full FINETUNE="configs/demo_finetune_candidate.yaml configs/demo_finetune_600.yaml" \
 #         EXPORT_FLAGS=configs/gpu_export_shipped.json bash benchmarks/gpu_train.sh
 #   or several arms side by side and the performance run after them: benchmarks/gpu_all.sh.
-#   Size: the checkout's tracked files are 34 MB (16 MB of them the demo model, which training
-#   does not read); with both token folders (41 MB) that is over a 64 MiB transfer: export the
-#   augmented tokens with --draws 2 (12 MB) where the transfer is limited.
+#   Size: the device tool carries ignored paths up to 64 MiB in all (the tracked files travel besides):
+#   benchmarks/gpu_tokens 20 MiB, gpu_tokens_full 10, gpu_tokens_pitched 10 (measured 2026-12-06) fit
+#   together; with the augmented tokens (23.6 MB) they do not: export those with --draws 2 (12 MB).
 #
 # What lands in $OUT: gpu.txt; train.log; metrics.csv (the learning curve: train/loss, val/loss,
 # val/accuracy_level{q}, val/context_gain, val/ce/* at every validation); summary.json (steps,
