@@ -137,12 +137,18 @@ class StemModel:
             return self.default_settings
         return self.instrument_settings.get(resolve_instrument(instrument).id, self.default_settings)
 
-    def model_for(self, instrument: Union[str, int, None] = None):
+    def model_for(self, instrument: Union[str, int, None] = None, settings: SamplingSettings | None = None):
         """The network that generates ``instrument``: the model, or for an ensemble that routes
-        the instrument to some of its members (:meth:`EnsembleModel.for_instrument`) those members."""
-        if instrument is None or not hasattr(self.model, "for_instrument"):
-            return self.model
-        return self.model.for_instrument(resolve_instrument(instrument).id)
+        the instrument to some of its members (:meth:`EnsembleModel.for_instrument`) those members;
+        and where ``settings`` run no instrument-free branch
+        (:meth:`~stemgen.sampling.settings.SamplingSettings.runs_null_instrument`), without the
+        ensemble's null-instrument members (:meth:`EnsembleModel.conditioned`)."""
+        net = self.model
+        if instrument is not None and hasattr(net, "for_instrument"):
+            net = net.for_instrument(resolve_instrument(instrument).id)
+        if settings is not None and not settings.runs_null_instrument() and hasattr(net, "conditioned"):
+            net = net.conditioned()
+        return net
 
     def settings(self, settings: SamplingSettings | None = None, instrument: Union[str, int, None] = None,
                  **short) -> SamplingSettings:
@@ -252,7 +258,7 @@ class StemModel:
             prefix = torch.stack([prefixes[jobs[j]] for j in group])
             gens = [torch.Generator(device=self.device).manual_seed(seed + j) for j in group]
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                net = self.model_for(None if route < 0 else route)
+                net = self.model_for(None if route < 0 else route, s)
                 out = decode_windows(net, ctx, inst, self.window_frames, overlap, s, gens, prefix,
                                      callback=_progress_bars(s, progress, len(group)),
                                      silence=self.codec.silence_codes())

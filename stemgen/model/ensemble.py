@@ -106,6 +106,14 @@ class EnsembleModel(nn.Module):
         return EnsembleModel([self.members[k] for k in keep], self.combine,
                              null_members=range(len(ks), len(keep)))
 
+    def conditioned(self) -> "EnsembleModel":
+        """This ensemble without its null-instrument members (itself where it has none), sharing
+        their weights: for a sampler that runs no null-instrument row, so that nothing, a compiled
+        step included, runs the members it would never ask."""
+        if not self.null_members:
+            return self
+        return EnsembleModel([self.members[k] for k in self.main_members], self.combine)
+
     def _combined(self, ks: Sequence[int], outputs: Sequence[torch.Tensor]) -> torch.Tensor:
         """The members ``ks``' combined answer from their ``outputs``: one member's logits as they
         are (so a one-member set is exactly that member), several members' log-probabilities."""
@@ -130,7 +138,9 @@ class EnsembleModel(nn.Module):
         if not self.null_members:
             return self._answer(self.main_members, *args)
         null = instrument == NULL_ID  # (B,)
-        if torch.compiler.is_compiling():  # static shapes: both sets on every row, each row taking its own
+        # static shapes: both sets on every row, each row taking its own (a sampler that runs no
+        # null-instrument row is given :meth:`conditioned` instead, which runs the main members alone)
+        if torch.compiler.is_compiling():
             main, branch = self._answer(self.main_members, *args), self._answer(self.null_members, *args)
             return torch.where(null.view(-1, *[1] * (main.dim() - 1)), branch.float(), main.float())
         rows = null.nonzero().flatten(), (~null).nonzero().flatten()

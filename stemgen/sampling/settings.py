@@ -138,6 +138,11 @@ class SamplingSettings:
             return 1.0 - self.lambda_instrument
         return 1.0 - self.lambda_context - self.lambda_instrument
 
+    def runs_null_instrument(self) -> bool:
+        """Whether sampling runs a branch with the instrument left out: p(t|a) of the "paper" form,
+        or p(t) where :meth:`unconditional_weight` is not 0 (``decode.level_logits`` builds them)."""
+        return self.guidance and (self.guidance_form == "paper" or self.unconditional_weight() != 0.0)
+
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 

@@ -11,6 +11,7 @@ from lightning import LightningModule
 from ..model import ModelConfig, StemGenModel
 from ..data.songs import DatasetError
 from ..errors import CheckpointError
+from ..model.ensemble import EnsembleModel
 from ..model.io import CHECKPOINT_KEY, CODEC_DIR, ModelRecord, check_codec, load_exported
 from ..model.loss import listening_losses, masked_loss, masked_token_loss
 from ..model.masking import level_probability, level_weight_tensor
@@ -143,6 +144,13 @@ class StemGenLightning(LightningModule):
         """
         path = model_dir(name)
         model, record, _ = load_exported(path)
+        if isinstance(model, EnsembleModel):
+            # an ensemble with one generating member (the shipped demo model: one network and its
+            # instrument-free branch network) fine-tunes that member; of several, the choice is the user's
+            if len(model.main_members) != 1:
+                raise CheckpointError(f"--model.init_from {name}: an ensemble of {len(model.members)} models; give "
+                                      f"the folder of the member to start from ({path}/member-1, ...).")
+            model = model.members[model.main_members[0]]
         ours, theirs = asdict(self.model.cfg), asdict(record.model)
         diff = ", ".join(f"{k}: {theirs[k]} (training: {ours[k]})" for k in ours
                          if k != "dropout" and ours[k] != theirs.get(k))  # dropout is no part of the shape

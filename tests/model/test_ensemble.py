@@ -288,6 +288,9 @@ def test_null_instrument_members_answer_the_instrument_free_rows_alone(monkeypat
         assert calls == [1]
         hook.remove()
     # routes choose among the conditioned members; the null-instrument ones stay with every instrument
+    # a sampler that never asks those rows is given the ensemble without them
+    plain = ens.conditioned()
+    assert [id(m) for m in plain.members] == [id(m1)] and plain.null_members == () and plain.conditioned() is plain
     three = EnsembleModel([m1, m2, m3], routes={5: [1]}, null_members=[2])
     sub = three.for_instrument(5)
     assert [id(m) for m in sub.members] == [id(m2), id(m3)] and sub.null_members == (1,) and sub.main_members == (0,)
@@ -320,7 +323,8 @@ def test_a_null_instrument_member_serves_the_guidance_branch_and_leaves_generati
     hook = sm.model.members[1].register_forward_hook(lambda *_: calls.append(1))
     nested = dataclasses.replace(SamplingSettings.paper(), guidance_form="nested", lambda_instrument=1.0)
     mine = stemgen.generate(context, "bass", model=sm, settings=nested, **kw)
-    assert calls == []
+    assert calls == [] and sm.model_for("bass", nested).null_members == ()  # not even handed to the step
+    assert sm.model_for("bass", SamplingSettings.paper()) is sm.model
     alone = stemgen.generate(context, "bass", model=load_model(a, device="cpu", precision="fp32"), settings=nested, **kw)
     assert np.array_equal(mine.tokens, alone.tokens)
     stemgen.generate(context, "bass", model=sm, settings=SamplingSettings.paper(), **kw)

@@ -199,6 +199,29 @@ def test_a_branch_weighted_zero_is_not_run():
         assert (a != model.cfg.mask_id).all() and (a == c).float().mean() > 0.95
 
 
+def test_runs_null_instrument_says_whether_a_step_asks_an_instrument_free_branch():
+    """What `SamplingSettings.runs_null_instrument` says is what a step does: it decides whether an
+    ensemble's null-instrument members are left out of a stem's decoding (StemModel.model_for)."""
+    model, ctx, inst = setup()
+    tgt = torch.full_like(ctx, model.cfg.mask_id)
+    asked = []
+
+    class Spy(Recorder):
+        def forward(self, context, target, instrument, drop_context=None, level=None, fused=False):
+            asked.append(bool((instrument == NULL_ID).any()))
+            return super().forward(context, target, instrument, drop_context, level, fused)
+
+    for s, expect in [(SamplingSettings.naive(), False), (SamplingSettings(), True),
+                      (SamplingSettings(lambda_context=0.5, lambda_instrument=0.5), True),  # p(t) weight 0, p(t|a) run
+                      (SamplingSettings(guidance_form="nested", lambda_instrument=1.0), False),
+                      (SamplingSettings(guidance_form="nested", lambda_instrument=3.0), True),
+                      (SamplingSettings(guidance_form="shifted", lambda_instrument=1.0), False),
+                      (SamplingSettings(guidance_form="shifted", lambda_instrument=2.0), True)]:
+        asked.clear()
+        level_log_probs(Spy(model), ctx, tgt, inst, 0, s)
+        assert s.runs_null_instrument() is expect and asked == [expect], s
+
+
 def test_naive_preset_and_settings_errors():
     s = SamplingSettings.naive()
     assert not s.guidance and s.w_position == 0.0 and s.w_random == 1.0 and s.steps == (128, 64, 32, 32)

@@ -208,6 +208,15 @@ def test_init_from_starts_from_an_exported_model_of_the_same_shape_and_codec(tmp
     missing = StemGenLightning("tiny", cardinality=64, init_from=str(tmp_path / "nothing"))
     with pytest.raises(MissingWeightsError, match="stemgen export"):
         missing.setup("fit")
+    # an ensemble of generating members: which one to start from is the user's choice, named
+    from stemgen.model.io import save_ensemble
+
+    datamodule.codec.save(tmp_path / "the_codec")
+    save_ensemble([tmp_path / "export", tmp_path / "export"], tmp_path / "ens",
+                  codec=tmp_path / "the_codec")
+    several = StemGenLightning("tiny", cardinality=64, init_from=str(tmp_path / "ens"))
+    with pytest.raises(CheckpointError, match=r"an ensemble of 2 models; give the folder of the member"):
+        several.setup("fit")
 
 
 def test_init_from_demo_loads_the_shipped_model():
@@ -217,7 +226,8 @@ def test_init_from_demo_loads_the_shipped_model():
     shipped, _, _ = load_exported(demo_model_dir())
     module = StemGenLightning("small", shared_embeddings=True, context_chroma=True, init_from="demo")
     module.setup("fit")
-    torch.testing.assert_close(module.model.state_dict(), shipped.state_dict(), rtol=0, atol=0)
+    # the shipped export is the generating network and its instrument-free branch network: the first is fine-tuned
+    torch.testing.assert_close(module.model.state_dict(), shipped.members[0].state_dict(), rtol=0, atol=0)
     # the shipped model reads its context's chroma: a module that does not is another shape, named as such
     with pytest.raises(CheckpointError, match=r"context_chroma: True \(training: False\)"):
         StemGenLightning("small", shared_embeddings=True, init_from="demo").setup("fit")
