@@ -151,7 +151,7 @@ class StemGenLightning(LightningModule):
                 raise CheckpointError(f"--model.init_from {name}: an ensemble of {len(model.members)} models; give "
                                       f"the folder of the member to start from ({path}/member-1, ...).")
             model = model.members[model.main_members[0]]
-        ours, theirs = asdict(self.model.cfg), asdict(record.model)
+        ours, theirs = asdict(self.model.cfg), asdict(model.cfg)
         diff = ", ".join(f"{k}: {theirs[k]} (training: {ours[k]})" for k in ours
                          if k != "dropout" and ours[k] != theirs.get(k))  # dropout is no part of the shape
         if diff:
