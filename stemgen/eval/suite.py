@@ -24,6 +24,8 @@ from typing import Optional
 
 import numpy as np
 
+from .machine import machine_info
+
 log = logging.getLogger(__name__)
 
 
@@ -251,7 +253,8 @@ def run_suite(grid_path: str | Path, out: str | Path, model=None, data: str | Pa
     instruments = [t.instrument for t in triples]
     scorer = Scorer(out / "descriptor_cache", vggish_weights, beats)
     real_desc = scorer.describe(reals, contexts, sr)
-    results = {"grid": grid.title, "description": grid.description, "model": repr(sm), "data": str(root),
+    results = {"grid": grid.title, "description": grid.description, "model": repr(sm), "machine": machine_info(),
+               "data": str(root),
                "split": split, "n": n, "seconds": seconds, "paper": grid.paper,
                "real": {"context_agreement": scorer.agreement(reals, contexts, sr),
                         "by_instrument": scorer.by_instrument(reals, contexts, instruments, sr)}, "configs": {}}

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from stemgen.eval.suite import GridEntry, draw_triples, load_grid
 
@@ -64,6 +65,7 @@ def test_tiny_suite_run_resumes_and_scores(tmp_path, chorales_dir, tiny_export):
     assert main(args) == 0
     r = json.loads((out / "results.json").read_text())
     assert set(r["configs"]) == {"naive", "best"} and r["n"] == 4 and r["model"].endswith("fp32)")
+    assert r["machine"]["cores"] >= 1 and r["machine"]["cpu"] and r["machine"]["torch"] == torch.__version__
     assert r["configs"]["naive"]["settings"]["guidance"] is False and r["configs"]["naive"]["settings"]["w_position"] == 0
     assert r["configs"]["best"]["settings"]["steps"] == [2, 2, 1, 1]
     for name, c in r["configs"].items():
