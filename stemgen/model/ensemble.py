@@ -114,13 +114,25 @@ class EnsembleModel(nn.Module):
             return self
         return EnsembleModel([self.members[k] for k in self.main_members], self.combine)
 
-    def _combined(self, ks: Sequence[int], outputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The members ``ks``' combined answer from their ``outputs``: one member's logits as they
+    def _combined(self, outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """A set of members' combined answer from their ``outputs``: one member's logits as they
         are (so a one-member set is exactly that member), several members' log-probabilities."""
-        return outputs[0] if len(ks) == 1 else combine_log_probs(outputs, self.combine)
+        return outputs[0] if len(outputs) == 1 else combine_log_probs(outputs, self.combine)
 
     def _answer(self, ks: Sequence[int], *args) -> torch.Tensor:
-        return self._combined(ks, [self.members[k](*args) for k in ks])
+        return self._combined([self.members[k](*args) for k in ks])
+
+    def _one_set(self, null: torch.Tensor) -> tuple[int, ...] | None:
+        """The members that answer every row of a batch whose null-instrument rows are ``null (B,)``
+        where one set does (no null members, or every row or none a null-instrument one, outside a
+        compiled graph, which cannot branch on values); None where each set answers its own rows."""
+        if not self.null_members:
+            return self.main_members
+        if torch.compiler.is_compiling():
+            return None
+        if bool(null.all()):
+            return self.null_members
+        return None if bool(null.any()) else self.main_members
 
     @property
     def cfg(self) -> ModelConfig:
@@ -135,18 +147,16 @@ class EnsembleModel(nn.Module):
         With :attr:`null_members`, each row is answered by its own members: a batch with no
         null-instrument row never runs the null-instrument members."""
         args = (context, target, instrument, drop_context, level, fused)
-        if not self.null_members:
-            return self._answer(self.main_members, *args)
         null = instrument == NULL_ID  # (B,)
+        one = self._one_set(null)
+        if one is not None:
+            return self._answer(one, *args)
         # static shapes: both sets on every row, each row taking its own (a sampler that runs no
         # null-instrument row is given :meth:`conditioned` instead, which runs the main members alone)
         if torch.compiler.is_compiling():
-            main, branch = self._answer(self.main_members, *args), self._answer(self.null_members, *args)
-            return torch.where(null.view(-1, *[1] * (main.dim() - 1)), branch.float(), main.float())
-        rows = null.nonzero().flatten(), (~null).nonzero().flatten()
-        if len(rows[1]) == 0 or len(rows[0]) == 0:
-            return self._answer(self.null_members if len(rows[1]) == 0 else self.main_members, *args)
+            return _pick(null, self._answer(self.main_members, *args), self._answer(self.null_members, *args))
         out = None
+        rows = null.nonzero().flatten(), (~null).nonzero().flatten()
         for ks, r in zip((self.null_members, self.main_members), rows):
             part = self._answer(ks, context[r], target[r], instrument[r],
                                 None if drop_context is None else drop_context[r], level, fused)
@@ -157,20 +167,26 @@ class EnsembleModel(nn.Module):
 
     def hidden(self, context: torch.Tensor, target: torch.Tensor, instrument: torch.Tensor,
                drop_context: torch.Tensor | None = None, fused: bool = False) -> tuple:
-        """Each member's hidden states ``(B, T, D_k)``, and which rows are null-instrument ones
-        (``(B,)`` bool), for :meth:`level_logits` (the scoring path: every member on every row)."""
-        return (instrument == NULL_ID,
-                tuple(m.hidden(context, target, instrument, drop_context, fused) for m in self.members))
+        """Which rows are null-instrument ones (``(B,)`` bool) and each member's hidden states
+        ``(B, T, D_k)``, for :meth:`level_logits`: every member on every row, or None for the
+        members of a set that answers no row of this batch."""
+        null = instrument == NULL_ID
+        needed = self._one_set(null) or range(len(self.members))
+        return null, tuple(m.hidden(context, target, instrument, drop_context, fused) if k in needed else None
+                           for k, m in enumerate(self.members))
 
     def level_logits(self, h: tuple, level: torch.Tensor) -> torch.Tensor:
         """Combined log-probabilities ``(B, T, V)`` (as :meth:`forward`), each example under its own ``level (B,)``."""
         null, hs = h
-        outputs = [m.level_logits(hk, level) for m, hk in zip(self.members, hs)]
-        main = self._combined(self.main_members, [outputs[k] for k in self.main_members])
-        if not self.null_members:
-            return main
-        branch = self._combined(self.null_members, [outputs[k] for k in self.null_members])
-        return torch.where(null[:, None, None], branch.float(), main.float())
+
+        def answer(ks):
+            return self._combined([self.members[k].level_logits(hs[k], level) for k in ks])
+
+        main = None if hs[self.main_members[0]] is None else answer(self.main_members)
+        branch = None if not self.null_members or hs[self.null_members[0]] is None else answer(self.null_members)
+        if main is None or branch is None:  # one set answered every row
+            return branch if main is None else main
+        return _pick(null, main, branch)
 
     def cast_matmul_weights(self, dtype: torch.dtype) -> "EnsembleModel":
         for m in self.members:
@@ -179,3 +195,8 @@ class EnsembleModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(m.num_parameters() for m in self.members)
+
+
+def _pick(null: torch.Tensor, main: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
+    """Each row's answer, float32: ``branch`` where ``null (B,)`` is set, else ``main``."""
+    return torch.where(null.view(-1, *[1] * (main.dim() - 1)), branch.float(), main.float())

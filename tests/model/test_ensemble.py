@@ -287,6 +287,13 @@ def test_null_instrument_members_answer_the_instrument_free_rows_alone(monkeypat
         ens(ctx[[1]], tgt[[1]], inst[[1]], level=0)
         assert calls == [1]
         hook.remove()
+        # the scoring path too runs only the set a batch needs, and scores as forward does
+        h = ens.hidden(ctx[[0, 2]], tgt[[0, 2]], inst[[0, 2]], drop[[0, 2]])
+        assert h[1][1] is None and h[1][0] is not None
+        torch.testing.assert_close(ens.level_logits(h, torch.zeros(2, dtype=torch.long)), own[[0, 2]])
+        h = ens.hidden(ctx[[1, 3]], tgt[[1, 3]], inst[[1, 3]], drop[[1, 3]])
+        assert h[1][0] is None and h[1][1] is not None
+        torch.testing.assert_close(ens.level_logits(h, torch.zeros(2, dtype=torch.long)), branch[[1, 3]])
     # routes choose among the conditioned members; the null-instrument ones stay with every instrument
     # a sampler that never asks those rows is given the ensemble without them
     plain = ens.conditioned()
